@@ -1,0 +1,88 @@
+"""The Unleash client and frontend ingest API: metrics, register, bulk.
+
+Every handler answers 202 with an empty body only after the request's counts are committed (the
+Python SDK treats anything else as a failure and drops its bucket).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from proxy.api.body import read_json
+from proxy.api.errors import unavailable
+from proxy.api.ingest import bulk_entries, metrics_entry, registration_entry
+from proxy.auth import TokenKind
+from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.store import JournalEntry, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 10
+
+
+async def _commit(request: web.Request, kind: str, entries: list[JournalEntry]) -> web.Response:
+    app = request.app
+    try:
+        await app[STORE].append(entries)
+    except StorageUnavailable as exc:
+        reason = "the local store is full" if exc.disk_full else "the local store cannot write"
+        raise unavailable(f"{reason}; nothing was stored, retry later", RETRY_AFTER_SECONDS) from None
+    stats = app[INGEST_STATS]
+    stats.requests[kind] += 1
+    stats.counts_accepted += sum(row.yes + row.no for entry in entries for row in entry.counts)
+    return web.Response(status=202)
+
+
+def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
+    return request.headers.get("UNLEASH-INSTANCEID"), request.headers.get("UNLEASH-SDK")
+
+
+def _metrics_handler(kind: TokenKind):
+    async def post_metrics(request: web.Request) -> web.Response:
+        app = request.app
+        caller = await app[AUTH].require(request, kind)
+        body = await read_json(request, ClientMetrics, app[SETTINGS].max_body_size)
+        entry = metrics_entry(body, caller.environment, app[CLOCK].now(), *_sdk_headers(request), request.remote)
+        return await _commit(request, f"{kind.value}_metrics", [entry])
+
+    return post_metrics
+
+
+def _register_handler(kind: TokenKind, schema: type[ClientRegistration] | type[FrontendRegistration]):
+    async def post_register(request: web.Request) -> web.Response:
+        app = request.app
+        caller = await app[AUTH].require(request, kind)
+        body = await read_json(request, schema, app[SETTINGS].max_body_size)
+        entry = registration_entry(body, caller.environment, app[CLOCK].now(), *_sdk_headers(request), request.remote)
+        return await _commit(request, f"{kind.value}_register", [entry])
+
+    return post_register
+
+
+async def post_bulk(request: web.Request) -> web.Response:
+    app = request.app
+    caller = await app[AUTH].require(request, TokenKind.CLIENT)
+    body = await read_json(request, BulkMetrics, app[SETTINGS].max_body_size)
+    environment = None if caller.open_mode else caller.environment
+    entries, refused = bulk_entries(body, environment, app[CLOCK].now(), request.remote)
+    if refused:
+        # Unleash drops such rows silently; this proxy counts them and says so.
+        app[INGEST_STATS].dropped["environment_mismatch"] += refused
+        log.warning(
+            "bulk post: %d metric rows name an environment other than the token's (%s); not stored",
+            refused, caller.environment,
+        )
+    return await _commit(request, "bulk", entries)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/client/metrics", _metrics_handler(TokenKind.CLIENT)),
+        web.post("/api/client/register", _register_handler(TokenKind.CLIENT, ClientRegistration)),
+        web.post("/api/client/metrics/bulk", post_bulk),
+        web.post("/api/frontend/client/metrics", _metrics_handler(TokenKind.FRONTEND)),
+        web.post("/api/frontend/client/register", _register_handler(TokenKind.FRONTEND, FrontendRegistration)),
+    ]

@@ -1,0 +1,147 @@
+"""API errors: one exception type, rendered by a middleware as the documented JSON error body."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from proxy.schemas.errors import ErrorBody, ErrorDetail
+
+_encoder = msgspec.json.Encoder()
+
+BAD_DATA_MESSAGE = (
+    "Request validation failed: your request body or params contain invalid data. "
+    "Refer to the `details` list for more information."
+)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        name: str,
+        message: str,
+        details: list[ErrorDetail] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.name = name
+        self.message = message
+        self.details = details if details is not None else [ErrorDetail(message=message)]
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body = ErrorBody(id=str(uuid.uuid4()), name=self.name, message=self.message, details=self.details)
+        return web.Response(
+            status=self.status,
+            body=_encoder.encode(body),
+            content_type="application/json",
+            headers=self.headers,
+        )
+
+
+def bad_data(message: str, path: str | None = None) -> ApiError:
+    return ApiError(400, "BadDataError", BAD_DATA_MESSAGE, [ErrorDetail(message=message, path=path)])
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "NotFoundError", message)
+
+
+def unavailable(message: str, retry_after: int) -> ApiError:
+    return ApiError(503, "ServiceUnavailableError", message, headers={"Retry-After": str(retry_after)})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPNotFound:
+        return ApiError(404, "NotFoundError", f"no route for {request.method} {request.path}").response()
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ApiError(405, "MethodNotAllowedError", f"{request.method} is not allowed here; use {allowed}").response()
+
+
+# --- turning msgspec validation errors into a field path ---------------------------------------
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_SEGMENT = re.compile(r"\.(\w+)|\[(\d+)\]|\[(\.\.\.)\]")
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The concrete alternatives behind Annotated / Optional / Union."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [alt for arg in typing.get_args(tp) for alt in _unwrap(arg)]
+    return [tp]
+
+
+def _child_type(tp: Any, segment: tuple[str, str, str]) -> Any:
+    field, index, dict_value = segment
+    for alt in _unwrap(tp):
+        if field and isinstance(alt, type) and issubclass(alt, msgspec.Struct):
+            hints = typing.get_type_hints(alt, include_extras=True)
+            if field in hints:
+                return hints[field]
+        origin = typing.get_origin(alt)
+        if index and origin is list:
+            return typing.get_args(alt)[0]
+        if dict_value and origin is dict:
+            return typing.get_args(alt)[1]
+    return Any
+
+
+def _locate(raw: Any, tp: Any, path: str) -> str:
+    """Replace msgspec's `[...]` (an unnamed dict key) with the key whose value fails validation."""
+    out: list[str] = []
+    segments = [m.groups() for m in _SEGMENT.finditer(path)]
+    for seg in segments:
+        field, index, dict_value = seg
+        tp = _child_type(tp, seg)
+        if field:
+            out.append(("." if out else "") + field)
+            raw = raw.get(field) if isinstance(raw, dict) else None
+        elif index:
+            out.append(f"[{index}]")
+            raw = raw[int(index)] if isinstance(raw, list) and int(index) < len(raw) else None
+        else:
+            key = None
+            if isinstance(raw, dict):
+                for k, v in raw.items():
+                    try:
+                        msgspec.convert(v, tp)
+                    except msgspec.ValidationError:
+                        key = k
+                        break
+            out.append(f"[{key!r}]" if key is not None else "[...]")
+            raw = raw.get(key) if key is not None else None
+    return "".join(out)
+
+
+def validation_error(exc: msgspec.ValidationError, body: bytes, schema: type) -> ApiError:
+    """A 400 naming the wrong field, e.g. path `bucket.toggles['flag-a'].yes`."""
+    match = _AT.match(str(exc))
+    message = match.group("msg") if match else str(exc)
+    path = (match.group("path") if match else "") or ""
+    missing = re.search(r"missing required field `([^`]+)`", message)
+    if missing:
+        path = f"{path}.{missing.group(1)}"
+    if "[...]" in path:
+        try:
+            path = _locate(msgspec.json.decode(body), schema, path)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+    path = path.lstrip(".")
+    return bad_data(f"{message} at `{path}`" if path else message, path or None)

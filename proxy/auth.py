@@ -1,0 +1,81 @@
+"""Who may call what. Tokens use Unleash's format `project:environment.secret`.
+
+The environment of every count comes from the token, never from the body (as Unleash does). A `*`
+environment, or a token that does not follow the format, files counts under `default`.
+Tokens are never logged: errors name the token's kind and environment at most.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.api.errors import ApiError
+from proxy.config import Settings
+
+DEFAULT_ENVIRONMENT = "default"
+
+
+class TokenKind(enum.Enum):
+    CLIENT = "client"
+    FRONTEND = "frontend"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    kind: TokenKind
+    environment: str
+    # True when auth = "open": counts posted by bulk keep the environment of each row.
+    open_mode: bool = False
+
+
+def environment_of(token: str) -> str:
+    head, sep, _secret = token.partition(".")
+    if not sep or ":" not in head:
+        return DEFAULT_ENVIRONMENT
+    environment = head.split(":", 1)[1]
+    return DEFAULT_ENVIRONMENT if environment in ("", "*") else environment
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.open = settings.auth == "open"
+        self._tokens: dict[str, TokenKind] = {}
+        for kind, tokens in (
+            (TokenKind.CLIENT, settings.client_tokens),
+            (TokenKind.FRONTEND, settings.frontend_tokens),
+            (TokenKind.ADMIN, settings.admin_tokens),
+        ):
+            for token in tokens:
+                self._tokens[token] = kind
+
+    @property
+    def has_tokens(self) -> bool:
+        return bool(self._tokens)
+
+    async def require(self, request: web.Request, kind: TokenKind) -> Caller:
+        """The caller, if its token may use an endpoint for `kind`; else 401/403."""
+        if self.open:
+            return Caller(kind, DEFAULT_ENVIRONMENT, open_mode=True)
+        token = request.headers.get("Authorization", "").strip()
+        if token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        if not token:
+            raise ApiError(
+                401,
+                "AuthenticationRequired",
+                "this endpoint needs an API token in the Authorization header",
+            )
+        known = self._tokens.get(token)
+        if known is None:
+            raise ApiError(403, "ForbiddenError", "the API token is not known to this proxy")
+        if known is not kind:
+            raise ApiError(
+                403,
+                "ForbiddenError",
+                f"a {known.value} token cannot use this endpoint; it needs a {kind.value} token",
+            )
+        return Caller(kind, environment_of(token))

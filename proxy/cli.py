@@ -1,0 +1,92 @@
+"""Command line: `metrics-proxy serve` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.config import ConfigError, Settings, load_settings
+
+DESCRIPTION = """\
+A durable metrics edge proxy for Unleash SDKs. Point SDKs at it instead of Unleash: it accepts
+usage metrics and registrations, commits them to SQLite before answering 202, answers read
+queries from its own store, and (with an [upstream] configured) forwards aggregated batches.
+
+Options come from command-line flags, METRICS_PROXY_<NAME> environment variables, and a TOML
+file (--config), in that order of precedence. See config/metrics-proxy.toml for every option.
+"""
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Run the proxy in the foreground until SIGTERM/SIGINT; acknowledged counts stay on disk.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (env METRICS_PROXY_CONFIG)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, help="port to listen on (default 3063, Unleash Edge's)")
+    p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where the SQLite database lives (default ./data)")
+    p.add_argument("--auth", choices=["tokens", "open"], help='"tokens" (default) or "open" for local development')
+    p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrics-proxy", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"metrics-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_parser(sub)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level")}
+    return load_settings(config_file=args.config, flags=flags)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from proxy.app import create_app
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level)
+    log = logging.getLogger("proxy")
+    log.info(
+        "metrics-proxy %s listening on %s:%d, data in %s, auth %s, %s",
+        __version__, settings.host, settings.port, settings.database_path, settings.auth,
+        f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=20,
+    )
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"serve": serve}[args.command](args)
+    except ConfigError as exc:
+        print(f"metrics-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2

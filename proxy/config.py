@@ -1,0 +1,151 @@
+"""Settings: one msgspec Struct, filled from defaults < TOML file < environment < command-line flags.
+
+Every option has the same name in all three places: `port` in the file, `METRICS_PROXY_PORT` in the
+environment, `--port` on the command line; nested tables join with an underscore
+(`[upstream] url` is `METRICS_PROXY_UPSTREAM_URL`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "METRICS_PROXY_"
+
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    """A bad option: the message is one line that names the option."""
+
+
+class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str
+    # One upstream client token per environment: Unleash binds a client token to one environment
+    # and its bulk endpoint silently drops rows of any other.
+    tokens: dict[str, str] = {}
+    flush_interval: PositiveSeconds = 10.0
+    request_timeout: PositiveSeconds = 30.0
+    headers: dict[str, str] = {}
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 3063
+    data_dir: str = "data"
+    auth: Literal["tokens", "open"] = "tokens"
+    client_tokens: list[str] = []
+    frontend_tokens: list[str] = []
+    admin_tokens: list[str] = []
+    max_body_size: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
+    # FULL: an acknowledged count survives a process kill and a power cut (one fsync per group
+    # commit). NORMAL: survives a process kill, may lose the last commits on power loss.
+    # OFF: survives a process kill only, and power loss may corrupt the database.
+    synchronous: Literal["FULL", "NORMAL", "OFF"] = "FULL"
+    fold_interval: PositiveSeconds = 1.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    upstream: UpstreamSettings | None = None
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir) / "metrics-proxy.db"
+
+
+def _list_fields() -> set[str]:
+    info = msgspec.inspect.type_info(Settings)
+    return {f.name for f in info.fields if isinstance(f.type, msgspec.inspect.ListType)}
+
+
+def _parse_env_mapping(name: str, raw: str) -> dict[str, str]:
+    """`development=tok1,production=tok2` -> {"development": "tok1", ...}"""
+    result: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid option {name}: expected key=value pairs separated by commas")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def options_from_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
+    """Read METRICS_PROXY_* variables into the nested shape of the TOML file."""
+    lists = _list_fields()
+    upstream_fields = {f.name: f.type for f in msgspec.inspect.type_info(UpstreamSettings).fields}
+    options: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name == "config":
+            continue
+        if name.startswith("upstream_") and name[len("upstream_"):] in upstream_fields:
+            sub = name[len("upstream_"):]
+            value: Any = raw
+            if isinstance(upstream_fields[sub], msgspec.inspect.DictType):
+                value = _parse_env_mapping(key, raw)
+            options.setdefault("upstream", {})[sub] = value
+        elif name in lists:
+            options[name] = [item.strip() for item in raw.split(",") if item.strip()]
+        else:
+            options[name] = raw
+    return options
+
+
+def options_from_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    message, _, where = text.partition(" - at `$.")
+    if where:
+        option = where.rstrip("`")
+        return f"invalid option {option}: {message}"
+    if "unknown field" in text:
+        field = text.split("`")[1]
+        return f"unknown option {field} ({message.split(' - ')[0]})"
+    if "missing required field" in text:
+        return f"missing option {text.split('`')[1]} ({text})"
+    return f"invalid configuration: {text}"
+
+
+def load_settings(
+    config_file: str | None = None,
+    flags: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build Settings with precedence flag > env > file > default. Raises ConfigError."""
+    environ = dict(os.environ) if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    options: dict[str, Any] = {}
+    if config_file:
+        options = options_from_file(config_file)
+    options = _merge(options, options_from_env(environ))
+    options = _merge(options, {k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        settings = msgspec.convert(options, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    if settings.upstream is not None and not settings.upstream.url.startswith(("http://", "https://")):
+        raise ConfigError(f"invalid option upstream.url: {settings.upstream.url!r} is not an http(s) URL")
+    return settings

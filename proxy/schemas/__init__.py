@@ -1,0 +1,1 @@
+"""msgspec Structs for everything that crosses the wire."""

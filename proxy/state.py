@@ -1,0 +1,19 @@
+"""Typed application state: the AppKeys every handler reads its collaborators from."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.auth import Authenticator
+from proxy.clock import Clock
+from proxy.config import Settings
+from proxy.store import Store
+from proxy.telemetry import IngestStats
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+STORE = web.AppKey("store", Store)
+AUTH = web.AppKey("auth", Authenticator)
+INGEST_STATS = web.AppKey("ingest_stats", IngestStats)
+REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)

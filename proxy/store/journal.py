@@ -1,0 +1,40 @@
+"""The compact record of one acknowledged request, as written to the journal table.
+
+Handlers turn a validated body into a JournalEntry; the group-commit writer stores it (msgpack) and
+the 202 goes out after that commit. The fold and the start-up replay read the same records.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class CountRow(msgspec.Struct, array_like=True):
+    app_name: str
+    feature_name: str
+    hour: int  # epoch seconds of the UTC hour the counts belong to (bucket.stop, as Unleash)
+    yes: int
+    no: int
+    variants: dict[str, int] | None = None
+
+
+class InstanceSeen(msgspec.Struct, array_like=True):
+    app_name: str
+    instance_id: str
+    sdk_version: str | None = None
+    strategies: list[str] | None = None
+    interval: float | None = None
+    started: str | None = None
+    client_ip: str | None = None
+    projects: list[str] | None = None
+
+
+class JournalEntry(msgspec.Struct, array_like=True):
+    environment: str
+    received: float  # epoch seconds when the proxy accepted it; drives the per-minute windows
+    counts: list[CountRow] = []
+    instances: list[InstanceSeen] = []
+
+
+encode_entry = msgspec.msgpack.Encoder().encode
+decode_entry = msgspec.msgpack.Decoder(JournalEntry).decode

@@ -1,0 +1,114 @@
+"""Versioned schema. `PRAGMA user_version` holds how many migrations have run; each runs once, in
+its own transaction, so a database written by an older release opens and upgrades in place.
+Append new migrations; never edit one that has shipped."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[str] = [
+    # 1: the ingest core. The journal holds acknowledged requests not yet folded into the tables;
+    # hourly_counts is the history the read endpoints use; pending_counts is the outbox.
+    """
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        entry BLOB NOT NULL
+    );
+    CREATE TABLE hourly_counts (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        variants TEXT,
+        PRIMARY KEY (environment, app_name, feature_name, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX hourly_counts_by_feature ON hourly_counts (feature_name, hour);
+    CREATE INDEX hourly_counts_by_hour ON hourly_counts (hour);
+    CREATE TABLE pending_counts (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        variants TEXT,
+        PRIMARY KEY (environment, app_name, feature_name, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE instances (
+        app_name TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        sdk_version TEXT,
+        strategies TEXT,
+        interval REAL,
+        started TEXT,
+        client_ip TEXT,
+        projects TEXT,
+        created_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (app_name, instance_id, environment)
+    ) WITHOUT ROWID;
+    CREATE INDEX instances_by_last_seen ON instances (last_seen);
+    """,
+    # 2: what the read endpoints need beyond hourly history: per-minute counts for the sliding
+    # last-minute / last-hour windows, and first/last seen per app and flag.
+    """
+    CREATE TABLE minute_counts (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        PRIMARY KEY (environment, app_name, feature_name, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX minute_counts_by_minute ON minute_counts (minute);
+    CREATE TABLE flag_seen (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (environment, app_name, feature_name)
+    ) WITHOUT ROWID;
+    CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
+    """,
+]
+
+LATEST = len(MIGRATIONS)
+
+
+class MigrationError(Exception):
+    pass
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db: sqlite3.Connection, target: int = LATEST) -> int:
+    """Bring the schema up to `target`; returns the version found before."""
+    found = schema_version(db)
+    if found > LATEST:
+        raise MigrationError(
+            f"database schema version {found} is newer than this release understands ({LATEST}); "
+            "refusing to touch it"
+        )
+    for version in range(found + 1, target + 1):
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise MigrationError(f"migration {version} failed: {exc}") from exc
+        log.info("database schema upgraded to version %d", version)
+    return found

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from proxy.app import create_app
+from proxy.clock import ManualClock
+from proxy.config import Settings, UpstreamSettings
+from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, PROD_TOKEN
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # A fixed, recent instant in the middle of an hour, so windows are deterministic.
+    return ManualClock(start=(time.time() // 3600) * 3600 + 1800)
+
+
+@pytest.fixture
+def make_settings(tmp_path) -> Callable[..., Settings]:
+    def make(**overrides) -> Settings:
+        values = dict(
+            data_dir=str(tmp_path / "data"),
+            client_tokens=[CLIENT_TOKEN, PROD_TOKEN],
+            frontend_tokens=[FRONTEND_TOKEN],
+            admin_tokens=[ADMIN_TOKEN],
+            fold_interval=3600.0,  # tests fold explicitly (reads fold first)
+        )
+        values.update(overrides)
+        if isinstance(values.get("upstream"), dict):
+            values["upstream"] = UpstreamSettings(**values["upstream"])
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def make_client(aiohttp_client, make_settings, clock):
+    """A test client for a proxy app built from settings overrides (real SQLite in tmp_path)."""
+
+    async def make(**overrides):
+        app = create_app(make_settings(**overrides), clock=clock)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client()

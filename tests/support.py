@@ -1,0 +1,105 @@
+"""Shared test helpers: tokens, payload fixtures, and a real `metrics-proxy serve` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PAYLOADS = FIXTURES / "payloads"
+
+CLIENT_TOKEN = "default:development.test-client-secret"
+PROD_TOKEN = "default:production.test-prod-secret"
+FRONTEND_TOKEN = "default:development.test-frontend-secret"
+ADMIN_TOKEN = "*:*.test-admin-secret"
+
+
+def client_headers(token: str = CLIENT_TOKEN) -> dict[str, str]:
+    return {"Authorization": token, "Content-Type": "application/json"}
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": ADMIN_TOKEN}
+
+
+def recorded_requests(kind: str) -> list[dict]:
+    """Every recorded SDK request whose file name starts with `kind` (metrics, register, features)."""
+    found = []
+    for path in sorted(PAYLOADS.glob(f"*-sdk-*/{kind}-*.json")):
+        record = json.loads(path.read_text())
+        record["file"] = f"{path.parent.name}/{path.name}"
+        found.append(record)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProxyProcess:
+    """A real `python -m proxy serve` on loopback, for crash and shutdown tests."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
+                 config: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra_env = extra_env or {}
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"proxy-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "ProxyProcess":
+        env = dict(os.environ)
+        env.update(
+            METRICS_PROXY_CLIENT_TOKENS=f"{CLIENT_TOKEN},{PROD_TOKEN}",
+            METRICS_PROXY_FRONTEND_TOKENS=FRONTEND_TOKEN,
+            METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN,
+        )
+        env.update(self.extra_env)
+        cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.config:
+            cmd += ["--config", str(self.config)]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/internal-backstage/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"proxy did not become healthy: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
