@@ -1,0 +1,96 @@
+"""Options: flag > env > file > default; a bad option fails at start with one line naming it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from proxy.config import ConfigError, load_settings
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults():
+    s = load_settings(environ={})
+    assert (s.host, s.port, s.data_dir, s.auth, s.max_body_size, s.synchronous) == (
+        "127.0.0.1", 3063, "data", "tokens", 1048576, "FULL")
+    assert s.upstream is None
+
+
+def test_precedence_flag_over_env_over_file(tmp_path):
+    path = write(tmp_path, 'port = 4000\nhost = "0.0.0.0"\ndata_dir = "from-file"\n')
+    env = {"METRICS_PROXY_PORT": "5000", "METRICS_PROXY_DATA_DIR": "from-env"}
+    s = load_settings(path, flags={"port": 6000}, environ=env)
+    assert (s.port, s.data_dir, s.host) == (6000, "from-env", "0.0.0.0")
+    s = load_settings(path, flags={"port": None}, environ=env)
+    assert s.port == 5000
+
+
+def test_the_example_config_file_loads():
+    s = load_settings("config/metrics-proxy.toml", environ={})
+    assert s.client_tokens == ["default:development.some-secret"]
+
+
+def test_env_lists_and_upstream_tables(tmp_path):
+    env = {
+        "METRICS_PROXY_CLIENT_TOKENS": "a:development.x, b:production.y",
+        "METRICS_PROXY_UPSTREAM_URL": "http://unleash:4242/api",
+        "METRICS_PROXY_UPSTREAM_TOKENS": "development=tok-d,production=tok-p",
+        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "2.5",
+    }
+    s = load_settings(environ=env)
+    assert s.client_tokens == ["a:development.x", "b:production.y"]
+    assert s.upstream.url == "http://unleash:4242/api"
+    assert s.upstream.tokens == {"development": "tok-d", "production": "tok-p"}
+    assert s.upstream.flush_interval == 2.5
+
+
+def test_file_upstream_section(tmp_path):
+    path = write(tmp_path, '[upstream]\nurl = "http://u:4242/api"\ntokens = { development = "t" }\n')
+    s = load_settings(path, environ={})
+    assert s.upstream.tokens == {"development": "t"} and s.upstream.flush_interval == 10
+
+
+@pytest.mark.parametrize(
+    "text, env, needle",
+    [
+        ("port = 99999\n", {}, "invalid option port"),
+        ('port = "abc"\n', {}, "invalid option port"),
+        ("", {"METRICS_PROXY_PORT": "abc"}, "invalid option port"),
+        ('auth = "maybe"\n', {}, "invalid option auth"),
+        ("prot = 1\n", {}, "unknown option prot"),
+        ('[upstream]\nurl = "ftp://x"\n', {}, "invalid option upstream.url"),
+        ('[upstream]\nurl = "http://x"\nflush_interval = -1\n', {}, "invalid option upstream.flush_interval"),
+        ("port = [\n", {}, "not valid TOML"),
+    ],
+)
+def test_bad_options_name_the_option(tmp_path, text, env, needle):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ=env)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_reports_a_bad_option_in_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--config", write(tmp_path, "port = 70000\n")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid option port" in lines[0]
+
+
+def test_cli_help_explains():
+    out = subprocess.run([sys.executable, "-m", "proxy", "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert "METRICS_PROXY_" in out and "serve" in out
+    out = subprocess.run([sys.executable, "-m", "proxy", "serve", "--help"], capture_output=True, text=True,
+                         timeout=30).stdout
+    for flag in ("--config", "--host", "--port", "--data-dir"):
+        assert flag in out
