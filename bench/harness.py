@@ -1,0 +1,99 @@
+"""Shared benchmark plumbing: servers in subprocesses, wrk as the load process, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/internal-backstage/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str] | None = None):
+    """Run a server command (with {port} substituted) and yield its base URL."""
+    port = free_port()
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.Popen([c.format(port=port) for c in cmd], env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def proxy_server(extra_env: dict[str, str] | None = None, workdir: Path | None = None):
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+        data = Path(workdir or tmp) / "data"
+        cmd = [sys.executable, "-m", "proxy", "serve", "--auth", "open", "--port", "{port}", "--data-dir", str(data),
+               "--log-level", "WARNING"]
+        with server(cmd, extra_env) as url:
+            yield url
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
+    return wrk
+
+
+def wrk(url: str, path: str, script: Path, seconds: int, connections: int = 64) -> dict:
+    """Run wrk and return req/s and latency percentiles in ms."""
+    out = subprocess.run(
+        [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url + path],
+        capture_output=True, text=True, timeout=seconds + 60,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        lat[f"p{pct}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, **lat, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(0) if errors else ""}
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path

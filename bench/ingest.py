@@ -1,0 +1,91 @@
+"""Ingest: req/s and latency of durable POST /api/client/metrics vs a bare aiohttp 202 handler.
+
+Run: python -m bench.ingest [--quick]. Load: wrk, 64 connections, bodies of 20 and 200 toggles
+cycling over 64 apps. The goal (issue 2): durable, merged ingest at >= 70 % of the bare handler
+measured in this same run, and p99 <= 20 ms at half the maximum load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import proxy_server, save, server, wrk
+
+APPS = 64
+
+
+def body(app: int, toggles: int) -> str:
+    return json.dumps({
+        "appName": f"bench-app-{app}", "instanceId": f"bench-{app}", "sdkVersion": "unleash-python-sdk:6.9.1",
+        "bucket": {"start": "2026-11-22T18:19:38.151506186Z", "stop": "2026-11-22T18:20:38.280696701Z",
+                   "toggles": {f"feature.flag-{t}": {"yes": 7, "no": 3,
+                                                      "variants": {"red": 4, "blue": 3} if t % 5 == 0 else {}}
+                               for t in range(toggles)}},
+    }, separators=(",", ":"))
+
+
+def lua_script(folder: Path, toggles: int, delay_ms: float | None = None) -> Path:
+    """A wrk script cycling through one body per app; with delay_ms it paces each connection."""
+    bodies = ",\n".join("[==[" + body(a, toggles) + "]==]" for a in range(APPS))
+    pacing = f"function delay() return {delay_ms:.3f} end\n" if delay_ms else ""
+    script = folder / f"post-{toggles}-{delay_ms}.lua"
+    script.write_text(
+        f"local bodies = {{\n{bodies}\n}}\nlocal i = 0\n"
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        "function request()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n" + pacing
+    )
+    return script
+
+
+def run(quick: bool = False) -> dict:
+    seconds = 5 if quick else 15
+    results: dict = {"seconds_per_run": seconds, "connections": 64}
+    bare_cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "{port}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for toggles in (20, 200):
+            script = lua_script(folder, toggles)
+            with server(bare_cmd) as url:
+                wrk(url, "/api/client/metrics", script, 2)  # warm-up
+                bare = wrk(url, "/api/client/metrics", script, seconds)
+            with proxy_server() as url:
+                wrk(url, "/api/client/metrics", script, 2)
+                proxy = wrk(url, "/api/client/metrics", script, seconds)
+                # Half the maximum load, paced: each of 64 connections waits between requests.
+                half_rate = proxy["rps"] / 2
+                paced = wrk(url, "/api/client/metrics", lua_script(folder, toggles, 64_000 / half_rate), seconds)
+            results[f"{toggles}_toggles"] = {
+                "bare": bare, "proxy": proxy, "proxy_at_half_load": paced,
+                "ratio_vs_bare": round(proxy["rps"] / bare["rps"], 3),
+            }
+    return results
+
+
+def report(results: dict) -> None:
+    print(f"ingest: POST /api/client/metrics, 64 connections, {results['seconds_per_run']} s per run")
+    print(f"{'body':<12}{'bare req/s':>12}{'proxy req/s':>13}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'@half: req/s':>14}{'p99 ms':>9}")
+    for toggles in (20, 200):
+        r = results[f"{toggles}_toggles"]
+        print(f"{toggles:>3} toggles {r['bare']['rps']:>12,.0f}{r['proxy']['rps']:>13,.0f}{r['ratio_vs_bare']:>8.2f}"
+              f"{r['proxy']['p50_ms']:>9.1f}{r['proxy']['p99_ms']:>9.1f}"
+              f"{r['proxy_at_half_load']['rps']:>14,.0f}{r['proxy_at_half_load']['p99_ms']:>9.1f}")
+        if r["proxy"]["non_2xx"]:
+            print(f"  WARNING: {r['proxy']['non_2xx']} non-2xx answers")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    report(results)
+    print("saved", save("ingest", results))
+
+
+if __name__ == "__main__":
+    main()
