@@ -149,6 +149,7 @@ async def test_auth_refusal_pauses_only_that_environment_and_keeps_its_batches(f
     assert await client.forwarder.flush() == 0
     assert sent_flags(stub) == {"flag-a": (3, 0), "flag-p": (4, 0)}
     assert client.stats.paused_environments == set()
+    assert status_report(client.forwarder.outbox.db)["environments"]["development"]["paused"] is None
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])

@@ -198,6 +198,7 @@ class Outbox:
         db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (batch.seq,))
         db.execute("DELETE FROM outbox_batches WHERE seq = ?", (batch.seq,))
         self.set_state(f"last_success:{batch.environment}", repr(now))
+        self.delete_state(f"paused:{batch.environment}")  # the upstream took it: not paused any more
         db.execute("COMMIT")
 
     def split(self, batch: Batch, halves: list[list[OutboxItem]], new_id: Callable[[], str]) -> list[Batch]:

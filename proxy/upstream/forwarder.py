@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 
@@ -74,10 +75,12 @@ class Forwarder:
 
     async def _run(self) -> None:
         # Batches persisted by a previous run (a crash mid-send) go out first, under their ids.
-        self.tick()
         while True:
+            try:
+                self.tick()
+            except sqlite3.Error as exc:  # e.g. disk full while cutting: nothing moved, try again later
+                log.error("cutting upstream batches failed, will retry: %s", exc)
             await asyncio.sleep(self.settings.flush_interval)
-            self.tick()
 
     async def stop(self) -> None:
         """One last flush within shutdown_flush_timeout; what is not delivered stays on disk."""
