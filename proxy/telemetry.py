@@ -102,6 +102,11 @@ def forwarder_families(stats: ForwarderStats):
         value=len(stats.paused_environments),
     )
     yield GaugeMetricFamily(
+        "metrics_proxy_upstream_environments_without_token",
+        "Environments whose counts stay pending because upstream.tokens has no token for them",
+        value=len(stats.environments_without_token),
+    )
+    yield GaugeMetricFamily(
         "metrics_proxy_upstream_last_success_timestamp_seconds", "Time of the last 2xx from the upstream",
         value=stats.last_success_time,
     )

@@ -259,6 +259,8 @@ async def test_environment_rows_go_only_under_their_own_token(forwarding_client,
         assert {a["environment"] for a in rec.body["applications"]} <= {env}
     assert sent_flags(stub) == {"flag-a": (1, 0)}
     assert client.stats.environments_without_token == {"production"}
+    metrics = await (await client.get("/internal-backstage/prometheus")).text()
+    assert "metrics_proxy_upstream_environments_without_token 1.0" in metrics
     report = status_report(client.forwarder.outbox.db)["environments"]["production"]
     assert (report["pending_rows"], report["pending_yes"], report["pending_no"]) == (1, 5, 5)
 

@@ -95,13 +95,14 @@ class Forwarder:
                 "shutdown flush did not finish in %.0f s; %d batches stay on disk for the next start",
                 self.settings.shutdown_flush_timeout, self.outbox.pending_batch_count(),
             )
-        for task in self._drains.values():
-            task.cancel()
-        for task in list(self._drains.values()):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self.client is not None:
-            await self.client.close()
+        except sqlite3.Error as exc:
+            log.error("shutdown flush failed; what was not sent stays on disk: %s", exc)
+        finally:
+            for task in self._drains.values():
+                task.cancel()
+            await asyncio.gather(*self._drains.values(), return_exceptions=True)
+            if self.client is not None:
+                await self.client.close()
 
     # --- cutting and draining ---------------------------------------------------------------
 
@@ -146,9 +147,12 @@ class Forwarder:
 
     async def _drain(self, env: str) -> None:
         sending: set[asyncio.Task] = set()
+        failed = False
         try:
             while True:
-                if not self._is_paused(env, self.clock.now()):
+                # After an unexpected error (e.g. the disk is full) take no new batches until the
+                # next tick, rather than spinning on the same batch.
+                if not failed and not self._is_paused(env, self.clock.now()):
                     room = self.settings.max_in_flight - len(sending)
                     for batch in self.outbox.oldest_batches(env, self._in_flight, room):
                         self._in_flight.add(batch.seq)
@@ -158,7 +162,8 @@ class Forwarder:
                 done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
-                        log.error("sending a batch of %s failed: %r", env, task.exception())
+                        failed = True
+                        log.error("sending a batch of %s failed, kept for the next tick: %r", env, task.exception())
         finally:
             for task in sending:
                 task.cancel()
