@@ -69,7 +69,7 @@ async def test_counts_arriving_while_a_batch_is_in_flight_go_to_a_new_batch(forw
     flushing = asyncio.create_task(client.forwarder.flush())
     await stub.arrived.wait()
     await post_metrics(client, {"flag-a": (10, 0)}, clock.now())  # lands while the first is held
-    client.forwarder.tick()
+    await client.forwarder.tick()
     stub.hold.set()
     await flushing
     await client.forwarder.flush()

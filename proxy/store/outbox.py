@@ -101,11 +101,14 @@ class Outbox:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def cut(self, environment: str, now: float, chunker: Chunker, new_id: Callable[[], str]) -> int:
-        """Move the environment's pending rows (and instances not yet sent) into new batches.
+    def cut(self, environment: str, now: float, chunker: Chunker, new_id: Callable[[], str],
+            max_rows: int = 5000) -> tuple[int, bool]:
+        """Move up to max_rows of the environment's pending rows, oldest hour first (and the
+        instances not yet sent) into new batches.
 
-        Returns how many batches were created. One transaction: the rows are in pending_counts
-        or in a batch, never both, never neither."""
+        Returns (batches created, whether rows remain). One transaction: a row is in
+        pending_counts or in a batch, never both, never neither. max_rows bounds how long the
+        event loop (and so ingest) waits on one cut."""
         db = self.db
         watermark_key = f"apps_sent_until:{environment}"
         db.execute("BEGIN IMMEDIATE")
@@ -113,10 +116,13 @@ class Outbox:
             pending = [
                 PendingRow(*r) for r in db.execute(
                     "SELECT app_name, feature_name, hour, yes, no, variants FROM pending_counts "
-                    "WHERE environment = ? AND (yes <> 0 OR no <> 0) ORDER BY hour, app_name, feature_name",
-                    (environment,),
+                    "WHERE environment = ? AND (yes <> 0 OR no <> 0) ORDER BY hour, app_name, feature_name "
+                    "LIMIT ?",
+                    (environment, max_rows + 1),
                 )
             ]
+            more = len(pending) > max_rows
+            del pending[max_rows:]
             since = float(self.state(watermark_key) or 0)
             instances = [
                 InstanceRow(*r) for r in db.execute(
@@ -129,8 +135,13 @@ class Outbox:
             chunks = chunker(pending, instances) if pending or instances else []
             for chunk in chunks:
                 self._insert_batch(environment, now, chunk, new_id())
+            db.executemany(
+                "DELETE FROM pending_counts WHERE environment = ? AND app_name = ? AND feature_name = ? "
+                "AND hour = ?",
+                [(environment, r.app_name, r.feature_name, r.hour) for r in pending],
+            )
             # Rows with yes = 0 and no = 0 are never sent (Unleash drops them anyway).
-            db.execute("DELETE FROM pending_counts WHERE environment = ?", (environment,))
+            db.execute("DELETE FROM pending_counts WHERE environment = ? AND yes = 0 AND no = 0", (environment,))
             if instances:
                 self.set_state(watermark_key, repr(max(i.last_seen for i in instances)))
             db.execute("COMMIT")
@@ -138,7 +149,7 @@ class Outbox:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return len(chunks)
+        return len(chunks), more
 
     def _insert_batch(self, environment: str, created: float, items: list[OutboxItem], batch_id: str) -> int:
         cursor = self.db.execute(

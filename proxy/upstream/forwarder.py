@@ -77,7 +77,7 @@ class Forwarder:
         # Batches persisted by a previous run (a crash mid-send) go out first, under their ids.
         while True:
             try:
-                self.tick()
+                await self.tick()
             except sqlite3.Error as exc:  # e.g. disk full while cutting: nothing moved, try again later
                 log.error("cutting upstream batches failed, will retry: %s", exc)
             await asyncio.sleep(self.settings.flush_interval)
@@ -106,7 +106,7 @@ class Forwarder:
 
     # --- cutting and draining ---------------------------------------------------------------
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Fold, cut every environment's pending counts into batches, and start its drain."""
         self.store.fold()
         now = self.clock.now()
@@ -119,7 +119,9 @@ class Forwarder:
                     )
                     self.stats.environments_without_token.add(env)
                 continue
-            self.outbox.cut(env, now, make_chunker(env, self.settings.max_body_bytes), new_batch_id)
+            chunker = make_chunker(env, self.settings.max_body_bytes)
+            while self.outbox.cut(env, now, chunker, new_batch_id)[1]:
+                await asyncio.sleep(0)  # let ingest commit between bounded cuts
             if self._is_paused(env, now):
                 continue
             drain = self._drains.get(env)
@@ -128,7 +130,7 @@ class Forwarder:
 
     async def flush(self) -> int:
         """Cut and send now; returns when every drain is idle. Returns the batches left on disk."""
-        self.tick()
+        await self.tick()
         while True:
             running = [t for t in self._drains.values() if not t.done()]
             if not running:
