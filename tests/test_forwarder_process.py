@@ -88,6 +88,8 @@ async def test_kill_9_while_a_batch_is_in_flight_resends_it_with_the_same_key(pr
 
     assert stub.delivered()[0].key == first_key
     assert totals(stub) == {"flag-a": (7, 2), "flag-b": (1, 1)}
+    # The proxy's own instance id is kept in the database, so Unleash sees one instance, not two.
+    assert stub.delivered()[0].headers["UNLEASH-INSTANCEID"] == stub.received[0].headers["UNLEASH-INSTANCEID"]
     assert await asyncio.to_thread(restarted.terminate) == 0
 
 
