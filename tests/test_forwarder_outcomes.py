@@ -167,6 +167,17 @@ async def test_retryable_status_is_retried_with_the_same_idempotency_key(forward
     assert sent_flags(stub) == {"flag-a": (2, 1)}
 
 
+async def test_a_long_outage_is_never_given_up(forwarding_client, stub, clock):
+    client = await forwarding_client(retry_initial=0.001, retry_max=0.002)
+    stub.script = [503] * 40
+    await post_metrics(client, {"flag-a": (1, 0)}, clock.now())
+
+    assert await client.forwarder.flush() == 0
+
+    assert len(stub.received) == 41 and stub.received[-1].status == 202
+    assert client.stats.retries == 40 and sent_flags(stub) == {"flag-a": (1, 0)}
+
+
 async def test_connection_refused_is_retried_until_the_upstream_comes_up(make_client, clock):
     from proxy.state import FORWARDER, FORWARDER_STATS
     from tests.support import free_port

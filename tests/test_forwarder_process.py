@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -100,11 +103,14 @@ async def test_sigterm_after_a_2xx_does_not_resend(proxies, tmp_path, stub):
     assert await asyncio.to_thread(proxy.terminate) == 0
 
     restarted = await start_proxy(proxies, tmp_path, stub)
-    async with aiohttp.ClientSession() as session:  # `metrics-proxy flush` does this POST
-        async with session.post(restarted.url + "/internal-backstage/flush",
-                                headers={"Authorization": ADMIN_TOKEN}) as response:
-            assert response.status == 200
-            assert await response.json() == {"finished": True, "batchesLeft": 0}
+    # `metrics-proxy flush` returns once the restarted proxy has sent everything it had.
+    flushed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "proxy", "flush", "--port", str(restarted.port)],
+        env={**os.environ, **restarted.extra_env, "METRICS_PROXY_ADMIN_TOKENS": ADMIN_TOKEN},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert flushed.returncode == 0, flushed.stderr
+    assert "0 batches left" in flushed.stdout
 
     assert len(stub.received) == 1 and totals(stub) == {"flag-a": (3, 0)}
     assert await asyncio.to_thread(restarted.terminate) == 0
