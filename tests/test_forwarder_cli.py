@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from tests.forwarding import UPSTREAM_DEV, forwarding_client, post_metrics, stub  # noqa: F401
+from tests.forwarding import UPSTREAM_DEV, post_metrics
 from tests.support import ADMIN_TOKEN, PROD_TOKEN, free_port
 
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from proxy.store.outbox import status_report
-from tests.forwarding import UPSTREAM_DEV, metrics_body, stub  # noqa: F401
+from tests.forwarding import UPSTREAM_DEV, metrics_body
 from tests.support import ADMIN_TOKEN, ProxyProcess, client_headers
 
 

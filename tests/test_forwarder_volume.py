@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from tests.forwarding import forwarding_client, post_metrics, stub  # noqa: F401
+from tests.forwarding import post_metrics
 
 # FORWARDER_VOLUME_KEYS raises or lowers it; the default is the full requirement.
 KEYS = int(os.environ.get("FORWARDER_VOLUME_KEYS", "50000"))
