@@ -119,7 +119,8 @@ async def test_400_bisects_to_the_rejected_rows_and_delivers_the_rest(forwarding
 
 
 @pytest.mark.parametrize("status", [401, 403])
-async def test_auth_refusal_pauses_only_that_environment_and_keeps_its_batches(forwarding_client, stub, clock, status):
+async def test_auth_refusal_pauses_only_that_environment_and_keeps_its_batches(forwarding_client, stub, clock, status,
+                                                                                caplog):
     client = await forwarding_client(auth_retry_interval=300.0)
     refuse_dev = {"on": True}
 
@@ -144,6 +145,11 @@ async def test_auth_refusal_pauses_only_that_environment_and_keeps_its_batches(f
     tries = len(stub.received)
     await client.forwarder.flush()
     assert len(stub.received) == tries
+    # After the slow retry interval it is tried again; still refused, it is not logged again.
+    clock.advance(300)
+    assert await client.forwarder.flush() == 1
+    assert len(stub.received) == tries + 1
+    assert sum("upstream refused environment" in r.getMessage() for r in caplog.records) == 1
     refuse_dev["on"] = False
     clock.advance(300)
     assert await client.forwarder.flush() == 0

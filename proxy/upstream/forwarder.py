@@ -56,6 +56,7 @@ class Forwarder:
         self.client: UpstreamClient | None = None
         self.instance_id = ""
         self._paused_until: dict[str, float] = {}
+        self._pause_logged: dict[str, int | None] = {}  # env -> status last logged
         self._in_flight: set[int] = set()  # batch seqs being sent
         self._drains: dict[str, asyncio.Task] = {}
         self._loop: asyncio.Task | None = None
@@ -183,6 +184,7 @@ class Forwarder:
                 self.outbox.delivered(batch, now)
                 self.stats.batches_delivered += 1
                 self.stats.last_success_time = now
+                self._pause_logged.pop(batch.environment, None)
             elif status in (400, 413):
                 await self._reject(batch, result)
             else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
@@ -244,7 +246,9 @@ class Forwarder:
 
     def _pause(self, env: str, result: SendResult) -> None:
         now = self.clock.now()
-        if env not in self._paused_until:
+        # Logged once per refusal reason, not on every slow retry; a 2xx resets it.
+        if self._pause_logged.get(env) != result.status:
+            self._pause_logged[env] = result.status
             log.error(
                 "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
                 env, result.error[:200], self.settings.auth_retry_interval,
