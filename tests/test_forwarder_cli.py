@@ -94,3 +94,26 @@ async def test_prometheus_exposes_forwarder_counters(forwarding_client, stub, cl
     assert "metrics_proxy_upstream_paused_environments 0.0" in text
     [line] = [x for x in text.splitlines() if x.startswith("metrics_proxy_upstream_last_success_timestamp_seconds ")]
     assert float(line.split()[1]) == clock.now()
+
+
+async def test_flush_endpoint_without_upstream_is_409_with_an_error_body(make_client):
+    client = await make_client()
+    response = await client.post("/internal-backstage/flush", headers={"Authorization": ADMIN_TOKEN})
+    assert response.status == 409
+    body = await response.json()
+    assert body["name"] == "NoUpstreamError" and "upstream" in body["message"] and body["id"]
+
+
+def test_forwarder_options_have_defaults_and_come_from_the_environment():
+    from proxy.config import load_settings
+
+    defaults = load_settings(environ={"METRICS_PROXY_UPSTREAM_URL": "http://u/api"}).upstream
+    assert (defaults.app_name, defaults.max_body_bytes, defaults.max_in_flight) == ("metrics-proxy", 95 * 1024, 4)
+    assert (defaults.retry_max, defaults.auth_retry_interval, defaults.shutdown_flush_timeout) == (300, 300, 20)
+    chosen = load_settings(environ={
+        "METRICS_PROXY_UPSTREAM_URL": "http://u/api",
+        "METRICS_PROXY_UPSTREAM_MAX_BODY_BYTES": "50000",
+        "METRICS_PROXY_UPSTREAM_MAX_IN_FLIGHT": "2",
+        "METRICS_PROXY_UPSTREAM_APP_NAME": "edge-sidecar",
+    }).upstream
+    assert (chosen.max_body_bytes, chosen.max_in_flight, chosen.app_name) == (50000, 2, "edge-sidecar")
