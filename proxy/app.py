@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.api import backstage, client, reads
+from proxy.api import backstage, client, flush, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.state import AUTH, CLOCK, INGEST_STATS, REGISTRY, SETTINGS, STORE
+from proxy.state import AUTH, CLOCK, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
 from proxy.telemetry import IngestStats, build_registry
+from proxy.upstream import forwarder
+from proxy.upstream.stats import ForwarderStats
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,16 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[STORE] = Store(settings.database_path, settings.synchronous)
     app[AUTH] = Authenticator(settings)
     app[INGEST_STATS] = IngestStats()
-    app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS])
+    app[FORWARDER_STATS] = ForwarderStats()
+    app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS])
     app.cleanup_ctx.append(_store_ctx)
+    if settings.upstream is not None:
+        app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])
+        app.cleanup_ctx.append(forwarder.cleanup_context(app[FORWARDER]))
     app.add_routes(client.routes())
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())
+    app.add_routes(flush.routes())
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

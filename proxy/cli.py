@@ -35,6 +35,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
 
 
+def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
+    from proxy.upstream import commands
+
+    commands.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metrics-proxy", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -42,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metrics-proxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
+    _outbox_parsers(sub)
     return parser
 
 
@@ -86,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"serve": serve}[args.command](args)
+        if args.command == "serve":
+            return serve(args)
+        return args.run(args)
     except ConfigError as exc:
         print(f"metrics-proxy: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,19 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     flush_interval: PositiveSeconds = 10.0
     request_timeout: PositiveSeconds = 30.0
     headers: dict[str, str] = {}
+    # Sent as UNLEASH-APPNAME; the instance id is generated once and kept in the database.
+    app_name: str = "metrics-proxy"
+    # Unleash's body parser refuses bodies over 100 kB; stay below it as Unleash Edge does.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 95 * 1024
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # requests per environment
+    # 429/5xx/network: exponential backoff with full jitter from retry_initial up to retry_max;
+    # never given up (a time budget would discard the oldest counts in a long outage).
+    retry_initial: PositiveSeconds = 1.0
+    retry_max: PositiveSeconds = 300.0
+    # 401/403/404: the environment pauses (its batches stay) and is tried again after this.
+    auth_retry_interval: PositiveSeconds = 300.0
+    # On SIGTERM, one last flush may take this long; what is not delivered stays on disk.
+    shutdown_flush_timeout: PositiveSeconds = 20.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

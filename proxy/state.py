@@ -10,6 +10,8 @@ from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.store import Store
 from proxy.telemetry import IngestStats
+from proxy.upstream.forwarder import Forwarder
+from proxy.upstream.stats import ForwarderStats
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -17,3 +19,5 @@ STORE = web.AppKey("store", Store)
 AUTH = web.AppKey("auth", Authenticator)
 INGEST_STATS = web.AppKey("ingest_stats", IngestStats)
 REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)
+FORWARDER_STATS = web.AppKey("forwarder_stats", ForwarderStats)
+FORWARDER = web.AppKey("forwarder", Forwarder)  # only set when [upstream] is configured

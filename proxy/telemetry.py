@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from proxy.store.writer import BATCH_SIZE_BUCKETS
 
 if TYPE_CHECKING:
     from proxy.store import Store
+    from proxy.upstream.stats import ForwarderStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -30,9 +31,10 @@ class IngestStats:
 
 
 class ProxyCollector(Collector):
-    def __init__(self, store: Store, ingest: IngestStats) -> None:
+    def __init__(self, store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None) -> None:
         self.store = store
         self.ingest = ingest
+        self.forwarder = forwarder
 
     def collect(self):
         requests = CounterMetricFamily(
@@ -50,6 +52,8 @@ class ProxyCollector(Collector):
         for reason, value in sorted(self.ingest.dropped.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        if self.forwarder is not None:
+            yield from forwarder_families(self.forwarder)
         writer = self.store.writer
         if writer is None:
             return
@@ -77,9 +81,40 @@ class ProxyCollector(Collector):
         yield CounterMetricFamily("metrics_proxy_folds", "Folds of the journal into the tables", value=self.store.folds)
 
 
-def build_registry(store: Store, ingest: IngestStats) -> CollectorRegistry:
+def forwarder_families(stats: ForwarderStats):
+    requests = CounterMetricFamily(
+        "metrics_proxy_upstream_requests", "Upstream bulk requests, by answer status", labels=["status"]
+    )
+    for status, value in sorted(stats.requests.items()):
+        requests.add_metric([status], value)
+    yield requests
+    yield CounterMetricFamily("metrics_proxy_upstream_retries", "Upstream sends retried after backoff", value=stats.retries)
+    yield CounterMetricFamily(
+        "metrics_proxy_upstream_ambiguous_batches",
+        "Batches resent after a timeout or reset once the body was out (maybe counted twice)",
+        value=stats.ambiguous_batches,
+    )
+    yield CounterMetricFamily(
+        "metrics_proxy_upstream_dead_lettered_rows", "Items the upstream refused for good", value=stats.dead_lettered_rows
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_upstream_paused_environments", "Environments paused by 401/403/404",
+        value=len(stats.paused_environments),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_upstream_environments_without_token",
+        "Environments whose counts stay pending because upstream.tokens has no token for them",
+        value=len(stats.environments_without_token),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_upstream_last_success_timestamp_seconds", "Time of the last 2xx from the upstream",
+        value=stats.last_success_time,
+    )
+
+
+def build_registry(store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(store, ingest))
+    registry.register(ProxyCollector(store, ingest, forwarder))
     return registry
 
 

@@ -10,6 +10,9 @@ from proxy.clock import ManualClock
 from proxy.config import Settings, UpstreamSettings
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, PROD_TOKEN
 
+# Fixtures of the upstream forwarder tests (stub upstream, forwarding_client).
+pytest_plugins = ["tests.forwarding"]
+
 
 @pytest.fixture
 def clock() -> ManualClock:

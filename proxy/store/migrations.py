@@ -78,6 +78,44 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
+    # the upstream outbox: pending counts are cut into persisted batches (one batch = one
+    # request body, its id is the Idempotency-Key) before they are sent, so a crash mid-send
+    # resends the same batch; rejected items are kept in dead_letters, not dropped silently.
+    """
+    CREATE TABLE outbox_batches (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        environment TEXT NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_batches_by_env ON outbox_batches (environment, created, seq);
+    CREATE TABLE outbox_items (
+        batch_seq INTEGER NOT NULL REFERENCES outbox_batches (seq),
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        item TEXT NOT NULL,
+        yes INTEGER NOT NULL DEFAULT 0,
+        no INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch_seq, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        environment TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        item TEXT NOT NULL,
+        yes INTEGER NOT NULL DEFAULT 0,
+        no INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE forwarder_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -115,6 +115,12 @@ class Store:
     # --- reading ----------------------------------------------------------------------------
 
     @property
+    def db(self) -> sqlite3.Connection:
+        """The single writer connection, for the other modules of proxy/store (e.g. outbox.py)."""
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    @property
     def reader(self) -> aiosqlite.Connection:
         assert self._reader is not None, "store is not open"
         return self._reader
