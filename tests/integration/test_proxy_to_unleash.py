@@ -21,7 +21,7 @@ pytest.importorskip(
 from tests.integration.conftest import KNOWN_FLAGS  # noqa: E402
 from tests.integration.unleash_server import CLIENT_TOKEN as UNLEASH_CLIENT_TOKEN, Usage  # noqa: E402
 from tests.integration.usage_model import (  # noqa: E402
-    expected_usage, iso_now, observed_usage, poll_until, restamped,
+    expected_usage, iso_now, observed_usage, restamped, wait_for_usage,
 )
 from tests.support import CLIENT_TOKEN, PAYLOADS, ProxyProcess, recorded_requests  # noqa: E402
 
@@ -94,7 +94,7 @@ def test_proxy_forwards_every_acknowledged_count_to_unleash_exactly_once(unleash
         assert expected[("it.checkout", "proxy-app")] == Usage(yes=11, no=4)
         assert len({app for _, app in expected}) == 5  # py-sdk, node-sdk, curl, proxy:bulk, proxy-app
 
-        poll_until(lambda: observed_usage(server.usage, expected) == expected, ARRIVES_WITHIN)
+        wait_for_usage(expected, server.usage, ARRIVES_WITHIN)
         assert_stays(expected, server.usage, STABLE_FOR)
 
         # A restart must not send the delivered outbox again, and must keep forwarding new counts.
@@ -105,7 +105,7 @@ def test_proxy_forwards_every_acknowledged_count_to_unleash_exactly_once(unleash
         expected = expected_usage([body for _, body, _ in wave] + [second], KNOWN_FLAGS, "development")
         assert expected[("it.checkout", "proxy-app")] == Usage(yes=22, no=8)
 
-        poll_until(lambda: observed_usage(server.usage, expected) == expected, ARRIVES_WITHIN)
+        wait_for_usage(expected, server.usage, ARRIVES_WITHIN)
         assert_stays(expected, server.usage, STABLE_FOR)
     finally:
         proxy.stop()

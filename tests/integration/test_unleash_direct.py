@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import KNOWN_FLAGS
 from tests.integration.unleash_server import CLIENT_TOKEN, Usage
-from tests.integration.usage_model import expected_usage, iso_now, observed_usage, poll_until, restamped
+from tests.integration.usage_model import expected_usage, iso_now, restamped, wait_for_usage
 from tests.support import PAYLOADS
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def test_bulk_posted_to_unleash_is_read_back_from_raw_usage(unleash, record_prop
         status, _ = server.request("POST", "/api/client/metrics/bulk", body, token=CLIENT_TOKEN)
         assert status == 202
 
-    visible_after = poll_until(lambda: observed_usage(server.usage, expected) == expected, VISIBLE_WITHIN)
+    visible_after = wait_for_usage(expected, server.usage, VISIBLE_WITHIN)
     record_property("unleash_visible_after_s", round(visible_after, 2))
     print(f"Unleash made posted counts visible after {visible_after:.1f} s")
 

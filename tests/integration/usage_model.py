@@ -70,6 +70,30 @@ def observed_usage(read: Callable[[str], dict[str, Usage]], keys: Iterable[Usage
     return observed
 
 
+def exceeds(observed: Usage, expected: Usage) -> bool:
+    return (observed.yes > expected.yes or observed.no > expected.no
+            or any(count > expected.variants.get(name, 0) for name, count in observed.variants.items()))
+
+
+def wait_for_usage(expected: dict[UsageKey, Usage], read: Callable[[str], dict[str, Usage]], timeout: float) -> float:
+    """Seconds until Unleash's totals equal `expected`. Fails at once when any total goes past
+    what was posted (a double send), and after `timeout` with the difference."""
+    observed: dict[UsageKey, Usage] = {}
+
+    def arrived() -> bool:
+        nonlocal observed
+        observed = observed_usage(read, expected)
+        over = {key: (observed[key], expected[key]) for key in expected if exceeds(observed[key], expected[key])}
+        assert not over, f"Unleash counted more than was posted (observed, expected): {over}"
+        return observed == expected
+
+    try:
+        return poll_until(arrived, timeout)
+    except AssertionError as exc:
+        missing = {key: (observed.get(key), total) for key, total in expected.items() if observed.get(key) != total}
+        raise AssertionError(f"{exc}; still differing (observed, expected): {missing}") from None
+
+
 def poll_until(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> float:
     """Seconds until check() held; raises AssertionError after timeout. Unleash is a real server
     with its own timers, so tests poll with a deadline instead of sleeping a fixed time."""
