@@ -133,7 +133,10 @@ class PostgresCluster:
         self.proc: subprocess.Popen | None = None
         self._user = "postgres" if os.geteuid() == 0 else None
         if self._user:
-            shutil.chown(root, user=self._user)
+            try:
+                shutil.chown(root, user=self._user)
+            except LookupError:
+                raise ToolMissing("running as root needs a 'postgres' user (the postgresql package creates it)") from None
 
     def _run(self, *args: str) -> None:
         result = subprocess.run([str(self.bin_dir / args[0]), *args[1:]], user=self._user,
@@ -275,14 +278,17 @@ def unleash_stack(flags: Iterable[str] = (), extra_env: dict[str, str] | None = 
     install_dir = install_unleash(cache_dir)
     began = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="unleash-it-"))
-    db = PostgresCluster(bin_dir, root)
-    server = UnleashServer(install_dir, db, root, extra_env)
+    db = server = None
     try:
+        db = PostgresCluster(bin_dir, root)
+        server = UnleashServer(install_dir, db, root, extra_env)
         db.start()
         server.start()
         server.create_flags(flags)
         yield UnleashStack(server, db, time.monotonic() - began)
     finally:
-        server.stop()
-        db.stop()
+        if server is not None:
+            server.stop()
+        if db is not None:
+            db.stop()
         shutil.rmtree(root, ignore_errors=True)
