@@ -34,11 +34,19 @@ STABLE_FOR = 12.0
 NOT_FORWARDED_HEADERS = {"host", "content-length", "authorization", "connection", "accept-encoding"}
 
 
-def own_metrics_body() -> dict:
+def upstream_env(server, flush_interval: float = 1) -> dict[str, str]:
+    return {
+        "METRICS_PROXY_UPSTREAM_URL": server.api_url,
+        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UNLEASH_CLIENT_TOKEN}",
+        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": str(flush_interval),
+    }
+
+
+def own_metrics_body(app: str = "proxy-app") -> dict:
     now = iso_now()
     return {
-        "appName": "proxy-app",
-        "instanceId": "proxy-1",
+        "appName": app,
+        "instanceId": f"{app}-1",
         "bucket": {
             "start": now,
             "stop": now,
@@ -81,11 +89,7 @@ def assert_stays(expected, read, seconds: float) -> None:
 
 def test_proxy_forwards_every_acknowledged_count_to_unleash_exactly_once(unleash, tmp_path):
     server = unleash.server
-    proxy = ProxyProcess(tmp_path / "data", extra_env={
-        "METRICS_PROXY_UPSTREAM_URL": server.api_url,
-        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UNLEASH_CLIENT_TOKEN}",
-        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "1",
-    }).start()
+    proxy = ProxyProcess(tmp_path / "data", extra_env=upstream_env(server)).start()
     try:
         wave = first_wave()
         for path, body, headers in wave:
@@ -107,6 +111,28 @@ def test_proxy_forwards_every_acknowledged_count_to_unleash_exactly_once(unleash
 
         wait_for_usage(expected, server.usage, ARRIVES_WITHIN)
         assert_stays(expected, server.usage, STABLE_FOR)
+    finally:
+        proxy.stop()
+        print(proxy.log()[-3000:])
+
+
+def test_counts_acknowledged_before_a_kill_9_reach_unleash_once_after_restart(unleash, tmp_path):
+    server = unleash.server
+    # A flush interval far beyond the test: nothing can be in flight when the process is killed,
+    # so every count below lives only in the proxy's SQLite file at that moment.
+    proxy = ProxyProcess(tmp_path / "data", extra_env=upstream_env(server, flush_interval=3600)).start()
+    try:
+        bodies = [own_metrics_body("crash-app") for _ in range(3)]
+        for body in bodies:
+            assert post(proxy, "/api/client/metrics", body) == 202
+        proxy.kill()
+        assert server.usage("it.checkout").get("crash-app") is None  # not sent before the kill
+
+        proxy = ProxyProcess(tmp_path / "data", extra_env=upstream_env(server)).start()
+        expected = expected_usage(bodies, KNOWN_FLAGS, "development")
+        assert expected[("it.checkout", "crash-app")] == Usage(yes=33, no=12)
+        wait_for_usage(expected, server.usage, ARRIVES_WITHIN)
+        assert_stays(expected, server.usage, STABLE_FOR / 2)
     finally:
         proxy.stop()
         print(proxy.log()[-3000:])
