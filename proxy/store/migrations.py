@@ -78,6 +78,17 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
+    # 3: Idempotency-Key of bulk posts from chained proxies, written in the journal append's
+    # transaction; pruned by seen_at once older than idempotency_window.
+    """
+    CREATE TABLE idempotency_keys (
+        environment TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (environment, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_seen_at ON idempotency_keys (seen_at);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
