@@ -4,11 +4,15 @@ stored, no partial rows, every acknowledged count kept, and ingest resumes when 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import time
+import urllib.error
+import urllib.request
 
 from proxy.state import STORE
 from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check, table_sum
-from tests.support import client_headers
+from tests.support import ProxyProcess, client_headers
 
 SMALL = 256 * 1024
 FLAGS_PER_POST = 20
@@ -155,3 +159,47 @@ async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
     assert store.fold()
     assert stored_flags(store.path) == {"after-delivery": 4}
     assert quick_check(store.path) == "ok"
+
+
+def post_metrics(proxy, body: dict) -> int:
+    request = urllib.request.Request(
+        proxy.url + "/api/client/metrics", data=json.dumps(body).encode(), headers=client_headers(), method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        assert exc.headers["Retry-After"]
+        return exc.code
+
+
+def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path):
+    data_dir = tmp_path / "data"
+    small = {"METRICS_PROXY_MAX_DB_SIZE": str(SMALL), "METRICS_PROXY_FOLD_INTERVAL": "3600"}
+    hour = time.time() // HOUR * HOUR
+    acked: dict[str, int] = {}
+    proxy = ProxyProcess(data_dir, extra_env=small).start()
+    try:
+        statuses = []
+        for n in range(2000):
+            status = post_metrics(proxy, metrics_body(hour, flags_of(n), yes=n + 1))
+            statuses.append(status)
+            if status == 202:
+                acked.update({flag: n + 2 for flag in flags_of(n)})
+            if statuses[-5:] == [503] * 5:
+                break
+        assert statuses[-5:] == [503] * 5 and set(statuses) == {202, 503}
+        proxy.kill()
+        proxy.start()  # the same limit: starts, answers health, keeps refusing (no crash loop)
+        assert post_metrics(proxy, metrics_body(hour, ["while-full"], yes=1)) == 503
+        assert proxy.terminate() == 0
+
+        proxy = ProxyProcess(data_dir, port=proxy.port, extra_env={"METRICS_PROXY_MAX_DB_SIZE": str(8 * SMALL)}).start()
+        assert post_metrics(proxy, metrics_body(hour, ["after-raise"], yes=1)) == 202
+        acked["after-raise"] = 2
+        assert proxy.terminate() == 0
+    finally:
+        proxy.stop()
+    db_path = data_dir / "metrics-proxy.db"
+    assert stored_flags(db_path) == acked
+    assert quick_check(db_path) == "ok"
