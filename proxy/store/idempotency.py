@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from proxy.store.transaction import write_transaction
+
 MAX_KEY_LENGTH = 255
 
 
@@ -50,12 +52,5 @@ def remember(db: sqlite3.Connection, claims: list[IdempotencyClaim]) -> None:
 
 def prune(db: sqlite3.Connection, before: float) -> int:
     """Forget keys recorded before `before`; returns how many."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = db.execute("DELETE FROM idempotency_keys WHERE seen_at < ?", (before,)).rowcount
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return deleted
+    with write_transaction(db):
+        return db.execute("DELETE FROM idempotency_keys WHERE seen_at < ?", (before,)).rowcount

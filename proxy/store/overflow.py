@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from proxy.store.transaction import write_transaction
+
 
 @dataclass(frozen=True, slots=True)
 class DroppedHour:
@@ -23,20 +25,13 @@ class DroppedHour:
 
 def drop_oldest_hour(db: sqlite3.Connection) -> DroppedHour | None:
     """Delete every row of the oldest stored hour in one transaction; None when nothing is left."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         hour = db.execute(
             "SELECT min(h) FROM (SELECT min(hour) AS h FROM pending_counts"
             " UNION ALL SELECT min(hour) FROM hourly_counts)"
         ).fetchone()[0]
         if hour is None:
-            db.execute("COMMIT")
             return None
         pending = db.execute("DELETE FROM pending_counts WHERE hour = ? RETURNING yes, no", (hour,)).fetchall()
         history = db.execute("DELETE FROM hourly_counts WHERE hour = ?", (hour,)).rowcount
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return DroppedHour(hour, len(pending), sum(yes + no for yes, no in pending), history)
