@@ -112,6 +112,7 @@ class Store:
         writer, db = self.writer, self._db
         if writer is None or db is None or not writer.deltas:
             return True
+
         def fold_once() -> None:
             db.execute("BEGIN IMMEDIATE")
             write_deltas(db, writer.deltas)
