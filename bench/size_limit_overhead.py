@@ -55,12 +55,13 @@ async def run(variant: str, requests: int, folder: Path) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     variants = ["no limit (baseline)", "1 GiB limit", "1 GiB limit + keys"]
     results: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for variant in variants:  # interleaved, so machine noise hits every variant alike
+    for round_no in range(args.rounds):
+        # Interleaved and rotated, so machine noise and warm-up hit every variant alike.
+        for variant in variants[round_no % 3:] + variants[:round_no % 3]:
             with tempfile.TemporaryDirectory() as folder:
                 results[variant].append(await run(variant, args.requests, Path(folder)))
     baseline = statistics.median(results[variants[0]])

@@ -102,8 +102,11 @@ def _size_limit(space: BoundedSpace):
         value=(pages - free) * budget.page_size,
     )
     yield GaugeMetricFamily(
-        "metrics_proxy_db_limit_bytes", "max_db_size as enforced (whole pages)",
-        value=budget.hard_pages * budget.page_size,
+        "metrics_proxy_db_wal_bytes", "Size of the -wal file", value=space.limit.wal_bytes(),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_db_limit_bytes", "max_db_size as enforced (whole pages, database and -wal)",
+        value=(budget.hard_pages + budget.wal_pages) * budget.page_size,
     )
     yield GaugeMetricFamily(
         "metrics_proxy_db_high_water_bytes", "Pages in use above this refuse new ingest",

@@ -9,6 +9,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from proxy.state import STORE
 from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check, table_sum
@@ -203,3 +204,42 @@ def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path
     db_path = data_dir / "metrics-proxy.db"
     assert stored_flags(db_path) == acked
     assert quick_check(db_path) == "ok"
+
+
+async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_limit(make_client, clock):
+    client = await make_client(max_db_size=SMALL)
+    store = client.server.app[STORE]
+    budget = store.space.limit.budget
+    wal_path = Path(str(store.path) + "-wal")
+    hour = clock.now() // HOUR * HOUR
+    acked: dict[str, int] = {}
+    for n in range(5):  # the log of the start-up checkpointed and cut back to its share
+        resp = await client.post("/api/client/metrics", json=metrics_body(hour, flags_of(n, 5), yes=1), headers=client_headers())
+        assert resp.status == 202
+        acked.update({flag: 2 for flag in flags_of(n, 5)})
+    assert wal_path.stat().st_size <= budget.wal_pages * budget.page_size
+    # A slow reader: its open read transaction keeps checkpoints from copying newer frames.
+    reader = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM journal").fetchone()
+    statuses, peak = [], 0
+    for n in range(5, 500):
+        resp = await client.post("/api/client/metrics", json=metrics_body(hour, flags_of(n, 5), yes=1), headers=client_headers())
+        statuses.append(resp.status)
+        if resp.status == 202:
+            acked.update({flag: 2 for flag in flags_of(n, 5)})
+        peak = max(peak, store.path.stat().st_size + wal_path.stat().st_size)
+        if statuses[-5:] == [503] * 5:
+            break
+    assert statuses[0] == 202 and statuses[-5:] == [503] * 5  # accepted until the log passed its share
+    assert peak <= SMALL
+
+    reader.close()  # the reader lets go: checkpoints catch up and ingest resumes
+    for n in range(1000, 1010):
+        resp = await client.post("/api/client/metrics", json=metrics_body(hour, flags_of(n, 5), yes=1), headers=client_headers())
+        assert resp.status == 202
+        acked.update({flag: 2 for flag in flags_of(n, 5)})
+    assert wal_path.stat().st_size <= budget.wal_pages * budget.page_size
+    assert store.fold()
+    assert stored_flags(store.path) == acked
+    assert quick_check(store.path) == "ok"

@@ -36,10 +36,10 @@ def test_a_bad_option_stops_the_start_with_one_line_naming_it(monkeypatch, capsy
     )
 
 
-def test_the_reserve_is_a_tenth_of_the_limit_but_never_under_sixteen_pages():
+def test_the_limit_is_shared_by_the_wal_the_reserve_and_what_ingest_may_fill():
     default = PageBudget.for_size(1024**3, 4096)
-    assert default.hard_pages == 262144
-    assert default.hard_pages - default.high_water_pages == 26214
-    tiny = PageBudget.for_size(256 * 1024, 4096)
-    assert (tiny.hard_pages, tiny.high_water_pages) == (64, 48)
+    # -wal: an eighth, at most 64 MiB; reserve: a tenth of the rest; ingest stops above that.
+    assert (default.wal_pages, default.hard_pages, default.high_water_pages) == (16384, 245760, 221184)
+    tiny = PageBudget.for_size(256 * 1024, 4096)  # never under 8 pages of log, 16 of reserve
+    assert (tiny.wal_pages, tiny.hard_pages, tiny.high_water_pages) == (8, 56, 40)
     assert tiny.fold_after_bytes == 16 * 4096 // 16

@@ -20,13 +20,18 @@ indexes, so a fold needs several times the journal's pages before it frees them)
 The fold deletes the folded journal rows after writing the counts, so the journal's pages come
 back free after every fold and the next appends do not need new pages.
 
-The limit bounds the database file; the -wal file is bounded separately by checkpoints and
-`journal_size_limit` (store/database.py).
+The -wal file gets its own share of `max_db_size` (WAL_FRACTION, at most MAX_WAL_BYTES): SQLite
+checkpoints at that size (or its default of 1000 pages, if smaller) and `journal_size_limit`
+truncates the file back to the share when the log restarts. A reader that keeps an old snapshot open stops checkpoints and lets the log grow, so
+before each journal append a log over its share gets a PASSIVE checkpoint (it never waits for
+readers); if that cannot copy every frame, ingest is refused until the reader lets go. The log
+can still pass its share by the transactions written since the last check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,10 +39,15 @@ from dataclasses import dataclass
 RESERVE_FRACTION = 0.10
 MIN_RESERVE_PAGES = 16
 FOLD_EXPANSION = 16
+WAL_FRACTION = 0.125
+MIN_WAL_PAGES = 8
+MAX_WAL_BYTES = 64 * 1024 * 1024
+DEFAULT_AUTOCHECKPOINT_PAGES = 1000
 
 
 class StoreFull(Exception):
-    """The pages in use are above the high-water mark: no journal append until some are freed."""
+    """Pages in use above the high-water mark, or a -wal file over its share that cannot be
+    checkpointed: no journal append until that changes."""
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -47,8 +57,9 @@ def is_disk_full(exc: BaseException) -> bool:
 @dataclass(frozen=True, slots=True)
 class PageBudget:
     page_size: int
-    hard_pages: int
+    hard_pages: int  # of the database file
     high_water_pages: int
+    wal_pages: int  # the -wal file's share of max_db_size
 
     @property
     def fold_after_bytes(self) -> int:
@@ -56,9 +67,11 @@ class PageBudget:
 
     @classmethod
     def for_size(cls, max_bytes: int, page_size: int) -> PageBudget:
-        hard = max(max_bytes // page_size, 1)
+        total = max_bytes // page_size
+        wal = min(max(int(total * WAL_FRACTION), MIN_WAL_PAGES), MAX_WAL_BYTES // page_size)
+        hard = max(total - wal, 1)
         reserve = max(int(hard * RESERVE_FRACTION), MIN_RESERVE_PAGES)
-        return cls(page_size, hard, max(hard - reserve, 1))
+        return cls(page_size, hard, max(hard - reserve, 1), wal)
 
 
 class SizeLimit:
@@ -70,8 +83,12 @@ class SizeLimit:
     def __init__(self, db: sqlite3.Connection, max_bytes: int) -> None:
         self._db = db
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
-        self.budget = PageBudget.for_size(max_bytes, page_size)
-        self._set(self.budget.high_water_pages)
+        self.budget = budget = PageBudget.for_size(max_bytes, page_size)
+        self._set(budget.high_water_pages)
+        self.wal_path = db.execute("PRAGMA database_list").fetchone()[2] + "-wal"
+        db.execute(f"PRAGMA journal_size_limit = {budget.wal_pages * page_size}")
+        # Not above SQLite's default: the checkpoint runs inside a commit, on the event loop.
+        db.execute(f"PRAGMA wal_autocheckpoint = {min(budget.wal_pages, DEFAULT_AUTOCHECKPOINT_PAGES)}")
 
     def _set(self, pages: int) -> None:
         self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
@@ -87,7 +104,21 @@ class SizeLimit:
 
     def has_room(self) -> bool:
         pages, free = self.pages()
-        return pages - free <= self.budget.high_water_pages
+        return pages - free <= self.budget.high_water_pages and self._wal_fits()
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.stat(self.wal_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _wal_fits(self) -> bool:
+        if self.wal_bytes() <= self.budget.wal_pages * self.budget.page_size:
+            return True
+        # Once every frame is in the database file, the next write restarts the log and
+        # journal_size_limit cuts the file back to its share.
+        _busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames == copied
 
     def pages(self) -> tuple[int, int]:
         """(pages in the file, of which free)."""
