@@ -48,8 +48,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     synchronous: Literal["FULL", "NORMAL", "OFF"] = "FULL"
     fold_interval: PositiveSeconds = 1.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Bound on the SQLite database file (enforced by SQLite's max_page_count). Ingest is refused
-    # (or makes room, see overflow_policy) at a high-water mark below it; see store/limits.py.
+    # Bound on the SQLite database and its -wal file (SQLite enforces the database's part with
+    # max_page_count). Ingest is refused, or makes room (overflow_policy), at a high-water mark
+    # below it; see store/limits.py.
     max_db_size: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 1024**3
     # When the store is full: "refuse" answers ingest 503 + Retry-After (SDKs keep their counts);
     # "drop_oldest" deletes the oldest undelivered hours and counts every dropped count.
