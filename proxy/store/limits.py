@@ -1,4 +1,4 @@
-"""The bound on the database size, enforced by SQLite itself (`PRAGMA max_page_count`).
+"""The bound on the store's size, enforced by SQLite itself (`PRAGMA max_page_count`).
 
 The writer connection runs under a HIGH-WATER mark below `max_db_size`; the space above it, the
 reserve (RESERVE_FRACTION, at least MIN_RESERVE_PAGES), exists so that every acknowledged journal
@@ -22,10 +22,11 @@ back free after every fold and the next appends do not need new pages.
 
 The -wal file gets its own share of `max_db_size` (WAL_FRACTION, at most MAX_WAL_BYTES): SQLite
 checkpoints at that size (or its default of 1000 pages, if smaller) and `journal_size_limit`
-truncates the file back to the share when the log restarts. A reader that keeps an old snapshot open stops checkpoints and lets the log grow, so
-before each journal append a log over its share gets a PASSIVE checkpoint (it never waits for
-readers); if that cannot copy every frame, ingest is refused until the reader lets go. The log
-can still pass its share by the transactions written since the last check.
+truncates the file back to the share when the log restarts. A reader that keeps an old snapshot
+open stops checkpoints and lets the log grow, so before each journal append a log over its share
+gets a PASSIVE checkpoint (it never waits for readers); if that cannot copy every frame, ingest is
+refused until the reader lets go. The log can still pass its share by the transactions written
+since the last check.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ class BoundedSpace:
         return attempt == 0 and self._has_unfolded() and self.fold()
 
     def fold_within_limit(self, fold_once: Callable[[], None]) -> None:
-        """Run `fold_once` (one transaction) below the high-water mark, dropping the oldest pending
-        stored hours first under "drop_oldest"; into the reserve only when that is not enough."""
+        """Run `fold_once` (one transaction) below the high-water mark, dropping the oldest stored
+        hours first under "drop_oldest"; into the reserve only when that is not enough."""
         while True:
             try:
                 fold_once()
@@ -55,7 +55,7 @@ class BoundedSpace:
         with self.limit.hard_limit():
             fold_once()
         self.reserve_folds += 1
-        log.warning("store above its high-water mark: ingest is refused until space is freed")
+        log.warning("a fold needed the reserve above the high-water mark: the store is full")
 
     def _drop_oldest(self) -> bool:
         if self.policy != "drop_oldest":
