@@ -151,3 +151,13 @@ def test_a_key_is_remembered_across_a_kill_and_a_restart(tmp_path):
     db_path = data_dir / "metrics-proxy.db"
     assert query(db_path, "SELECT sum(yes) FROM hourly_counts WHERE feature_name = 'crash'") == [(10,)]
     assert sorted(query(db_path, "SELECT key FROM idempotency_keys")) == [("after-crash",), ("before-crash",)]
+
+
+async def test_rows_of_another_environment_are_counted_as_refused_once_per_batch(client):
+    body = bulk_body("development", "mixed", yes=1)
+    body["metrics"].append({"featureName": "mixed", "appName": "edge-app", "environment": "production", "yes": 5})
+    for _ in range(2):
+        assert (await client.post(BULK, json=body, headers=keyed("mixed-batch"))).status == 202
+    text = await (await client.get("/internal-backstage/prometheus")).text()
+    assert prometheus_value(text, "metrics_proxy_dropped_rows_total", 'reason="environment_mismatch"') == 1
+    assert await yes_of(client.server.app[STORE], "mixed") == {"development": 1}

@@ -26,6 +26,7 @@ RETRY_AFTER_SECONDS = 10
 
 async def _commit(
     request: web.Request, kind: str, entries: list[JournalEntry], claim: IdempotencyClaim | None = None,
+    refused_rows: int = 0,
 ) -> web.Response:
     app = request.app
     try:
@@ -37,6 +38,8 @@ async def _commit(
         return web.Response(status=202)  # a repeated Idempotency-Key: counted the first time
     stats = app[INGEST_STATS]
     stats.requests[kind] += 1
+    if refused_rows:  # counted once per stored post: not again for a 503'd post resent, nor a replay
+        stats.dropped["environment_mismatch"] += refused_rows
     stats.counts_accepted += sum(row.yes + row.no for entry in entries for row in entry.counts)
     return web.Response(status=202)
 
@@ -87,13 +90,12 @@ async def post_bulk(request: web.Request) -> web.Response:
     environment = None if caller.open_mode else caller.environment
     entries, refused = bulk_entries(body, environment, now, request.remote)
     if refused:
-        # Unleash drops such rows silently; this proxy counts them and says so.
-        app[INGEST_STATS].dropped["environment_mismatch"] += refused
+        # Unleash drops such rows silently; this proxy counts them (in _commit) and says so.
         log.warning(
             "bulk post: %d metric rows name an environment other than the token's (%s); not stored",
             refused, caller.environment,
         )
-    return await _commit(request, "bulk", entries, claim)
+    return await _commit(request, "bulk", entries, claim, refused)
 
 
 def routes() -> list[web.RouteDef]:
