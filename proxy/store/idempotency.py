@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from proxy.store.transaction import write_transaction
 
 MAX_KEY_LENGTH = 255
+LOOKUP_CHUNK = 500  # bound parameters per query (SQLite allows 32766)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +30,20 @@ class IdempotencyClaim:
 
 def remembered(db: sqlite3.Connection, claims: list[IdempotencyClaim], window: float) -> set[tuple[str, str]]:
     """The scopes among `claims` recorded within `window` seconds before each claim (call inside
-    the transaction)."""
-    found = set()
-    for claim in claims:
-        row = db.execute(
-            "SELECT 1 FROM idempotency_keys WHERE environment = ? AND key = ? AND seen_at >= ?",
-            (claim.environment, claim.key, claim.at - window),
-        ).fetchone()
-        if row is not None:
-            found.add(claim.scope)
+    the transaction). One primary-key query per environment and LOOKUP_CHUNK keys, since a group
+    commit carries up to 512 claims."""
+    found: set[tuple[str, str]] = set()
+    since = {claim.scope: claim.at - window for claim in claims}
+    for environment in sorted({env for env, _ in since}):
+        keys = sorted(key for env, key in since if env == environment)
+        for i in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[i:i + LOOKUP_CHUNK]
+            rows = db.execute(
+                "SELECT key, seen_at FROM idempotency_keys"
+                f" WHERE environment = ? AND key IN ({','.join('?' * len(chunk))})",
+                (environment, *chunk),
+            )
+            found.update((environment, key) for key, seen_at in rows if seen_at >= since[environment, key])
     return found
 
 

@@ -79,7 +79,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
     # 3: Idempotency-Key of bulk posts from chained proxies, written in the journal append's
-    # transaction; pruned by seen_at once older than idempotency_window.
+    # transaction; pruned by seen_at once older than idempotency_window. No index on seen_at:
+    # the hourly prune scans a table of a day's keys, cheaper than an index insert per post.
     """
     CREATE TABLE idempotency_keys (
         environment TEXT NOT NULL,
@@ -87,7 +88,6 @@ MIGRATIONS: list[str] = [
         seen_at REAL NOT NULL,
         PRIMARY KEY (environment, key)
     ) WITHOUT ROWID;
-    CREATE INDEX idempotency_keys_by_seen_at ON idempotency_keys (seen_at);
     """,
 ]
 
