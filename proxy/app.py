@@ -15,6 +15,7 @@ from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.housekeeping import housekeeping_ctx
 from proxy.state import AUTH, CLOCK, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
 from proxy.telemetry import IngestStats, build_registry
@@ -41,7 +42,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_size + 1)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
-    app[STORE] = Store(settings.database_path, settings.synchronous)
+    app[STORE] = Store(
+        settings.database_path, settings.synchronous, max_db_size=settings.max_db_size,
+        overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
+    )
     app[AUTH] = Authenticator(settings)
     app[INGEST_STATS] = IngestStats()
     app[FORWARDER_STATS] = ForwarderStats()
@@ -50,6 +54,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     if settings.upstream is not None:
         app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])
         app.cleanup_ctx.append(forwarder.cleanup_context(app[FORWARDER]))
+    app.cleanup_ctx.append(housekeeping_ctx)  # after the store: stops before it closes
     app.add_routes(client.routes())
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())

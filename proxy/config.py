@@ -61,6 +61,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     synchronous: Literal["FULL", "NORMAL", "OFF"] = "FULL"
     fold_interval: PositiveSeconds = 1.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Bound on the SQLite database and its -wal file (SQLite enforces the database's part with
+    # max_page_count). Ingest is refused, or makes room (overflow_policy), at a high-water mark
+    # below it; see store/limits.py.
+    max_db_size: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 1024**3
+    # When the store is full: "refuse" answers ingest 503 + Retry-After (SDKs keep their counts);
+    # "drop_oldest" deletes the oldest undelivered hours and counts every dropped count.
+    overflow_policy: Literal["refuse", "drop_oldest"] = "refuse"
+    # How long a bulk post's Idempotency-Key is remembered (a repeat within it is not re-counted).
+    idempotency_window: PositiveSeconds = 24 * 3600.0
     upstream: UpstreamSettings | None = None
 
     @property

@@ -19,6 +19,7 @@ from proxy.store.writer import BATCH_SIZE_BUCKETS
 if TYPE_CHECKING:
     from proxy.store import Store
     from proxy.upstream.stats import ForwarderStats
+    from proxy.store.space import BoundedSpace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,6 +55,17 @@ class ProxyCollector(Collector):
         yield dropped
         if self.forwarder is not None:
             yield from forwarder_families(self.forwarder)
+        dropped_counts = CounterMetricFamily(
+            "metrics_proxy_dropped_counts",
+            "Acknowledged usage counts (yes + no) deleted before delivery, by reason",
+            labels=["reason"],
+        )
+        space = self.store.space
+        for reason, value in sorted(space.dropped_counts.items() if space else ()):
+            dropped_counts.add_metric([reason], value)
+        yield dropped_counts
+        if space is not None:
+            yield from _size_limit(space)
         writer = self.store.writer
         if writer is None:
             return
@@ -79,6 +91,35 @@ class ProxyCollector(Collector):
             "metrics_proxy_sqlite_commit_seconds", "Time spent in journal commits", value=stats.commit_seconds
         )
         yield CounterMetricFamily("metrics_proxy_folds", "Folds of the journal into the tables", value=self.store.folds)
+        yield CounterMetricFamily(
+            "metrics_proxy_idempotent_replays",
+            "Bulk posts with an already recorded Idempotency-Key: answered 202, not counted again",
+            value=stats.replays,
+        )
+
+
+def _size_limit(space: BoundedSpace):
+    pages, free = space.limit.pages()
+    budget = space.limit.budget
+    yield GaugeMetricFamily(
+        "metrics_proxy_db_used_bytes", "Bytes of the database file in use (free pages excluded)",
+        value=(pages - free) * budget.page_size,
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_db_wal_bytes", "Size of the -wal file", value=space.limit.wal_bytes(),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_db_limit_bytes", "max_db_size as enforced (whole pages, database and -wal)",
+        value=(budget.hard_pages + budget.wal_pages) * budget.page_size,
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_db_high_water_bytes", "Pages in use above this refuse new ingest",
+        value=budget.high_water_pages * budget.page_size,
+    )
+    yield CounterMetricFamily(
+        "metrics_proxy_reserve_folds", "Folds that only fitted above the high-water mark",
+        value=space.reserve_folds,
+    )
 
 
 def forwarder_families(stats: ForwarderStats):

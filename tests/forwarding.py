@@ -26,7 +26,7 @@ async def stub(aiohttp_server):
 def forwarding_client(make_client, stub):
     """A proxy app whose forwarder sends to the stub; tests call flush() instead of waiting."""
 
-    async def make(**upstream_overrides):
+    async def make(settings_overrides: dict | None = None, **upstream_overrides):
         upstream = dict(
             url=stub.url,
             tokens={"development": UPSTREAM_DEV, "production": UPSTREAM_PROD},
@@ -36,7 +36,7 @@ def forwarding_client(make_client, stub):
             request_timeout=5.0,
         )
         upstream.update(upstream_overrides)
-        client = await make_client(upstream=upstream)
+        client = await make_client(upstream=upstream, **(settings_overrides or {}))
         client.forwarder = client.server.app[FORWARDER]
         client.stats = client.server.app[FORWARDER_STATS]
         return client

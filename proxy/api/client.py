@@ -11,27 +11,35 @@ import logging
 from aiohttp import web
 
 from proxy.api.body import read_json
-from proxy.api.errors import unavailable
+from proxy.api.errors import bad_data, unavailable
 from proxy.api.ingest import bulk_entries, metrics_entry, registration_entry
 from proxy.auth import TokenKind
 from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
 from proxy.store import JournalEntry, StorageUnavailable
+from proxy.store.idempotency import MAX_KEY_LENGTH, IdempotencyClaim
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 10
 
 
-async def _commit(request: web.Request, kind: str, entries: list[JournalEntry]) -> web.Response:
+async def _commit(
+    request: web.Request, kind: str, entries: list[JournalEntry], claim: IdempotencyClaim | None = None,
+    refused_rows: int = 0,
+) -> web.Response:
     app = request.app
     try:
-        await app[STORE].append(entries)
+        counted = await app[STORE].append(entries, claim)
     except StorageUnavailable as exc:
         reason = "the local store is full" if exc.disk_full else "the local store cannot write"
         raise unavailable(f"{reason}; nothing was stored, retry later", RETRY_AFTER_SECONDS) from None
+    if not counted:
+        return web.Response(status=202)  # a repeated Idempotency-Key: counted the first time
     stats = app[INGEST_STATS]
     stats.requests[kind] += 1
+    if refused_rows:  # counted once per stored post: not again for a 503'd post resent, nor a replay
+        stats.dropped["environment_mismatch"] += refused_rows
     stats.counts_accepted += sum(row.yes + row.no for entry in entries for row in entry.counts)
     return web.Response(status=202)
 
@@ -62,20 +70,32 @@ def _register_handler(kind: TokenKind, schema: type[ClientRegistration] | type[F
     return post_register
 
 
+def _idempotency_claim(request: web.Request, environment: str, now: float) -> IdempotencyClaim | None:
+    """The `Idempotency-Key` a chained proxy sends with every retry of the same batch."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise bad_data(f"the Idempotency-Key header must have 1 to {MAX_KEY_LENGTH} characters", "Idempotency-Key")
+    return IdempotencyClaim(environment, key, now)
+
+
 async def post_bulk(request: web.Request) -> web.Response:
     app = request.app
     caller = await app[AUTH].require(request, TokenKind.CLIENT)
+    now = app[CLOCK].now()
+    claim = _idempotency_claim(request, caller.environment, now)
     body = await read_json(request, BulkMetrics, app[SETTINGS].max_body_size)
     environment = None if caller.open_mode else caller.environment
-    entries, refused = bulk_entries(body, environment, app[CLOCK].now(), request.remote)
+    entries, refused = bulk_entries(body, environment, now, request.remote)
     if refused:
-        # Unleash drops such rows silently; this proxy counts them and says so.
-        app[INGEST_STATS].dropped["environment_mismatch"] += refused
+        # Unleash drops such rows silently; this proxy counts them (in _commit) and says so.
         log.warning(
             "bulk post: %d metric rows name an environment other than the token's (%s); not stored",
             refused, caller.environment,
         )
-    return await _commit(request, "bulk", entries)
+    return await _commit(request, "bulk", entries, claim, refused)
 
 
 def routes() -> list[web.RouteDef]:

@@ -78,7 +78,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
-    # the upstream outbox: pending counts are cut into persisted batches (one batch = one
+    # 3: the upstream outbox: pending counts are cut into persisted batches (one batch = one
     # request body, its id is the Idempotency-Key) before they are sent, so a crash mid-send
     # resends the same batch; rejected items are kept in dead_letters, not dropped silently.
     """
@@ -114,6 +114,17 @@ MIGRATIONS: list[str] = [
     CREATE TABLE forwarder_state (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 4: Idempotency-Key of bulk posts from chained proxies, written in the journal append's
+    # transaction; pruned by seen_at once older than idempotency_window. No index on seen_at:
+    # the hourly prune scans a table of a day's keys, cheaper than an index insert per post.
+    """
+    CREATE TABLE idempotency_keys (
+        environment TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (environment, key)
     ) WITHOUT ROWID;
     """,
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import aiosqlite
 
-from proxy.store import queries
+from proxy.store import idempotency, queries
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
+from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
+from proxy.store.space import BoundedSpace
 from proxy.store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -23,9 +26,16 @@ REPLAY_CHUNK = 10_000
 
 
 class Store:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
+        overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.max_db_size = max_db_size
+        self.overflow_policy = overflow_policy
+        self.idempotency_window = idempotency_window
+        self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.writer: GroupCommitWriter | None = None
@@ -39,9 +49,14 @@ class Store:
         log_sqlite_version()
         db = self._db = open_writer(self.path, self.synchronous)
         migrate(db)
+        if self.max_db_size is not None:
+            self.space = BoundedSpace(
+                db, self.max_db_size, self.overflow_policy, self.fold,
+                lambda: self.writer is not None and bool(self.writer.deltas),
+            )
         deltas = Deltas()
         last_id = self._replay(db, deltas)
-        self.writer = GroupCommitWriter(db, deltas, last_id + 1)
+        self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
         self.writer.start()
@@ -80,10 +95,15 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------------
 
-    async def append(self, entries: list[JournalEntry]) -> None:
-        """Durably record entries; returns after the commit (raises StorageUnavailable)."""
+    async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
+        """Durably record entries; returns after the commit (raises StorageUnavailable). False
+        when `claim`'s Idempotency-Key was recorded before: acknowledged, not counted again."""
         assert self.writer is not None
-        await self.writer.append(entries)
+        return await self.writer.append(entries, claim)
+
+    def prune_idempotency_keys(self, now: float) -> int:
+        assert self._db is not None
+        return idempotency.prune(self._db, now - self.idempotency_window)
 
     def fold(self) -> bool:
         """Write the in-memory deltas to the tables and drop the folded journal rows, atomically.
@@ -93,19 +113,36 @@ class Store:
         writer, db = self.writer, self._db
         if writer is None or db is None or not writer.deltas:
             return True
-        try:
+
+        def fold_once() -> None:
             db.execute("BEGIN IMMEDIATE")
             write_deltas(db, writer.deltas)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
             db.execute("COMMIT")
+
+        try:
+            if self.space is not None:
+                self.space.fold_within_limit(fold_once)
+            else:
+                fold_once()
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             log.error("fold of %d journal entries failed, will retry: %s", writer.deltas.entries, exc)
             return False
         writer.deltas = Deltas()
+        writer.unfolded_bytes = 0
         self.folds += 1
         return True
+
+    def reserve(self) -> contextlib.AbstractContextManager[None]:
+        """Let the enclosed writes use the space kept above the ingest high-water mark.
+
+        For work that frees space once it is done (cutting pending counts into outbox batches
+        that are then delivered and deleted): without it a full store could never drain."""
+        if self.space is None:
+            return contextlib.nullcontext()
+        return self.space.limit.hard_limit()
 
     async def run_folder(self, interval: float) -> None:
         while True:

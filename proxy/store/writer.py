@@ -13,9 +13,13 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from proxy.store import idempotency
 from proxy.store.aggregate import Deltas
+from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry, encode_entry
+from proxy.store.limits import StoreFull, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class CommitStats:
     commits: int = 0
     requests: int = 0
     failed_commits: int = 0
+    replays: int = 0  # requests answered from a remembered Idempotency-Key, not counted again
     commit_seconds: float = 0.0
     # Cumulative counts of commits by how many requests they carried (for a histogram).
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
@@ -51,12 +56,36 @@ class CommitStats:
         self.batch_sizes[-1] += 1
 
 
+class SpaceKeeper(Protocol):
+    """What the writer needs from the store when the database has a size limit (store/limits.py)."""
+
+    fold_after_bytes: int
+
+    def has_room(self) -> bool: ...
+
+    def make_room(self, attempt: int) -> bool:
+        """After a full store refused a commit; True when the commit is worth retrying."""
+
+    def fold(self) -> bool: ...
+
+
+_Queued = tuple[list[JournalEntry], IdempotencyClaim | None, "asyncio.Future[bool]"]
+
+
 class GroupCommitWriter:
-    def __init__(self, db: sqlite3.Connection, deltas: Deltas, next_journal_id: int) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, deltas: Deltas, next_journal_id: int,
+        space: SpaceKeeper | None = None, idempotency_window: float = 24 * 3600.0,
+    ) -> None:
         self._db = db
         self.deltas = deltas
         self._next_id = next_journal_id
-        self._queue: list[tuple[list[JournalEntry], asyncio.Future[None]]] = []
+        self._space = space
+        # With a size limit the journal is folded inline once its unfolded entries reach
+        # space.fold_after_bytes, so a fold fits in the space reserved for it; fold resets this.
+        self.unfolded_bytes = 0
+        self.idempotency_window = idempotency_window
+        self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.stats = CommitStats()
@@ -78,12 +107,14 @@ class GroupCommitWriter:
         while self._queue:
             self._commit_next()
 
-    async def append(self, entries: list[JournalEntry]) -> None:
-        """Returns once `entries` are committed; raises StorageUnavailable if they are not."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((entries, future))
+    async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
+        """Returns once `entries` are committed: True, or False when `claim`'s key was already
+        recorded (the entries were counted before and are not stored again). Raises
+        StorageUnavailable if nothing was committed."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((entries, claim, future))
         self._wake.set()
-        await future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -101,34 +132,73 @@ class GroupCommitWriter:
     def _commit_next(self) -> None:
         batch = self._queue[:MAX_REQUESTS_PER_COMMIT]
         del self._queue[:MAX_REQUESTS_PER_COMMIT]
-        first_id = self._next_id
-        rows = []
-        for entries, _ in batch:
-            for entry in entries:
-                rows.append((self._next_id, encode_entry(entry)))
-                self._next_id += 1
+        space = self._space
+        if space is not None and self.unfolded_bytes >= space.fold_after_bytes:
+            space.fold()
         started = time.perf_counter()
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._next_id = first_id
-            self.stats.failed_commits += 1
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            disk_full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-            log.error("journal commit of %d requests failed: %s", len(batch), exc)
-            error = StorageUnavailable(str(exc), disk_full)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
+        attempt = 0
+        while True:
+            try:
+                if space is not None and not space.has_room():
+                    raise StoreFull("database or disk is full (above the high-water mark)")
+                stored = self._commit_once(batch)
+                break
+            except (sqlite3.Error, StoreFull) as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                full = isinstance(exc, StoreFull) or is_disk_full(exc)
+                if full and space is not None and space.make_room(attempt):
+                    attempt += 1
+                    continue
+                self.stats.failed_commits += 1
+                log.error("journal commit of %d requests failed: %s", len(batch), exc)
+                error = StorageUnavailable(str(exc), full)
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
         self.stats.record(len(batch), time.perf_counter() - started)
         self.last_journal_id = self._next_id - 1
-        for entries, future in batch:
-            for entry in entries:
-                self.deltas.add(entry)
+        for index, (entries, _, future) in enumerate(batch):
+            counted = index in stored
+            if counted:
+                for entry in entries:
+                    self.deltas.add(entry)
+            else:
+                self.stats.replays += 1
             if not future.done():
-                future.set_result(None)
+                future.set_result(counted)
+
+    def _commit_once(self, batch: list[_Queued]) -> set[int]:
+        """One transaction: journal rows of every request whose Idempotency-Key is new, and those
+        keys. Returns the indexes of the stored requests; on error nothing is kept."""
+        db = self._db
+        first_id = self._next_id
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            claims = [claim for _, claim, _ in batch if claim is not None]
+            # Keys already recorded, plus each key's first request in this batch: a concurrent
+            # repeat in the same group commit is counted once too.
+            taken = idempotency.remembered(db, claims, self.idempotency_window)
+            stored: set[int] = set()
+            rows = []
+            new_claims = []
+            for index, (entries, claim, _) in enumerate(batch):
+                if claim is not None:
+                    if claim.scope in taken:
+                        continue
+                    taken.add(claim.scope)
+                    new_claims.append(claim)
+                stored.add(index)
+                for entry in entries:
+                    rows.append((self._next_id, encode_entry(entry)))
+                    self._next_id += 1
+            db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
+            if new_claims:
+                idempotency.remember(db, new_claims)
+            db.execute("COMMIT")
+        except BaseException:
+            self._next_id = first_id
+            raise
+        self.unfolded_bytes += sum(len(blob) for _, blob in rows)
+        return stored

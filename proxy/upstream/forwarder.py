@@ -41,6 +41,10 @@ class _Retryable(Exception):
         self.result = result
 
 
+CUT_ROWS = 5000  # pending rows per cut transaction: bounds how long ingest waits on one cut
+MIN_CUT_ROWS = 25
+
+
 def new_batch_id() -> str:
     return uuid.uuid4().hex
 
@@ -60,6 +64,7 @@ class Forwarder:
         self._in_flight: set[int] = set()  # batch seqs being sent
         self._drains: dict[str, asyncio.Task] = {}
         self._loop: asyncio.Task | None = None
+        self._cut_blocked: set[str] = set()  # environments whose last cut the full store refused
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -120,23 +125,49 @@ class Forwarder:
                     )
                     self.stats.environments_without_token.add(env)
                 continue
-            chunker = make_chunker(env, self.settings.max_body_bytes)
-            while self.outbox.cut(env, now, chunker, new_batch_id)[1]:
-                await asyncio.sleep(0)  # let ingest commit between bounded cuts
+            await self._cut(env, now, make_chunker(env, self.settings.max_body_bytes))
             if self._is_paused(env, now):
                 continue
             drain = self._drains.get(env)
             if drain is None or drain.done():
                 self._drains[env] = asyncio.create_task(self._drain(env), name=f"drain-{env}")
 
+    async def _cut(self, env: str, now: float, chunker) -> None:
+        """Cut the environment's pending counts into batches, in bounded transactions.
+
+        A full store refuses a large cut (a batch item takes more room than its pending row):
+        then cut smaller. The cut may use the reserve above the ingest high-water mark, and
+        delivering what was cut frees room for the next cut, so a full store still drains."""
+        rows = CUT_ROWS
+        while True:
+            try:
+                with self.store.reserve():
+                    more = self.outbox.cut(env, now, chunker, new_batch_id, max_rows=rows)[1]
+            except sqlite3.OperationalError as exc:
+                if rows > MIN_CUT_ROWS and "full" in str(exc):
+                    rows = max(MIN_CUT_ROWS, rows // 4)
+                    continue
+                self._cut_blocked.add(env)
+                log.error("could not cut pending counts of %r into batches (kept pending): %s", env, exc)
+                return
+            self._cut_blocked.discard(env)
+            if not more:
+                return
+            await asyncio.sleep(0)  # let ingest commit between bounded cuts
+
     async def flush(self) -> int:
         """Cut and send now; returns when every drain is idle. Returns the batches left on disk."""
-        await self.tick()
         while True:
-            running = [t for t in self._drains.values() if not t.done()]
-            if not running:
-                return self.outbox.pending_batch_count()
-            await asyncio.wait(running)
+            await self.tick()
+            delivered_before = self.stats.batches_delivered
+            while running := [t for t in self._drains.values() if not t.done()]:
+                await asyncio.wait(running)
+            left = self.outbox.pending_batch_count()
+            # A cut stopped by a full store can go on once delivered batches freed their room.
+            if not self._cut_blocked or left:
+                return left
+            if self.stats.batches_delivered == delivered_before:
+                return left
 
     def _is_paused(self, env: str, now: float) -> bool:
         until = self._paused_until.get(env)
