@@ -78,6 +78,45 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
+    # observe: all-time usage per app and flag for feature_toggle_usage_total (a scrape reads it
+    # instead of summing every hour), the latest value of each custom-metric series and the ones
+    # not yet forwarded, tokens checked with the upstream, and a row the readiness probe rewrites.
+    """
+    CREATE TABLE usage_totals (
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        PRIMARY KEY (app_name, feature_name)
+    ) WITHOUT ROWID;
+    INSERT INTO usage_totals (app_name, feature_name, yes, no)
+        SELECT app_name, feature_name, sum(yes), sum(no) FROM hourly_counts GROUP BY 1, 2;
+    CREATE TABLE custom_metrics (
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;
+    CREATE INDEX custom_metrics_by_updated ON custom_metrics (updated);
+    CREATE TABLE pending_custom_metrics (
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE upstream_tokens (
+        token TEXT PRIMARY KEY,
+        kind TEXT,
+        environment TEXT,
+        checked REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE readiness_probe (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

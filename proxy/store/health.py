@@ -1,0 +1,40 @@
+"""What readiness and the scrape need to know about the database itself."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+
+def probe_write(db: sqlite3.Connection, now: float) -> None:
+    """Commit a one-row write, so readiness means "a commit works now" (raises sqlite3.Error)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT OR REPLACE INTO readiness_probe (id, at) VALUES (1, ?)", (now,))
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of the database and its WAL and shared-memory files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += path.with_name(path.name + suffix).stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+async def pending_by_environment(db: aiosqlite.Connection) -> list[tuple[str, int, int, int]]:
+    """Outbox state per environment: (environment, rows, yes + no, oldest hour)."""
+    cursor = await db.execute(
+        """SELECT environment, count(*), sum(yes + no), min(hour) FROM pending_counts
+           GROUP BY environment ORDER BY environment"""
+    )
+    return [tuple(row) for row in await cursor.fetchall()]
