@@ -28,7 +28,9 @@ def format_value(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # "3", as Unleash renders a posted 3
+    return repr(value)
 
 
 def label_text(labels: LabelPairs) -> str:
