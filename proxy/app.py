@@ -19,6 +19,7 @@ from proxy.http_metrics import HttpCollector, HttpStats, http_metrics_middleware
 from proxy.state import AUTH, CLOCK, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
 from proxy.store.migrations import MigrationError
+from proxy.upstream.token_validation import TokenValidator
 from proxy.telemetry import IngestStats, build_registry
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[CLOCK] = clock or Clock()
     app[STORE] = Store(settings.database_path, settings.synchronous)
     app[AUTH] = Authenticator(settings)
+    if settings.upstream is not None and settings.auth == "tokens":
+        validator = TokenValidator(
+            settings.upstream.url, settings.upstream.request_timeout, settings.token_revalidation_interval,
+            app[STORE], app[CLOCK], settings.upstream.headers,
+        )
+        app[AUTH].validator = validator
+        app.on_cleanup.append(validator.close)
     app[INGEST_STATS] = IngestStats()
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS])
     app[REGISTRY].register(HttpCollector(http_stats))
