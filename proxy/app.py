@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy import impact_scrape
 from proxy.api import backstage, client, custom, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
@@ -71,6 +72,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())
     app.add_routes(custom.routes())
+    app.add_routes(impact_scrape.routes())
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.api.body import read_json
 from proxy.api.errors import unavailable
+from proxy.api.impact import attach_impact
 from proxy.api.ingest import bulk_entries, metrics_entry, registration_entry
 from proxy.auth import TokenKind
 from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
@@ -36,6 +37,11 @@ async def _commit(request: web.Request, kind: str, entries: list[JournalEntry]) 
     return web.Response(status=202)
 
 
+def _count_dropped_impact(app: web.Application, dropped: int) -> None:
+    if dropped:
+        app[INGEST_STATS].dropped["impact_metric_invalid"] += dropped
+
+
 def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
     return request.headers.get("UNLEASH-INSTANCEID"), request.headers.get("UNLEASH-SDK")
 
@@ -45,8 +51,10 @@ def _metrics_handler(kind: TokenKind):
         app = request.app
         caller = await app[AUTH].require(request, kind)
         body = await read_json(request, ClientMetrics, app[SETTINGS].max_body_size)
-        entry = metrics_entry(body, caller.environment, app[CLOCK].now(), *_sdk_headers(request), request.remote)
-        return await _commit(request, f"{kind.value}_metrics", [entry])
+        now = app[CLOCK].now()
+        entries = [metrics_entry(body, caller.environment, now, *_sdk_headers(request), request.remote)]
+        _count_dropped_impact(app, attach_impact(entries, body.impactMetrics, body.appName, caller.environment, now))
+        return await _commit(request, f"{kind.value}_metrics", entries)
 
     return post_metrics
 
@@ -67,7 +75,9 @@ async def post_bulk(request: web.Request) -> web.Response:
     caller = await app[AUTH].require(request, TokenKind.CLIENT)
     body = await read_json(request, BulkMetrics, app[SETTINGS].max_body_size)
     environment = None if caller.open_mode else caller.environment
-    entries, refused = bulk_entries(body, environment, app[CLOCK].now(), request.remote)
+    now = app[CLOCK].now()
+    entries, refused = bulk_entries(body, environment, now, request.remote)
+    _count_dropped_impact(app, attach_impact(entries, body.impactMetrics, None, environment, now))
     if refused:
         # Unleash drops such rows silently; this proxy counts them and says so.
         app[INGEST_STATS].dropped["environment_mismatch"] += refused

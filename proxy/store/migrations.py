@@ -116,6 +116,22 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY,
         at REAL NOT NULL
     );
+    CREATE TABLE impact_metrics (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        row BLOB NOT NULL,
+        PRIMARY KEY (environment, app_name, name, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE pending_impact_metrics (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        row BLOB NOT NULL,
+        PRIMARY KEY (environment, app_name, name, labels)
+    ) WITHOUT ROWID;
     """,
 ]
 

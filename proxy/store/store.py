@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from proxy.store import custom_metrics, health, queries, upstream_tokens, usage_totals
+from proxy.store import custom_metrics, health, impact, queries, upstream_tokens, usage_totals
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.journal import JournalEntry, decode_entry
@@ -99,6 +99,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             write_deltas(db, writer.deltas)
             usage_totals.write_usage_totals(db, writer.deltas)
+            impact.write_impact(db, writer.deltas.impact)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -176,3 +177,7 @@ class Store:
     def save_upstream_tokens(self, verdicts: dict[str, upstream_tokens.TokenVerdict]) -> None:
         if self._db is not None:
             upstream_tokens.save(self._db, verdicts)
+
+    async def impact_series(self) -> list[tuple[str, impact.ImpactRow]]:
+        self.fold()
+        return await impact.all_impact(self.reader)
