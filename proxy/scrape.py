@@ -9,17 +9,29 @@ from itertools import groupby
 from aiohttp import web
 
 from proxy.exposition import family, usage_family
-from proxy.state import CLOCK, SETTINGS, STORE
+from proxy.state import AUTH, CLOCK, SETTINGS, STORE
 
 CUSTOM_HELP = "Custom metric reported through metrics-proxy"
+
+
+def token_validation_families(app: web.Application) -> list[str]:
+    validator = app[AUTH].validator
+    if validator is None:
+        return []
+    lines = family("metrics_proxy_token_validation_requests_total", "counter",
+                   "Requests sent to the upstream's /edge/validate", [((), validator.calls)])
+    lines += family("metrics_proxy_token_validation_failures_total", "counter",
+                    "Token checks the upstream could not answer", [((), validator.failures)])
+    return lines
 
 
 async def store_families(app: web.Application) -> list[str]:
     store, settings, now = app[STORE], app[SETTINGS], app[CLOCK].now()
     if store.writer is None:  # not open: nothing to read
-        return []
+        return token_validation_families(app)
+    lines = token_validation_families(app)
     pending = await store.pending_by_environment()
-    lines = family(
+    lines += family(
         "metrics_proxy_outbox_pending_rows", "gauge", "Rows in the outbox not yet forwarded, by environment",
         [((("environment", env),), rows) for env, rows, _counts, _oldest in pending],
     )

@@ -129,6 +129,16 @@ async def test_tokens_are_revalidated_after_the_interval(make_client, upstream, 
     assert upstream.asked == [UPSTREAM_CLIENT, UPSTREAM_CLIENT]
 
 
+async def test_validation_calls_on_the_scrape(proxy, upstream):
+    await post_metrics(proxy, UPSTREAM_CLIENT)
+    await post_metrics(proxy, UPSTREAM_CLIENT)
+    upstream.down = True
+    await post_metrics(proxy, UPSTREAM_PROD)
+    text = await (await proxy.get("/metrics")).text()
+    assert "metrics_proxy_token_validation_requests_total 2" in text.splitlines()
+    assert "metrics_proxy_token_validation_failures_total 1" in text.splitlines()
+
+
 async def test_upstream_down_known_tokens_work_unknown_get_503(make_client, upstream, clock):
     proxy = await make_client(upstream={"url": upstream.url}, token_revalidation_interval=600)
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
