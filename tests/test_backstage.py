@@ -6,19 +6,8 @@ import sqlite3
 
 from proxy.state import STORE
 from proxy.store.migrations import LATEST
+from tests.scrape_support import metrics_body
 from tests.support import client_headers
-
-
-def _metrics_body(app: str, toggles: dict[str, tuple[int, int]]) -> dict:
-    return {
-        "appName": app,
-        "instanceId": "i-1",
-        "bucket": {
-            "start": "2026-11-22T18:00:00Z",
-            "stop": "2026-11-22T18:01:00Z",
-            "toggles": {name: {"yes": yes, "no": no} for name, (yes, no) in toggles.items()},
-        },
-    }
 
 
 async def test_health_says_ok(client):
@@ -46,7 +35,7 @@ async def test_not_ready_when_schema_is_newer_than_release(make_client, make_set
     assert "newer than this release" in body["error"]
     # It still answers health, and refuses to acknowledge counts it cannot store.
     assert (await client.get("/internal-backstage/health")).status == 200
-    post = await client.post("/api/client/metrics", json=_metrics_body("a", {"f": (1, 0)}), headers=client_headers())
+    post = await client.post("/api/client/metrics", json=metrics_body("a", {"f": (1, 0)}), headers=client_headers())
     assert post.status == 503
     assert post.headers["Retry-After"]
 
@@ -56,7 +45,7 @@ async def test_not_ready_when_database_is_full_then_ready_again(client):
     # SQLite's own limit on the file size: commits that need a new page fail with SQLITE_FULL.
     store.pragma(f"max_page_count = {store.pragma('page_count')}")
     many = {f"flag-{i:04d}": (i, 1) for i in range(300)}
-    post = await client.post("/api/client/metrics", json=_metrics_body("app", many), headers=client_headers())
+    post = await client.post("/api/client/metrics", json=metrics_body("app", many), headers=client_headers())
     assert post.status == 503
     resp = await client.get("/internal-backstage/ready")
     assert resp.status == 503
@@ -66,5 +55,5 @@ async def test_not_ready_when_database_is_full_then_ready_again(client):
 
     store.pragma("max_page_count = 1000000")
     small = {"flag-a": (1, 0)}
-    assert (await client.post("/api/client/metrics", json=_metrics_body("app", small), headers=client_headers())).status == 202
+    assert (await client.post("/api/client/metrics", json=metrics_body("app", small), headers=client_headers())).status == 202
     assert (await client.get("/internal-backstage/ready")).status == 200

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 
 from proxy.state import STORE
+from tests.scrape_support import samples
 from tests.support import FRONTEND_TOKEN, PAYLOADS, client_headers
 
 PATH = "/api/client/metrics/custom"
@@ -18,13 +18,7 @@ async def post_custom(client, metrics: list[dict], token: str | None = None):
 
 
 async def exposed(client, name: str) -> dict[str, float]:
-    text = await (await client.get("/internal-backstage/prometheus")).text()
-    found = {}
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{name}(\{{.*\}})? (\S+)", line)
-        if m:
-            found[m.group(1) or ""] = float(m.group(2))
-    return found
+    return samples(await (await client.get("/internal-backstage/prometheus")).text(), name)
 
 
 async def test_recorded_curl_body_is_exposed_like_unleash(client):

@@ -9,29 +9,8 @@ import subprocess
 
 import pytest
 
+from tests.scrape_support import metrics_body, samples
 from tests.support import PROD_TOKEN, client_headers
-
-
-def metrics_body(app: str, toggles: dict[str, tuple[int, int]]) -> dict:
-    return {
-        "appName": app,
-        "instanceId": "i-1",
-        "bucket": {
-            "start": "2026-11-22T18:00:00Z",
-            "stop": "2026-11-22T18:01:00Z",
-            "toggles": {name: {"yes": yes, "no": no} for name, (yes, no) in toggles.items()},
-        },
-    }
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """{label text: value} of every sample named exactly `name`."""
-    found = {}
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{re.escape(name)}(\{{.*\}})? (\S+)", line)
-        if m:
-            found[m.group(1) or ""] = float(m.group(2))
-    return found
 
 
 async def scrape(client, path: str = "/internal-backstage/prometheus") -> str:
