@@ -52,8 +52,10 @@ async def test_not_ready_when_database_is_full_then_ready_again(client):
     body = await resp.json()
     assert body["status"] == "NOT_READY"
     assert "full" in body["error"]
+    assert (await client.get("/internal-backstage/health")).status == 200
 
     store.pragma("max_page_count = 1000000")
+    assert (await client.get("/internal-backstage/ready")).status == 200  # without waiting for traffic
     small = {"flag-a": (1, 0)}
     assert (await client.post("/api/client/metrics", json=metrics_body("app", small), headers=client_headers())).status == 202
     assert (await client.get("/internal-backstage/ready")).status == 200

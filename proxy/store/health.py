@@ -8,11 +8,21 @@ from pathlib import Path
 import aiosqlite
 
 
+# Big enough to need fresh pages, so a full disk (or a reached page limit) fails the probe even
+# when a small row would still fit in a page that has room.
+PROBE_BYTES = 16 * 1024
+
+
 def probe_write(db: sqlite3.Connection, now: float) -> None:
-    """Commit a one-row write, so readiness means "a commit works now" (raises sqlite3.Error)."""
+    """Commit a write of PROBE_BYTES, so readiness means "a commit works now" (raises sqlite3.Error).
+
+    The row is written and cleared in one transaction: the file does not grow, but the pages
+    must be allocated for the commit to succeed."""
     try:
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR REPLACE INTO readiness_probe (id, at) VALUES (1, ?)", (now,))
+        db.execute("INSERT OR REPLACE INTO readiness_probe (id, at, padding) VALUES (1, ?, zeroblob(?))",
+                   (now, PROBE_BYTES))
+        db.execute("UPDATE readiness_probe SET padding = NULL WHERE id = 1")
         db.execute("COMMIT")
     except sqlite3.Error:
         if db.in_transaction:

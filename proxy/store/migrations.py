@@ -114,7 +114,8 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE readiness_probe (
         id INTEGER PRIMARY KEY,
-        at REAL NOT NULL
+        at REAL NOT NULL,
+        padding BLOB
     );
     CREATE TABLE impact_metrics (
         environment TEXT NOT NULL,

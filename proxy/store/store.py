@@ -162,9 +162,8 @@ class Store:
         """None when a commit works now, else why not."""
         if self._db is None or self.writer is None:
             return self.open_error or "the database is not open"
-        last_error = self.writer.stats.last_error
-        if last_error is not None:
-            return f"the last journal commit failed: {last_error}"
+        # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
+        # rotation after a failed commit gets no traffic, and must still turn ready once it can.
         try:
             health.probe_write(self._db, now)
         except sqlite3.Error as exc:

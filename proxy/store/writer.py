@@ -37,13 +37,11 @@ class CommitStats:
     requests: int = 0
     failed_commits: int = 0
     commit_seconds: float = 0.0
-    last_error: str | None = None  # set while the latest commit failed; readiness reports it
     # Cumulative counts of commits by how many requests they carried (for a histogram).
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
 
     def record(self, size: int, seconds: float) -> None:
         self.commits += 1
-        self.last_error = None
         self.requests += size
         self.commit_seconds += seconds
         for i, bound in enumerate(BATCH_SIZE_BUCKETS):
@@ -115,7 +113,6 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             self._next_id = first_id
             self.stats.failed_commits += 1
-            self.stats.last_error = str(exc)
             if db.in_transaction:
                 db.execute("ROLLBACK")
             disk_full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
