@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 
@@ -117,6 +119,15 @@ async def test_verdicts_survive_a_restart(make_client, upstream):
     assert await post_metrics(second, UPSTREAM_CLIENT) == 202
     assert await post_metrics(second, INVALID) == 403
     assert upstream.asked == [UPSTREAM_CLIENT, INVALID]
+    # The file keeps digests only, never a usable token.
+    raw = b"".join(p.read_bytes() for p in second.server.app[STORE].path.parent.iterdir())
+    assert UPSTREAM_CLIENT.encode() not in raw and INVALID.encode() not in raw
+
+
+async def test_concurrent_first_requests_share_one_check(proxy, upstream):
+    statuses = await asyncio.gather(*(post_metrics(proxy, UPSTREAM_CLIENT) for _ in range(8)))
+    assert statuses == [202] * 8
+    assert upstream.asked == [UPSTREAM_CLIENT]
 
 
 async def test_tokens_are_revalidated_after_the_interval(make_client, upstream, clock):

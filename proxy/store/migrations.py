@@ -107,7 +107,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, labels)
     ) WITHOUT ROWID;
     CREATE TABLE upstream_tokens (
-        token TEXT PRIMARY KEY,
+        token TEXT PRIMARY KEY, -- SHA-256 hex of the token, never the token
         kind TEXT,
         environment TEXT,
         checked REAL NOT NULL

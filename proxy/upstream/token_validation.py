@@ -18,7 +18,7 @@ import msgspec
 
 from proxy.clock import Clock
 from proxy.store import Store
-from proxy.store.upstream_tokens import TokenVerdict
+from proxy.store.upstream_tokens import TokenVerdict, digest
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +70,20 @@ class TokenValidator:
         """(kind or None if invalid, environment). Raises UpstreamUnreachable for an unchecked token."""
         if self._verdicts is None:
             self._verdicts = self.store.load_upstream_tokens()
-        known = self._verdicts.get(token)
+        key = digest(token)
+        known = self._verdicts.get(key)
         if known is not None and self.clock.now() - known[2] < self.revalidate_after:
             return known[0], known[1]
-        pending = self._in_flight.get(token)
+        pending = self._in_flight.get(key)
         if pending is None:
             # Concurrent first requests with the same token share one upstream call.
-            pending = asyncio.ensure_future(self._check(token, known))
-            self._in_flight[token] = pending
-            pending.add_done_callback(lambda _f: self._in_flight.pop(token, None))
+            pending = asyncio.ensure_future(self._check(token, key, known))
+            self._in_flight[key] = pending
+            pending.add_done_callback(lambda _f: self._in_flight.pop(key, None))
         kind, environment, _checked = await asyncio.shield(pending)
         return kind, environment
 
-    async def _check(self, token: str, known: TokenVerdict | None) -> TokenVerdict:
+    async def _check(self, token: str, key: str, known: TokenVerdict | None) -> TokenVerdict:
         try:
             answer = await self._ask(token)
         except (aiohttp.ClientError, asyncio.TimeoutError, msgspec.DecodeError, UpstreamUnreachable) as exc:
@@ -96,9 +97,9 @@ class TokenValidator:
             if entry.token == token:
                 verdict = (KIND_ALIASES.get(entry.type, entry.type), entry.environment, self.clock.now())
         assert self._verdicts is not None
-        self._verdicts[token] = verdict
+        self._verdicts[key] = verdict
         try:
-            self.store.save_upstream_tokens({token: verdict})
+            self.store.save_upstream_tokens({key: verdict})
         except sqlite3.Error as exc:
             # The verdict still holds in memory; only a restart would ask the upstream again.
             log.error("could not store a token verdict: %s", exc)
