@@ -99,6 +99,23 @@ async def test_usage_counts_survive_a_bad_impact_metric(client):
     assert 'metrics_proxy_dropped_rows_total{reason="impact_metric_invalid"} 3.0' in scrape
 
 
+async def test_new_series_beyond_the_limit_are_dropped_and_counted(make_client):
+    client = await make_client(impact_metrics_max_series=2)
+    await post(client, metrics_post([counter("a", 1), counter("b", 1)]))
+    await post(client, metrics_post([counter("a", 1), counter("c", 1)], toggles={"flag-a": {"yes": 1, "no": 0}}))
+    await client.close()
+    # The limit holds across a restart (the known series are loaded from the store).
+    client = await make_client(impact_metrics_max_series=2)
+    await post(client, metrics_post([counter("d", 1), counter("b", 5)]))
+    text = await impact_text(client)
+    assert value(text, 'a{appName="web",environment="development"}') == 2
+    assert value(text, 'b{appName="web",environment="development"}') == 6
+    assert "# TYPE c counter" not in text and "# TYPE d counter" not in text
+    assert await client.server.app[STORE].totals() == [("development", "web", "flag-a", 1, 0)]
+    scrape = await (await client.get("/metrics")).text()
+    assert 'metrics_proxy_dropped_rows_total{reason="impact_series_limit"} 1.0' in scrape
+
+
 async def test_bulk_impact_metrics_are_kept_not_dropped(client):
     entry = {**counter("bulk_hits", 6), "appName": "edge-app", "environment": "development"}
     await post(client, {"applications": [], "metrics": [], "impactMetrics": [entry]}, path="/api/client/metrics/bulk")

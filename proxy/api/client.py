@@ -37,9 +37,12 @@ async def _commit(request: web.Request, kind: str, entries: list[JournalEntry]) 
     return web.Response(status=202)
 
 
-def _count_dropped_impact(app: web.Application, dropped: int) -> None:
-    if dropped:
-        app[INGEST_STATS].dropped["impact_metric_invalid"] += dropped
+def _impact(app: web.Application, entries: list[JournalEntry], raw, app_name: str | None,
+            environment: str | None, now: float) -> None:
+    """Attach the post's impact metrics to its entries, counting what was dropped and why."""
+    dropped = attach_impact(entries, raw, app_name, environment, now, app[STORE].impact_guard,
+                            app[SETTINGS].impact_metrics_max_series)
+    app[INGEST_STATS].dropped.update(+dropped)
 
 
 def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
@@ -53,7 +56,7 @@ def _metrics_handler(kind: TokenKind):
         body = await read_json(request, ClientMetrics, app[SETTINGS].max_body_size)
         now = app[CLOCK].now()
         entries = [metrics_entry(body, caller.environment, now, *_sdk_headers(request), request.remote)]
-        _count_dropped_impact(app, attach_impact(entries, body.impactMetrics, body.appName, caller.environment, now))
+        _impact(app, entries, body.impactMetrics, body.appName, caller.environment, now)
         return await _commit(request, f"{kind.value}_metrics", entries)
 
     return post_metrics
@@ -77,7 +80,7 @@ async def post_bulk(request: web.Request) -> web.Response:
     environment = None if caller.open_mode else caller.environment
     now = app[CLOCK].now()
     entries, refused = bulk_entries(body, environment, now, request.remote)
-    _count_dropped_impact(app, attach_impact(entries, body.impactMetrics, None, environment, now))
+    _impact(app, entries, body.impactMetrics, None, environment, now)
     if refused:
         # Unleash drops such rows silently; this proxy counts them and says so.
         app[INGEST_STATS].dropped["environment_mismatch"] += refused

@@ -9,7 +9,7 @@ dropped and counted by the caller: Unleash too logs such failures and keeps the 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import msgspec
 
@@ -17,6 +17,7 @@ from proxy.api.custom import sanitise
 from proxy.exposition import format_value
 from proxy.schemas.impact import ImpactMetric, ImpactSample
 from proxy.store.custom_metrics import labels_key
+from proxy.store.impact import SeriesGuard
 from proxy.store.journal import ImpactRow, JournalEntry
 
 _entries = msgspec.json.Decoder(list[msgspec.Raw])
@@ -82,14 +83,20 @@ def impact_rows(raw: msgspec.Raw, app_name: str | None) -> tuple[dict[str | None
 
 
 def attach_impact(entries: list[JournalEntry], raw: msgspec.Raw, app_name: str | None,
-                  environment: str | None, received: float) -> int:
-    """Add a post's impact rows to its journal entries; returns how many samples were dropped.
+                  environment: str | None, received: float, guard: SeriesGuard, limit: int) -> Counter[str]:
+    """Add a post's impact rows to its journal entries; returns dropped samples by reason.
 
     With `environment` set (token auth) every row belongs to the token's environment; in open
-    mode an entry's own `environment` is kept (else "default")."""
-    by_env, dropped = impact_rows(raw, app_name)
-    for named_env, rows in by_env.items():
+    mode an entry's own `environment` is kept (else "default"). New series beyond `limit` are
+    dropped: a rogue SDK must not grow the table and the scrape without bound."""
+    by_env, invalid = impact_rows(raw, app_name)
+    dropped: Counter[str] = Counter(impact_metric_invalid=invalid)
+    for named_env, all_rows in by_env.items():
         env = environment or named_env or "default"
+        rows, refused = guard.admit(env, all_rows, limit)
+        dropped["impact_series_limit"] += refused
+        if not rows:
+            continue
         target = next((e for e in entries if e.environment == env), None)
         if target is None:
             target = JournalEntry(env, received)

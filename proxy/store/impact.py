@@ -64,6 +64,31 @@ def write_impact(db: sqlite3.Connection, deltas: ImpactDeltas) -> None:
         )
 
 
+class SeriesGuard:
+    """Which impact series exist (stored or in flight), so new ones beyond a limit can be refused
+    before the post is committed. Series are never removed, so the set only grows to the limit."""
+
+    def __init__(self, keys: set[ImpactKey]) -> None:
+        self.keys = keys
+
+    @classmethod
+    def load(cls, db: sqlite3.Connection) -> SeriesGuard:
+        return cls({tuple(row) for row in db.execute("SELECT environment, app_name, name, labels FROM impact_metrics")})
+
+    def admit(self, environment: str, rows: list[ImpactRow], limit: int) -> tuple[list[ImpactRow], int]:
+        """The rows of known series plus new ones while under `limit`; and how many were refused."""
+        admitted, refused = [], 0
+        for row in rows:
+            key = (environment, row.app_name, row.name, row.labels)
+            if key not in self.keys:
+                if len(self.keys) >= limit:
+                    refused += 1
+                    continue
+                self.keys.add(key)
+            admitted.append(row)
+        return admitted, refused
+
+
 async def all_impact(db: aiosqlite.Connection) -> list[tuple[str, ImpactRow]]:
     """(environment, row) of every merged series, ordered by name."""
     cursor = await db.execute("SELECT environment, row FROM impact_metrics ORDER BY name, environment, app_name, labels")

@@ -32,6 +32,7 @@ class Store:
         self.folds = 0
         self.replayed_entries = 0
         self.open_error: str | None = None  # why open() failed, for the readiness probe
+        self.impact_guard = impact.SeriesGuard(set())
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -45,6 +46,7 @@ class Store:
         self.writer = GroupCommitWriter(db, deltas, last_id + 1)
         self.writer.last_journal_id = last_id
         self.fold()
+        self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too
         self.writer.start()
         self._reader = await open_reader(self.path)
         log.info(
