@@ -20,8 +20,8 @@ from proxy.http_metrics import HttpCollector, HttpStats, http_metrics_middleware
 from proxy.state import AUTH, CLOCK, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
 from proxy.store.migrations import MigrationError
-from proxy.upstream.token_validation import TokenValidator
 from proxy.telemetry import IngestStats, build_registry
+from proxy.upstream.token_validation import TokenValidator
 
 log = logging.getLogger(__name__)
 
