@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
 
+from proxy.store.migrations import MIGRATIONS, migrate
 from tests.scrape_support import metrics_body, samples
 from tests.support import PROD_TOKEN, client_headers
 
@@ -49,6 +51,25 @@ async def test_usage_totals_survive_a_restart(make_client):
     await post(second, metrics_body("web", {"flag-a": (1, 0)}))
     usage = samples(await scrape(second), "feature_toggle_usage_total")
     assert usage['{appName="web",toggle="flag-a",active="true"}'] == 5
+
+
+async def test_upgrade_fills_usage_totals_from_stored_hours(make_client, make_settings):
+    # A database written before usage_totals existed: its hourly counts must show on the scrape.
+    before = next(i for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE usage_totals" in sql)
+    path = make_settings().database_path
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        migrate(db, target=before)
+        db.executemany(
+            "INSERT INTO hourly_counts VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            [("development", "web", "old-flag", 1795366800, 7, 1), ("production", "web", "old-flag", 1795370400, 3, 0)],
+        )
+    client = await make_client()
+    usage = samples(await scrape(client), "feature_toggle_usage_total")
+    assert usage == {
+        '{appName="web",toggle="old-flag",active="true"}': 10,
+        '{appName="web",toggle="old-flag",active="false"}': 1,
+    }
 
 
 async def test_usage_series_are_capped_busiest_first(make_client):
