@@ -62,5 +62,15 @@ def usage_family(rows: Iterable[tuple[str, str, int, int]]) -> list[str]:
     return lines
 
 
+def cumulative_buckets(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (last slot = above every bound) as Prometheus' cumulative (le, count)."""
+    cumulative, buckets = 0, []
+    for bound, n in zip(bounds, counts):
+        cumulative += n
+        buckets.append((str(float(bound)), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return buckets
+
+
 def text(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode() if lines else b""

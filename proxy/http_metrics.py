@@ -14,6 +14,8 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy.exposition import cumulative_buckets
+
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
 
@@ -88,10 +90,5 @@ class HttpCollector(Collector):
             labels=["route"],
         )
         for route, hist in sorted(self.stats.durations.items()):
-            cumulative, buckets = 0, []
-            for bound, n in zip(DURATION_BUCKETS, hist.buckets):
-                cumulative += n
-                buckets.append((str(bound), cumulative))
-            buckets.append(("+Inf", cumulative + hist.buckets[-1]))
-            durations.add_metric([route], buckets, hist.total_seconds)
+            durations.add_metric([route], cumulative_buckets(DURATION_BUCKETS, hist.buckets), hist.total_seconds)
         yield durations

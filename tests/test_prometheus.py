@@ -126,6 +126,9 @@ async def test_ingest_families_count_commits(client):
     commits = samples(text, "metrics_proxy_sqlite_commits_total")[""]
     assert 1 <= commits <= 5
     assert samples(text, "metrics_proxy_group_commit_size_count") == {"": commits}
+    durations = samples(text, "metrics_proxy_sqlite_commit_duration_seconds_bucket")
+    assert durations['{le="+Inf"}'] == commits
+    assert samples(text, "metrics_proxy_sqlite_commit_duration_seconds_sum")[""] > 0
 
 
 PROMTOOL = shutil.which("promtool")
