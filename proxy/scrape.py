@@ -44,6 +44,14 @@ async def store_families(app: web.Application) -> list[str]:
         "Seconds since the hour of the oldest outbox row, by environment",
         [((("environment", env),), max(0.0, now - oldest)) for env, _rows, _counts, oldest in pending],
     )
+    custom_pending, impact_pending = await store.pending_metric_series()
+    lines += family("metrics_proxy_outbox_pending_custom_series", "gauge",
+                    "Custom-metric series waiting to be forwarded", [((), custom_pending)])
+    lines += family(
+        "metrics_proxy_outbox_pending_impact_series", "gauge",
+        "Impact-metric series waiting to be forwarded, by environment",
+        [((("environment", env),), n) for env, n in impact_pending],
+    )
     lines += family("metrics_proxy_database_size_bytes", "gauge", "SQLite database, WAL and shm files on disk",
                     [((), store.size_on_disk())])
     limit = settings.prometheus_max_usage_series

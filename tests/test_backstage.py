@@ -35,6 +35,7 @@ async def test_not_ready_when_schema_is_newer_than_release(make_client, make_set
     assert "newer than this release" in body["error"]
     # It still answers health, and refuses to acknowledge counts it cannot store.
     assert (await client.get("/internal-backstage/health")).status == 200
+    assert (await client.get("/metrics")).status == 200
     post = await client.post("/api/client/metrics", json=metrics_body("a", {"f": (1, 0)}), headers=client_headers())
     assert post.status == 503
     assert post.headers["Retry-After"]

@@ -130,6 +130,7 @@ async def test_pending_for_the_forwarder_only_with_an_upstream(make_client):
     forwarding = await make_client(upstream={"url": "http://127.0.0.1:9/api"})
     await post_custom(forwarding, [{"name": "x", "value": 1, "labels": {"k": "v"}}])
     await post_custom(forwarding, [{"name": "x", "value": 4, "labels": {"k": "v"}}])
+    assert await exposed(forwarding, "metrics_proxy_outbox_pending_custom_series") == {"": 1}
     await forwarding.close()
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT name, labels, value FROM pending_custom_metrics").fetchall()

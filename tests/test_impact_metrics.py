@@ -140,6 +140,8 @@ async def test_outbox_rows_for_the_forwarder(client):
     env, app, name, labels, blob = rows[0]
     assert (env, app, name, labels) == ("development", "web", "hits", '{"page":"a"}')
     assert msgspec.msgpack.decode(blob, type=ImpactRow).value == 5
+    scrape = await (await client.get("/metrics")).text()
+    assert 'metrics_proxy_outbox_pending_impact_series{environment="development"} 1' in scrape.splitlines()
 
 
 def test_acknowledged_impact_metrics_survive_kill_9(tmp_path):

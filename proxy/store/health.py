@@ -48,3 +48,13 @@ async def pending_by_environment(db: aiosqlite.Connection) -> list[tuple[str, in
            GROUP BY environment ORDER BY environment"""
     )
     return [tuple(row) for row in await cursor.fetchall()]
+
+
+async def pending_metric_series(db: aiosqlite.Connection) -> tuple[int, list[tuple[str, int]]]:
+    """Custom-metric series waiting to be forwarded, and impact-metric series per environment."""
+    cursor = await db.execute("SELECT count(*) FROM pending_custom_metrics")
+    custom = (await cursor.fetchone())[0]
+    cursor = await db.execute(
+        "SELECT environment, count(*) FROM pending_impact_metrics GROUP BY environment ORDER BY environment"
+    )
+    return custom, [tuple(row) for row in await cursor.fetchall()]

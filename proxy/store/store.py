@@ -157,6 +157,10 @@ class Store:
         self.fold()
         return await health.pending_by_environment(self.reader)
 
+    async def pending_metric_series(self) -> tuple[int, list[tuple[str, int]]]:
+        self.fold()
+        return await health.pending_metric_series(self.reader)
+
     def size_on_disk(self) -> int:
         return health.size_on_disk(self.path)
 
