@@ -18,6 +18,8 @@ from proxy.exposition import cumulative_buckets
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
+# Any other method a client invents is counted as "other": label values must stay bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(slots=True)
@@ -60,7 +62,8 @@ def http_metrics_middleware(stats: HttpStats):
             status = exc.status
             raise
         finally:
-            stats.record(route_of(request), request.method, status, time.perf_counter() - started,
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            stats.record(route_of(request), method, status, time.perf_counter() - started,
                          request.content_length or 0)
 
     return record_http_metrics

@@ -108,12 +108,14 @@ async def test_http_requests_counted_by_route_and_status(client):
     bad = await client.post("/api/client/metrics", data=b"{", headers=client_headers())
     assert bad.status == 400
     await client.get("/no/such/path")
+    await client.request("PROPFIND", "/no/such/path")  # a method llhttp parses
     text = await scrape(client, "/metrics")
     requests = samples(text, "metrics_proxy_http_requests_total")
     # prometheus_client writes label names in alphabetical order.
     assert requests['{method="POST",route="/api/client/metrics",status="202"}'] == 1
     assert requests['{method="POST",route="/api/client/metrics",status="400"}'] == 1
     assert requests['{method="GET",route="unmatched",status="404"}'] == 1
+    assert requests['{method="other",route="unmatched",status="404"}'] == 1  # label values stay bounded
     durations = samples(text, "metrics_proxy_http_request_duration_seconds_count")
     assert durations['{route="/api/client/metrics"}'] == 2
     assert samples(text, "metrics_proxy_http_request_bytes_total")['{route="/api/client/metrics"}'] > 100
