@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from proxy.upstream.token_validation import validate_url
-from proxy.state import STORE
+from proxy.state import AUTH, STORE
 from tests.support import CLIENT_TOKEN, client_headers
 
 UPSTREAM_CLIENT = "default:development.upstream-only-client"
@@ -31,6 +31,7 @@ class FakeUnleash:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.down = False
+        self.valid = dict(VALID)  # a test may revoke a token
 
     async def validate(self, request: web.Request) -> web.Response:
         if self.down:
@@ -39,7 +40,7 @@ class FakeUnleash:
             return web.json_response({"message": "forbidden"}, status=403)
         tokens = (await request.json())["tokens"]
         self.asked.extend(tokens)
-        return web.json_response({"tokens": [{"token": t, **VALID[t]} for t in tokens if t in VALID]})
+        return web.json_response({"tokens": [{"token": t, **self.valid[t]} for t in tokens if t in self.valid]})
 
 
 @pytest.fixture
@@ -130,14 +131,21 @@ async def test_concurrent_first_requests_share_one_check(proxy, upstream):
     assert upstream.asked == [UPSTREAM_CLIENT]
 
 
-async def test_tokens_are_revalidated_after_the_interval(make_client, upstream, clock):
+async def test_tokens_are_revalidated_in_the_background_after_the_interval(make_client, upstream, clock):
     proxy = await make_client(upstream={"url": upstream.url}, token_revalidation_interval=600)
+    validator = proxy.server.app[AUTH].validator
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
     clock.advance(599)
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
+    assert upstream.asked == [UPSTREAM_CLIENT]
+    del upstream.valid[UPSTREAM_CLIENT]  # revoked upstream
     clock.advance(2)
+    # The due re-check does not hold the request up: it goes on with the last verdict...
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
+    await validator.settle()
     assert upstream.asked == [UPSTREAM_CLIENT, UPSTREAM_CLIENT]
+    # ...and the answer applies from then on.
+    assert await post_metrics(proxy, UPSTREAM_CLIENT) == 403
 
 
 async def test_validation_calls_on_the_scrape(proxy, upstream):
@@ -152,12 +160,19 @@ async def test_validation_calls_on_the_scrape(proxy, upstream):
 
 async def test_upstream_down_known_tokens_work_unknown_get_503(make_client, upstream, clock):
     proxy = await make_client(upstream={"url": upstream.url}, token_revalidation_interval=600)
+    validator = proxy.server.app[AUTH].validator
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
     assert await post_metrics(proxy, INVALID) == 403
     upstream.down = True
     clock.advance(601)  # both verdicts are due for re-validation, which fails
     assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
     assert await post_metrics(proxy, INVALID) == 403
+    await validator.settle()
+    assert validator.failures == 2
+    # A failed re-check is retried a minute later, not on every request.
+    assert await post_metrics(proxy, UPSTREAM_CLIENT) == 202
+    await validator.settle()
+    assert validator.failures == 2
     resp = await proxy.post("/api/client/metrics", json=metrics_body(), headers=client_headers(UPSTREAM_PROD))
     assert resp.status == 503
     assert int(resp.headers["Retry-After"]) > 0

@@ -5,6 +5,9 @@ type and environment, when called without an Authorization header (with a client
 403). Each verdict, valid or not, is stored durably and re-checked after an interval; while the
 upstream cannot answer, a token checked before keeps its last verdict, and an unchecked one raises
 UpstreamUnreachable (the caller answers 503 so the SDK retries instead of giving up).
+
+Only a token never checked waits for the upstream; a due re-check runs in the background while the
+request goes on with the last verdict, so a slow or dead upstream never delays a known token.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # Newer Unleash releases call client tokens "backend".
 KIND_ALIASES = {"backend": "client"}
+# An SDK request waits on the first check of its token: bound it below the upstream timeout.
+MAX_CHECK_SECONDS = 5.0
+# After a failed re-check, try again this much later instead of on every request.
+RETRY_FAILED_CHECK_SECONDS = 60.0
 
 
 class UpstreamUnreachable(Exception):
@@ -55,7 +62,7 @@ class TokenValidator:
     def __init__(self, upstream_url: str, timeout: float, revalidate_after: float, store: Store,
                  clock: Clock, headers: dict[str, str] | None = None) -> None:
         self.url = validate_url(upstream_url)
-        self.timeout = timeout
+        self.timeout = min(timeout, MAX_CHECK_SECONDS)
         self.revalidate_after = revalidate_after
         self.store = store
         self.clock = clock
@@ -74,14 +81,20 @@ class TokenValidator:
         known = self._verdicts.get(key)
         if known is not None and self.clock.now() - known[2] < self.revalidate_after:
             return known[0], known[1]
+        # Concurrent requests with the same token share one upstream call.
         pending = self._in_flight.get(key)
         if pending is None:
-            # Concurrent first requests with the same token share one upstream call.
             pending = asyncio.ensure_future(self._check(token, key, known))
             self._in_flight[key] = pending
             pending.add_done_callback(lambda _f: self._in_flight.pop(key, None))
+        if known is not None:
+            return known[0], known[1]  # the re-check runs on in the background
         kind, environment, _checked = await asyncio.shield(pending)
         return kind, environment
+
+    async def settle(self) -> None:
+        """Wait for the checks under way (background re-checks included)."""
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
     async def _check(self, token: str, key: str, known: TokenVerdict | None) -> TokenVerdict:
         try:
@@ -90,6 +103,10 @@ class TokenValidator:
             self.failures += 1
             if known is not None:
                 log.warning("token re-validation failed (%s); keeping the last verdict", exc)
+                # Treat it as checked so that the next attempt comes RETRY_FAILED_CHECK_SECONDS later.
+                assert self._verdicts is not None
+                retry_at = self.clock.now() - self.revalidate_after + RETRY_FAILED_CHECK_SECONDS
+                self._verdicts[key] = (known[0], known[1], retry_at)
                 return known
             raise UpstreamUnreachable(f"the upstream could not validate the token: {exc}") from None
         verdict: TokenVerdict = (None, None, self.clock.now())
@@ -117,6 +134,9 @@ class TokenValidator:
 
     async def close(self, _app: object = None) -> None:
         """Also usable as an aiohttp on_cleanup callback."""
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await self.settle()
         if self._session is not None:
             await self._session.close()
             self._session = None
