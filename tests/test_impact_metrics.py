@@ -89,14 +89,16 @@ async def test_histogram_with_new_bounds_starts_over(client):
 
 
 async def test_usage_counts_survive_a_bad_impact_metric(client):
-    bad = [{"name": "no_type", "samples": []}, counter("neg", -1), counter("9bad", 1), counter("good", 1)]
+    bad = [{"name": "no_type", "samples": []}, counter("neg", -1), counter("9bad", 1), counter("good", 1),
+           gauge("reserved_label", 1, __name__="x"), histogram("le_label", 1, 1.0, [(1, 1)])]
+    bad[-1]["samples"][0]["labels"] = {"le": "5"}
     await post(client, metrics_post(bad, toggles={"flag-a": {"yes": 2, "no": 0}}))
     store = client.server.app[STORE]
     assert await store.totals() == [("development", "web", "flag-a", 2, 0)]
     text = await impact_text(client)
     assert value(text, 'good{appName="web",environment="development"}') == 1
     scrape = await (await client.get("/metrics")).text()
-    assert 'metrics_proxy_dropped_rows_total{reason="impact_metric_invalid"} 3.0' in scrape
+    assert 'metrics_proxy_dropped_rows_total{reason="impact_metric_invalid"} 5.0' in scrape
 
 
 async def test_new_series_beyond_the_limit_are_dropped_and_counted(make_client):

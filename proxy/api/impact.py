@@ -32,9 +32,16 @@ def _le_text(le: float | str) -> str:
     return "+Inf" if le == "+Inf" or (isinstance(le, float) and math.isinf(le) and le > 0) else format_value(float(le))
 
 
+def _usable_label(name: str, kind: str) -> bool:
+    # `__` names are Prometheus' own; `le` is the bucket bound of a histogram.
+    if not (name[:1].isalpha() or name.startswith("_")) or name.startswith("__"):
+        return False
+    return not (kind == "histogram" and name == "le")
+
+
 def _sample_row(metric: ImpactMetric, name: str, app: str, sample: ImpactSample) -> ImpactRow | None:
     labels = {sanitise(k): _label_text(v) for k, v in (sample.labels or {}).items()}
-    if any(not k[:1].isalpha() and not k.startswith("_") for k in labels):
+    if not all(_usable_label(k, metric.type) for k in labels):
         return None
     base = dict(app_name=app, name=name, kind=metric.type, help=metric.help, labels=labels_key(labels))
     if metric.type == "histogram":
