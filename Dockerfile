@@ -8,6 +8,8 @@ USER metrics-proxy
 ENV METRICS_PROXY_HOST=0.0.0.0 METRICS_PROXY_DATA_DIR=/var/lib/metrics-proxy
 VOLUME /var/lib/metrics-proxy
 EXPOSE 3063
+# `ready` exits 1 while the database cannot commit (disk full, failed migration).
+HEALTHCHECK --interval=10s --timeout=5s CMD ["metrics-proxy", "ready"]
 # SIGTERM lets the proxy commit and stop cleanly; allow it the grace period.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["metrics-proxy"]

@@ -10,24 +10,36 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.api import backstage, client, flush, reads
+from proxy import impact_scrape
+from proxy.api import backstage, client, custom, flush, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.housekeeping import housekeeping_ctx
+from proxy.http_metrics import HttpCollector, HttpStats, http_metrics_middleware
 from proxy.state import AUTH, CLOCK, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
+from proxy.store.migrations import MigrationError
 from proxy.telemetry import IngestStats, build_registry
 from proxy.upstream import forwarder
 from proxy.upstream.stats import ForwarderStats
+from proxy.upstream.token_validation import TokenValidator
 
 log = logging.getLogger(__name__)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
-    await store.open()
+    try:
+        await store.open()
+    except MigrationError as exc:
+        # Keep serving so /internal-backstage/ready can say why; every write answers 503.
+        store.open_error = str(exc)
+        log.error("database not opened: %s", exc)
+        yield
+        await store.close()
+        return
     folder = asyncio.create_task(store.run_folder(app[SETTINGS].fold_interval), name="journal-folder")
     yield
     folder.cancel()
@@ -39,7 +51,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     # client_max_size is a backstop; handlers enforce max_body_size themselves and answer 413.
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_size + 1)
+    http_stats = HttpStats()
+    app = web.Application(
+        middlewares=[http_metrics_middleware(http_stats), error_middleware],
+        client_max_size=settings.max_body_size + 1,
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[STORE] = Store(
@@ -47,9 +63,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
     )
     app[AUTH] = Authenticator(settings)
+    if settings.upstream is not None and settings.auth == "tokens":
+        validator = TokenValidator(
+            settings.upstream.url, settings.upstream.request_timeout, settings.token_revalidation_interval,
+            app[STORE], app[CLOCK], settings.upstream.headers,
+        )
+        app[AUTH].validator = validator
+        app.on_cleanup.append(validator.close)
     app[INGEST_STATS] = IngestStats()
     app[FORWARDER_STATS] = ForwarderStats()
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS])
+    app[REGISTRY].register(HttpCollector(http_stats))
     app.cleanup_ctx.append(_store_ctx)
     if settings.upstream is not None:
         app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])
@@ -59,6 +83,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())
     app.add_routes(flush.routes())
+    app.add_routes(custom.routes())
+    app.add_routes(impact_scrape.routes())
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.api.errors import ApiError
+from proxy.api.errors import ApiError, unavailable
 from proxy.config import Settings
+from proxy.upstream.token_validation import TokenValidator, UpstreamUnreachable
 
 DEFAULT_ENVIRONMENT = "default"
+VALIDATION_RETRY_AFTER_SECONDS = 30
 
 
 class TokenKind(enum.Enum):
@@ -51,10 +53,12 @@ class Authenticator:
         ):
             for token in tokens:
                 self._tokens[token] = kind
+        # Set by the app when an upstream is configured: tokens not listed here are checked there.
+        self.validator: TokenValidator | None = None
 
     @property
     def has_tokens(self) -> bool:
-        return bool(self._tokens)
+        return bool(self._tokens) or self.validator is not None
 
     async def require(self, request: web.Request, kind: TokenKind) -> Caller:
         """The caller, if its token may use an endpoint for `kind`; else 401/403."""
@@ -70,6 +74,9 @@ class Authenticator:
                 "this endpoint needs an API token in the Authorization header",
             )
         known = self._tokens.get(token)
+        environment = environment_of(token)
+        if known is None and self.validator is not None:
+            known, environment = await self._ask_upstream(token)
         if known is None:
             raise ApiError(403, "ForbiddenError", "the API token is not known to this proxy")
         if known is not kind:
@@ -78,4 +85,22 @@ class Authenticator:
                 "ForbiddenError",
                 f"a {known.value} token cannot use this endpoint; it needs a {kind.value} token",
             )
-        return Caller(kind, environment_of(token))
+        return Caller(kind, environment)
+
+    async def _ask_upstream(self, token: str) -> tuple[TokenKind | None, str]:
+        assert self.validator is not None
+        try:
+            kind, environment = await self.validator.verdict(token)
+        except UpstreamUnreachable:
+            # 503, not 403: the SDK should retry later rather than give up on a valid token.
+            raise unavailable(
+                "the upstream cannot validate this token right now; retry later",
+                VALIDATION_RETRY_AFTER_SECONDS,
+            ) from None
+        try:
+            token_kind = TokenKind(kind) if kind is not None else None
+        except ValueError:
+            token_kind = None  # a type this proxy has no endpoints for
+        if environment in (None, "", "*"):
+            environment = environment_of(token)
+        return token_kind, environment

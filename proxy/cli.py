@@ -41,6 +41,30 @@ def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
     commands.add_parsers(sub)
 
 
+def _probe_parsers(sub: argparse._SubParsersAction) -> None:
+    for check, what in (("health", "the process serves"), ("ready", "the database is open and writable")):
+        p = sub.add_parser(
+            check,
+            help=f"exit 0 if {what}, else 1 (for container probes)",
+            description=f"Call /internal-backstage/{check} of a running proxy; exit 0 if {what}, else 1.",
+        )
+        p.add_argument("--url", help="proxy base URL (default: from --config/env host and port)")
+        p.add_argument("--config", metavar="FILE", help="TOML config file (env METRICS_PROXY_CONFIG)")
+        p.add_argument("--host", help="host of the proxy (default: the configured host)")
+        p.add_argument("--port", type=int, help="port of the proxy (default: the configured port)")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+
+
+def probe_command(args: argparse.Namespace) -> int:
+    from proxy.probe import base_url, probe
+
+    url = args.url
+    if url is None:
+        settings = load_settings(config_file=args.config, flags={"host": args.host, "port": args.port})
+        url = base_url(settings.host, settings.port)
+    return probe(args.command, url, args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metrics-proxy", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     _outbox_parsers(sub)
+    _probe_parsers(sub)
     return parser
 
 
@@ -95,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command in ("health", "ready"):
+            return probe_command(args)
         return args.run(args)
     except ConfigError as exc:
         print(f"metrics-proxy: configuration error: {exc}", file=sys.stderr)

@@ -70,6 +70,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overflow_policy: Literal["refuse", "drop_oldest"] = "refuse"
     # How long a bulk post's Idempotency-Key is remembered (a repeat within it is not re-counted).
     idempotency_window: PositiveSeconds = 24 * 3600.0
+    # Custom metrics (POST /api/client/metrics/custom): a series not updated for this long is
+    # dropped, and at most this many series are kept (new ones beyond it are refused with 400).
+    custom_metrics_ttl: PositiveSeconds = 3600.0
+    custom_metrics_max_series: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Most impact-metric series (environment, app, name, labels) kept; samples of new series
+    # beyond it are dropped and counted, the post's usage counts are still stored.
+    impact_metrics_max_series: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Most (app, flag) pairs rendered as feature_toggle_usage_total on a scrape (busiest first).
+    prometheus_max_usage_series: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    # With an upstream: seconds before a token checked with {upstream}/edge/validate is re-checked.
+    token_revalidation_interval: PositiveSeconds = 3600.0
     upstream: UpstreamSettings | None = None
 
     @property

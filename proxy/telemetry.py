@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from proxy.store.writer import BATCH_SIZE_BUCKETS
+from proxy.exposition import cumulative_buckets
+from proxy.store.writer import BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS
 
 if TYPE_CHECKING:
     from proxy.store import Store
@@ -76,19 +77,20 @@ class ProxyCollector(Collector):
         yield CounterMetricFamily(
             "metrics_proxy_sqlite_commit_failures", "Journal commits that failed", value=stats.failed_commits
         )
-        cumulative, buckets = 0, []
-        for bound, n in zip(BATCH_SIZE_BUCKETS, stats.batch_sizes):
-            cumulative += n
-            buckets.append((str(float(bound)), cumulative))
-        buckets.append(("+Inf", cumulative + stats.batch_sizes[-1]))
         yield HistogramMetricFamily(
             "metrics_proxy_group_commit_size",
             "Requests per group commit",
-            buckets=buckets,
+            buckets=cumulative_buckets(BATCH_SIZE_BUCKETS, stats.batch_sizes),
             sum_value=stats.requests,
         )
         yield CounterMetricFamily(
             "metrics_proxy_sqlite_commit_seconds", "Time spent in journal commits", value=stats.commit_seconds
+        )
+        yield HistogramMetricFamily(
+            "metrics_proxy_sqlite_commit_duration_seconds",
+            "Duration of journal group commits",
+            buckets=cumulative_buckets(COMMIT_SECONDS_BUCKETS, stats.commit_durations),
+            sum_value=stats.commit_seconds,
         )
         yield CounterMetricFamily("metrics_proxy_folds", "Folds of the journal into the tables", value=self.store.folds)
         yield CounterMetricFamily(

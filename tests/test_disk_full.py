@@ -15,7 +15,7 @@ from proxy.state import STORE
 from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check, table_sum
 from tests.support import ProxyProcess, client_headers
 
-SMALL = 256 * 1024
+SMALL = 384 * 1024
 FLAGS_PER_POST = 20
 
 

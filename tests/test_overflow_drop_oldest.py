@@ -9,7 +9,7 @@ from proxy.state import STORE
 from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check
 from tests.support import client_headers
 
-SMALL = 256 * 1024
+SMALL = 384 * 1024
 # synchronous=NORMAL only to spare the fsyncs: durability is not what these tests measure.
 FLAGS = [f"flag-{j:02d}" for j in range(20)]
 

@@ -1,10 +1,12 @@
-"""Operational endpoints: health for probes, Prometheus text for scrapers."""
+"""Operational endpoints: health and readiness for probes, Prometheus text for scrapers."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.state import REGISTRY
+from proxy.exposition import text
+from proxy.scrape import store_families
+from proxy.state import CLOCK, REGISTRY, STORE
 from proxy.telemetry import CONTENT_TYPE, render
 
 
@@ -12,13 +14,23 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "OK"})
 
 
+async def ready(request: web.Request) -> web.Response:
+    """200 while a commit to the database works; 503 naming why not (a 202 would be impossible)."""
+    error = request.app[STORE].check_writable(request.app[CLOCK].now())
+    if error is not None:
+        return web.json_response({"status": "NOT_READY", "error": error}, status=503)
+    return web.json_response({"status": "READY"})
+
+
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=render(request.app[REGISTRY]), headers={"Content-Type": CONTENT_TYPE})
+    body = render(request.app[REGISTRY]) + text(await store_families(request.app))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/internal-backstage/health", health),
+        web.get("/internal-backstage/ready", ready),
         web.get("/internal-backstage/prometheus", prometheus),
         web.get("/metrics", prometheus),
     ]

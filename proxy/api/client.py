@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from aiohttp import web
 
 from proxy.api.body import read_json
 from proxy.api.errors import bad_data, unavailable
+from proxy.api.impact import attach_impact
 from proxy.api.ingest import bulk_entries, metrics_entry, registration_entry
 from proxy.auth import TokenKind
 from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
@@ -44,6 +46,16 @@ async def _commit(
     return web.Response(status=202)
 
 
+def _impact(app: web.Application, entries: list[JournalEntry], raw: msgspec.Raw, app_name: str | None,
+            environment: str | None, now: float) -> None:
+    """Attach the post's impact metrics to its entries, counting what was dropped and why."""
+    if not raw:  # the common post carries none: keep the hot path free of this work
+        return
+    dropped = attach_impact(entries, raw, app_name, environment, now, app[STORE].impact_guard,
+                            app[SETTINGS].impact_metrics_max_series)
+    app[INGEST_STATS].dropped.update(+dropped)
+
+
 def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
     return request.headers.get("UNLEASH-INSTANCEID"), request.headers.get("UNLEASH-SDK")
 
@@ -53,8 +65,10 @@ def _metrics_handler(kind: TokenKind):
         app = request.app
         caller = await app[AUTH].require(request, kind)
         body = await read_json(request, ClientMetrics, app[SETTINGS].max_body_size)
-        entry = metrics_entry(body, caller.environment, app[CLOCK].now(), *_sdk_headers(request), request.remote)
-        return await _commit(request, f"{kind.value}_metrics", [entry])
+        now = app[CLOCK].now()
+        entries = [metrics_entry(body, caller.environment, now, *_sdk_headers(request), request.remote)]
+        _impact(app, entries, body.impactMetrics, body.appName, caller.environment, now)
+        return await _commit(request, f"{kind.value}_metrics", entries)
 
     return post_metrics
 
@@ -88,7 +102,9 @@ async def post_bulk(request: web.Request) -> web.Response:
     claim = _idempotency_claim(request, caller.environment, now)
     body = await read_json(request, BulkMetrics, app[SETTINGS].max_body_size)
     environment = None if caller.open_mode else caller.environment
+    now = app[CLOCK].now()
     entries, refused = bulk_entries(body, environment, now, request.remote)
+    _impact(app, entries, body.impactMetrics, None, environment, now)
     if refused:
         # Unleash drops such rows silently; this proxy counts them (in _commit) and says so.
         log.warning(

@@ -44,6 +44,8 @@ class ClientMetrics(msgspec.Struct, kw_only=True):
     specVersion: str | None = None
     connectionId: str | None = None
     bucket: Bucket | None = None
+    # Kept raw: each entry is decoded on its own (proxy/api/impact.py) so a bad one costs no counts.
+    impactMetrics: msgspec.Raw = msgspec.Raw()
 
 
 class ClientRegistration(msgspec.Struct, kw_only=True):
@@ -107,3 +109,4 @@ class BulkMetrics(msgspec.Struct, kw_only=True):
 
     applications: list[BulkApplication]
     metrics: list[BulkMetric]
+    impactMetrics: msgspec.Raw = msgspec.Raw()  # as in ClientMetrics

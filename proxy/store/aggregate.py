@@ -13,6 +13,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from proxy.store.impact import ImpactDeltas
 from proxy.store.journal import InstanceSeen, JournalEntry
 
 CountKey = tuple[str, str, str, int]  # environment, app, feature, hour (or minute)
@@ -38,6 +39,7 @@ class Deltas:
     minute: dict[CountKey, list] = field(default_factory=dict)  # [yes, no]
     seen: dict[SeenKey, list] = field(default_factory=dict)  # [first, last]
     instances: dict[InstanceKey, tuple[float, float, InstanceSeen]] = field(default_factory=dict)
+    impact: ImpactDeltas = field(default_factory=ImpactDeltas)
     entries: int = 0
 
     def __bool__(self) -> bool:
@@ -84,6 +86,8 @@ class Deltas:
                 self.instances[ikey] = (received, received, inst)
             else:
                 self.instances[ikey] = (min(known[0], received), max(known[1], received), _merge_instance(known[2], inst))
+        if entry.impact:
+            self.impact.add(env, entry.impact)
         self.entries += 1
 
 

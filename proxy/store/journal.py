@@ -29,11 +29,27 @@ class InstanceSeen(msgspec.Struct, array_like=True):
     projects: list[str] | None = None
 
 
+class ImpactRow(msgspec.Struct, array_like=True):
+    """One impact-metric sample as an SDK sent it (merged in the fold: proxy/store/impact.py)."""
+
+    app_name: str
+    name: str
+    kind: str  # "counter" | "gauge" | "histogram"
+    help: str
+    labels: str  # canonical JSON of the label set
+    value: float = 0.0  # counter increment or gauge value
+    count: int = 0  # histogram observations
+    sum: float = 0.0
+    buckets: list[tuple[str, int]] | None = None  # histogram: (le as text, cumulative count)
+
+
 class JournalEntry(msgspec.Struct, array_like=True):
     environment: str
     received: float  # epoch seconds when the proxy accepted it; drives the per-minute windows
     counts: list[CountRow] = []
     instances: list[InstanceSeen] = []
+    # Last, with a default, so journal rows written before impact metrics existed still decode.
+    impact: list[ImpactRow] = []
 
 
 encode_entry = msgspec.msgpack.Encoder().encode

@@ -127,6 +127,62 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (environment, key)
     ) WITHOUT ROWID;
     """,
+    # 5: all-time usage per app and flag for feature_toggle_usage_total (a scrape reads it
+    # instead of summing every hour), the latest value of each custom-metric series and the ones
+    # not yet forwarded, tokens checked with the upstream, and a row the readiness probe rewrites.
+    """
+    CREATE TABLE usage_totals (
+        app_name TEXT NOT NULL,
+        feature_name TEXT NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        PRIMARY KEY (app_name, feature_name)
+    ) WITHOUT ROWID;
+    INSERT INTO usage_totals (app_name, feature_name, yes, no)
+        SELECT app_name, feature_name, sum(yes), sum(no) FROM hourly_counts GROUP BY 1, 2;
+    CREATE TABLE custom_metrics (
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;
+    CREATE INDEX custom_metrics_by_updated ON custom_metrics (updated);
+    CREATE TABLE pending_custom_metrics (
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE upstream_tokens (
+        token TEXT PRIMARY KEY, -- SHA-256 hex of the token, never the token
+        kind TEXT,
+        environment TEXT,
+        checked REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE readiness_probe (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        padding BLOB
+    );
+    CREATE TABLE impact_metrics (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        row BLOB NOT NULL,
+        PRIMARY KEY (environment, app_name, name, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE pending_impact_metrics (
+        environment TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        row BLOB NOT NULL,
+        PRIMARY KEY (environment, app_name, name, labels)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import aiosqlite
 
-from proxy.store import idempotency, queries
+from proxy.store import custom_metrics, health, idempotency, impact, queries, upstream_tokens, usage_totals
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.space import BoundedSpace
-from proxy.store.writer import GroupCommitWriter
+from proxy.store.writer import GroupCommitWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Store:
         self.writer: GroupCommitWriter | None = None
         self.folds = 0
         self.replayed_entries = 0
+        self.open_error: str | None = None  # why open() failed, for the readiness probe
+        self.impact_guard = impact.SeriesGuard(set())
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -59,6 +61,7 @@ class Store:
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
+        self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too
         self.writer.start()
         self._reader = await open_reader(self.path)
         log.info(
@@ -98,7 +101,8 @@ class Store:
     async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
         """Durably record entries; returns after the commit (raises StorageUnavailable). False
         when `claim`'s Idempotency-Key was recorded before: acknowledged, not counted again."""
-        assert self.writer is not None
+        if self.writer is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
         return await self.writer.append(entries, claim)
 
     def prune_idempotency_keys(self, now: float) -> int:
@@ -117,6 +121,8 @@ class Store:
         def fold_once() -> None:
             db.execute("BEGIN IMMEDIATE")
             write_deltas(db, writer.deltas)
+            usage_totals.write_usage_totals(db, writer.deltas)
+            impact.write_impact(db, writer.deltas.impact)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
             db.execute("COMMIT")
 
@@ -174,3 +180,52 @@ class Store:
     def pragma(self, name: str) -> object:
         assert self._db is not None
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # --- observability, custom metrics, upstream tokens (see the modules named) -------------------
+
+    def record_custom_metrics(self, samples: list[custom_metrics.Sample], now: float, ttl: float,
+                              max_series: int, forward: bool) -> None:
+        if self._db is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
+        custom_metrics.record(self._db, samples, now, ttl, max_series, forward)
+
+    async def custom_series(self, since: float) -> list[tuple[str, dict[str, str], float]]:
+        return await custom_metrics.live_series(self.reader, since)
+
+    async def busiest_usage(self, limit: int) -> tuple[list[tuple[str, str, int, int]], int]:
+        self.fold()
+        return await usage_totals.busiest_usage(self.reader, limit)
+
+    async def pending_by_environment(self) -> list[tuple[str, int, int, int]]:
+        self.fold()
+        return await health.pending_by_environment(self.reader)
+
+    async def pending_metric_series(self) -> tuple[int, list[tuple[str, int]]]:
+        self.fold()
+        return await health.pending_metric_series(self.reader)
+
+    def size_on_disk(self) -> int:
+        return health.size_on_disk(self.path)
+
+    def check_writable(self, now: float) -> str | None:
+        """None when a commit works now, else why not."""
+        if self._db is None or self.writer is None:
+            return self.open_error or "the database is not open"
+        # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
+        # rotation after a failed commit gets no traffic, and must still turn ready once it can.
+        try:
+            health.probe_write(self._db, now)
+        except sqlite3.Error as exc:
+            return f"the database cannot write: {exc}"
+        return None
+
+    def load_upstream_tokens(self) -> dict[str, upstream_tokens.TokenVerdict]:
+        return upstream_tokens.load(self._db) if self._db is not None else {}
+
+    def save_upstream_tokens(self, verdicts: dict[str, upstream_tokens.TokenVerdict]) -> None:
+        if self._db is not None:
+            upstream_tokens.save(self._db, verdicts)
+
+    async def impact_series(self) -> list[tuple[str, impact.ImpactRow]]:
+        self.fold()
+        return await impact.all_impact(self.reader)

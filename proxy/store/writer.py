@@ -9,6 +9,7 @@ window: a fixed window halved throughput in measurements; batches are capped ins
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import sqlite3
 import time
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_COMMIT = 512
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class StorageUnavailable(Exception):
@@ -44,11 +46,14 @@ class CommitStats:
     commit_seconds: float = 0.0
     # Cumulative counts of commits by how many requests they carried (for a histogram).
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
+    # Commits by duration (non-cumulative, last slot = slower than every bound).
+    commit_durations: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_SECONDS_BUCKETS) + 1))
 
     def record(self, size: int, seconds: float) -> None:
         self.commits += 1
         self.requests += size
         self.commit_seconds += seconds
+        self.commit_durations[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
         for i, bound in enumerate(BATCH_SIZE_BUCKETS):
             if size <= bound:
                 self.batch_sizes[i] += 1

@@ -1,0 +1,97 @@
+"""HTTP requests by route and status, their duration and the bytes they carried in.
+
+The middleware bumps plain numbers; HttpCollector turns them into families at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from proxy.exposition import cumulative_buckets
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED_ROUTE = "unmatched"
+# Any other method a client invents is counted as "other": label values must stay bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass(slots=True)
+class RouteDurations:
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class HttpStats:
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # route, method, status
+    bytes_in: Counter[str] = field(default_factory=Counter)  # by route
+    durations: defaultdict[str, RouteDurations] = field(default_factory=lambda: defaultdict(RouteDurations))
+
+    def record(self, route: str, method: str, status: int, seconds: float, size: int) -> None:
+        self.requests[(route, method, str(status))] += 1
+        self.bytes_in[route] += size
+        hist = self.durations[route]
+        hist.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist.total_seconds += seconds
+
+
+def route_of(request: web.Request) -> str:
+    # The route's pattern, not the path: paths with ids or junk would make unbounded label values.
+    info = request.match_info
+    resource = info.route.resource if info is not None and info.route is not None else None
+    return resource.canonical if resource is not None and info.http_exception is None else UNMATCHED_ROUTE
+
+
+def http_metrics_middleware(stats: HttpStats):
+    @web.middleware
+    async def record_http_metrics(request: web.Request, handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            stats.record(route_of(request), method, status, time.perf_counter() - started,
+                         request.content_length or 0)
+
+    return record_http_metrics
+
+
+class HttpCollector(Collector):
+    def __init__(self, stats: HttpStats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        requests = CounterMetricFamily(
+            "metrics_proxy_http_requests", "HTTP requests answered, by route, method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), n in sorted(self.stats.requests.items()):
+            requests.add_metric([route, method, status], n)
+        yield requests
+        bytes_in = CounterMetricFamily(
+            "metrics_proxy_http_request_bytes", "Request body bytes received (Content-Length), by route",
+            labels=["route"],
+        )
+        for route, n in sorted(self.stats.bytes_in.items()):
+            bytes_in.add_metric([route], n)
+        yield bytes_in
+        durations = HistogramMetricFamily(
+            "metrics_proxy_http_request_duration_seconds", "Time to answer an HTTP request, by route",
+            labels=["route"],
+        )
+        for route, hist in sorted(self.stats.durations.items()):
+            durations.add_metric([route], cumulative_buckets(DURATION_BUCKETS, hist.buckets), hist.total_seconds)
+        yield durations
