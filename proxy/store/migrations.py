@@ -78,6 +78,16 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
+    # features: the last good client features document per environment, so an offline proxy keeps
+    # serving flag definitions across restarts. confirmed_at: when the upstream last vouched for it.
+    """
+    CREATE TABLE feature_documents (
+        environment TEXT PRIMARY KEY,
+        document BLOB NOT NULL,
+        upstream_etag TEXT,
+        confirmed_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -13,6 +13,7 @@ import aiosqlite
 from proxy.store import queries
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
+from proxy.store.features import FeatureDocuments
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.writer import GroupCommitWriter
@@ -29,6 +30,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.writer: GroupCommitWriter | None = None
+        self.features: FeatureDocuments | None = None
         self.folds = 0
         self.replayed_entries = 0
 
@@ -39,6 +41,7 @@ class Store:
         log_sqlite_version()
         db = self._db = open_writer(self.path, self.synchronous)
         migrate(db)
+        self.features = FeatureDocuments(db)
         deltas = Deltas()
         last_id = self._replay(db, deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1)
