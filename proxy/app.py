@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.api import backstage, client, reads
+from proxy.api import backstage, client, features, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.state import AUTH, CLOCK, INGEST_STATS, REGISTRY, SETTINGS, STORE
+from proxy.features.lifecycle import cache_for, features_ctx, source_for
+from proxy.features.telemetry import FeatureCollector
+from proxy.state import AUTH, CLOCK, FEATURE_CACHE, FEATURE_SOURCE, INGEST_STATS, REGISTRY, SETTINGS, STORE
 from proxy.store import Store
 from proxy.telemetry import IngestStats, build_registry
 
@@ -44,6 +46,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[INGEST_STATS] = IngestStats()
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS])
     app.cleanup_ctx.append(_store_ctx)
+    app[FEATURE_CACHE] = cache_for(settings, app[CLOCK])
+    app[FEATURE_SOURCE] = source_for(settings, app[FEATURE_CACHE])
+    app[REGISTRY].register(FeatureCollector(app[FEATURE_CACHE]))
+    app.cleanup_ctx.append(features_ctx)  # after _store_ctx: it serves the stored documents
+    app.add_routes(features.routes())
     app.add_routes(client.routes())
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())

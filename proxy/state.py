@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.features.cache import FeatureCache
 from proxy.store import Store
 from proxy.telemetry import IngestStats
 
@@ -17,3 +18,6 @@ STORE = web.AppKey("store", Store)
 AUTH = web.AppKey("auth", Authenticator)
 INGEST_STATS = web.AppKey("ingest_stats", IngestStats)
 REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)
+FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
+# The running source of feature documents (upstream poller or features_file watcher), or None.
+FEATURE_SOURCE = web.AppKey("feature_source", object)
