@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from proxy.config import ConfigError, load_settings
 from proxy.features.file_source import FeaturesFileError
 from proxy.state import FEATURE_SOURCE
 from tests.support import CLIENT_TOKEN, FIXTURES, FRONTEND_TOKEN, PROD_TOKEN, recorded_requests
@@ -207,3 +208,15 @@ async def test_an_unreadable_features_file_stops_the_start(make_client, tmp_path
         await make_client(features_file=str(bad))
     with pytest.raises(FeaturesFileError, match="cannot be read"):
         await make_client(features_file=str(tmp_path / "missing.json"))
+
+
+def test_feature_options_from_file_and_environment(tmp_path):
+    shipped = load_settings(config_file=str(FIXTURES.parent.parent / "config" / "metrics-proxy.toml"), environ={})
+    assert shipped.features_file is None and shipped.features_refresh_interval == 10.0
+    from_env = load_settings(environ={
+        "METRICS_PROXY_FEATURES_FILE": "/srv/features.json", "METRICS_PROXY_FEATURES_REFRESH_INTERVAL": "2.5",
+    })
+    assert from_env.features_file == "/srv/features.json"
+    assert from_env.features_refresh_interval == 2.5
+    with pytest.raises(ConfigError, match="features_refresh_interval"):
+        load_settings(environ={"METRICS_PROXY_FEATURES_REFRESH_INTERVAL": "0"})
