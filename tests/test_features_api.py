@@ -220,3 +220,13 @@ def test_feature_options_from_file_and_environment(tmp_path):
     assert from_env.features_refresh_interval == 2.5
     with pytest.raises(ConfigError, match="features_refresh_interval"):
         load_settings(environ={"METRICS_PROXY_FEATURES_REFRESH_INTERVAL": "0"})
+
+
+async def test_large_answers_are_gzipped_for_sdks_that_accept_it(file_client):
+    plain = await file_client.get("/api/client/features", headers=auth(**{"Accept-Encoding": "identity"}))
+    assert "Content-Encoding" not in plain.headers
+    zipped = await file_client.get("/api/client/features", headers=auth(**{"Accept-Encoding": "gzip, deflate"}))
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert int(zipped.headers["Content-Length"]) < int(plain.headers["Content-Length"])
+    assert await zipped.json() == await plain.json()
+    assert zipped.headers["ETag"] == plain.headers["ETag"]

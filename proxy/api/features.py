@@ -50,9 +50,12 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _answer(request: web.Request, rendered: Rendered) -> web.Response:
-    headers = {"ETag": rendered.etag, "Cache-Control": "no-cache"}
+    headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if _matches(request.headers.get("If-None-Match"), rendered.etag):
         return web.Response(status=304, headers=headers)
+    if rendered.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=rendered.gzipped, content_type="application/json", headers=headers)
     return web.Response(body=rendered.body, content_type="application/json", headers=headers)
 
 

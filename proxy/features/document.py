@@ -8,6 +8,7 @@ a polling SDK then costs a dict lookup and a string compare.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,10 +67,21 @@ def _tag_pair(tag: Any) -> tuple[str, str] | None:
     return None
 
 
+# Smaller answers go out as they are: gzip would barely shrink them.
+GZIP_MIN_BYTES = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     body: bytes
     etag: str
+    # Compressed once per view, not per request: documents run to hundreds of kB and SDKs poll.
+    gzipped: bytes | None = None
+
+    @classmethod
+    def of(cls, body: bytes) -> Rendered:
+        gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
+        return cls(body, entity_tag(body), gzipped)
 
 
 def entity_tag(body: bytes) -> str:
@@ -107,15 +119,13 @@ class FeatureDocument:
         meta = self.raw.get("meta")
         if isinstance(meta, dict):
             served["meta"] = {k: v for k, v in meta.items() if k not in _UPSTREAM_ONLY_META}
-        body = _encoder.encode(served)
-        return Rendered(body, entity_tag(body))
+        return Rendered.of(_encoder.encode(served))
 
     def feature(self, name: str, selection: FeatureFilter) -> Rendered | None:
         feature = self.by_name.get(name)
         if feature is None or not selection.admits(feature):
             return None
-        body = _encoder.encode(feature)
-        return Rendered(body, entity_tag(body))
+        return Rendered.of(_encoder.encode(feature))
 
 
 def _upstream_query(raw: dict[str, Any]) -> dict[str, Any]:
