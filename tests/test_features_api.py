@@ -230,3 +230,11 @@ async def test_large_answers_are_gzipped_for_sdks_that_accept_it(file_client):
     assert int(zipped.headers["Content-Length"]) < int(plain.headers["Content-Length"])
     assert await zipped.json() == await plain.json()
     assert zipped.headers["ETag"] == plain.headers["ETag"]
+
+
+async def test_open_auth_serves_every_project_and_honours_a_token_if_sent(make_client):
+    client = await make_client(auth="open", features_file=str(FEATURES_FILE))
+    anonymous = await (await client.get("/api/client/features")).json()
+    assert names(anonymous) == names(fixture_document())
+    scoped = await (await client.get("/api/client/features", headers=auth(PAYMENTS_TOKEN))).json()
+    assert names(scoped) == ["payments.checkout"]

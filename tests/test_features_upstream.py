@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 
 import aiohttp
@@ -109,6 +110,9 @@ async def test_upstream_errors_keep_the_last_good_document(make_client, upstream
 
     upstream.failing_status = 500
     await source.refresh()
+    upstream.failing_status = None
+    upstream.publish({"flags": "not a client features document"})
+    await source.refresh()
     clock.advance(120)
     await upstream.server.close()  # and then gone altogether
     await source.refresh()
@@ -118,7 +122,7 @@ async def test_upstream_errors_keep_the_last_good_document(make_client, upstream
     assert resp.headers["ETag"] == good.headers["ETag"]
     text = await prometheus_text(client)
     assert 'metrics_proxy_features_age_seconds{environment="development"} 120.0' in text
-    assert 'metrics_proxy_features_polls_total{environment="development",outcome="failed"} 2.0' in text
+    assert 'metrics_proxy_features_polls_total{environment="development",outcome="failed"} 3.0' in text
 
 
 async def test_stored_documents_are_served_at_start_when_the_upstream_is_gone(make_client, upstream):
@@ -183,3 +187,20 @@ async def test_a_killed_proxy_serves_its_stored_document_with_the_upstream_gone(
                 assert await resp.read() == body
     finally:
         proxy.stop()
+
+
+async def test_an_unreadable_stored_document_waits_for_the_upstream(make_client, make_settings, upstream, caplog):
+    first = await make_client(**with_upstream(upstream))
+    await first.app[FEATURE_SOURCE].refresh()
+    await first.close()
+    with sqlite3.connect(make_settings().database_path) as db:
+        db.execute("UPDATE feature_documents SET document = ?", (b"{truncated",))
+    upstream.failing_status = 503
+
+    with caplog.at_level(logging.ERROR):
+        restarted = await make_client(**with_upstream(upstream))
+    assert any("stored features for development are unreadable" in r.message for r in caplog.records)
+    assert not restarted.app[FEATURE_CACHE].ready()
+    upstream.failing_status = None
+    await restarted.app[FEATURE_SOURCE].refresh()
+    assert restarted.app[FEATURE_CACHE].ready()

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from proxy.clock import Clock
-from proxy.features.document import EMPTY_DOCUMENT, FeatureDocument
+from proxy.features.document import EMPTY_DOCUMENT, FeatureDocument, InvalidFeatures
 from proxy.store.features import FeatureDocuments, StoredFeatures
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,13 @@ class FeatureCache:
         for stored in store.load_all():
             if self.environments is None or stored.environment not in self.environments:
                 continue
-            self._documents[stored.environment] = FeatureDocument.parse(
-                stored.document, stored.upstream_etag, stored.confirmed_at
-            )
-            log.info("serving stored features for %s (%d flags)", stored.environment,
-                     len(self._documents[stored.environment].by_name))
+            try:
+                document = FeatureDocument.parse(stored.document, stored.upstream_etag, stored.confirmed_at)
+            except InvalidFeatures as exc:
+                log.error("stored features for %s are unreadable (%s); waiting for the upstream", stored.environment, exc)
+                continue
+            self._documents[stored.environment] = document
+            log.info("serving stored features for %s (%d flags)", stored.environment, len(document.by_name))
 
     def document_for(self, environment: str) -> FeatureDocument | None:
         if self.environments is None:
@@ -59,6 +61,11 @@ class FeatureCache:
 
     def replace(self, environment: str, body: bytes, upstream_etag: str | None = None) -> FeatureDocument:
         """Validate, persist, then serve `body` (raises InvalidFeatures; nothing changes then)."""
+        current = self.document_for(environment)
+        if current is not None and current.body == body and current.upstream_etag == upstream_etag:
+            # An upstream without ETags sends the same bytes every poll: no need to rewrite them.
+            self.confirm(environment)
+            return current
         now = self.clock.now()
         document = FeatureDocument.parse(body, upstream_etag, now)
         if self.environments is None:
