@@ -19,5 +19,6 @@ AUTH = web.AppKey("auth", Authenticator)
 INGEST_STATS = web.AppKey("ingest_stats", IngestStats)
 REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)
 FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
-# The running source of feature documents (upstream poller or features_file watcher), or None.
+# The source of feature documents (proxy.features.lifecycle.FeatureSource) or None; typed loosely
+# because lifecycle imports this module.
 FEATURE_SOURCE = web.AppKey("feature_source", object)

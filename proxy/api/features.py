@@ -10,7 +10,7 @@ from aiohttp import web
 
 from proxy.api.errors import bad_data, not_found, unavailable
 from proxy.auth import DEFAULT_ENVIRONMENT, Caller, TokenKind, environment_of, presented_token, projects_of
-from proxy.features.document import FeatureFilter, Rendered
+from proxy.features.document import FeatureDocument, FeatureFilter, Rendered
 from proxy.state import AUTH, FEATURE_CACHE
 
 RETRY_AFTER_SECONDS = 10
@@ -59,7 +59,7 @@ def _answer(request: web.Request, rendered: Rendered) -> web.Response:
     return web.Response(body=rendered.body, content_type="application/json", headers=headers)
 
 
-async def _resolve(request: web.Request):
+async def _resolve(request: web.Request) -> tuple[FeatureDocument, FeatureFilter, str]:
     caller = await request.app[AUTH].require(request, TokenKind.CLIENT)
     token = presented_token(request)
     environment = _environment(caller, token)

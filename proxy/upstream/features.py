@@ -69,8 +69,10 @@ class FeaturePoller:
                 self.cache.stats.polls[(environment, "failed")] += 1
                 if environment not in self._failing:
                     self._failing.add(environment)
-                    log.warning("features for %s: upstream fetch failed (%s); serving the last good document",
-                                environment, str(exc) or type(exc).__name__)
+                    fallback = ("serving the last good document" if self.cache.document_for(environment)
+                                else "no document to serve yet (503)")
+                    log.warning("features for %s: upstream fetch failed (%s); %s",
+                                environment, str(exc) or type(exc).__name__, fallback)
                 return
             self.cache.stats.polls[(environment, outcome)] += 1
             if environment in self._failing:
