@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -238,3 +240,15 @@ async def test_open_auth_serves_every_project_and_honours_a_token_if_sent(make_c
     assert names(anonymous) == names(fixture_document())
     scoped = await (await client.get("/api/client/features", headers=auth(PAYMENTS_TOKEN))).json()
     assert names(scoped) == ["payments.checkout"]
+
+
+def test_serve_exits_with_a_configuration_error_for_a_bad_features_file(tmp_path):
+    bad = tmp_path / "features.json"
+    bad.write_text('{"features": {}}')
+    env = dict(os.environ, METRICS_PROXY_FEATURES_FILE=str(bad))
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"), "--auth", "open"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "configuration error: features_file" in result.stderr

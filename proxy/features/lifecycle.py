@@ -32,7 +32,10 @@ def source_for(settings: Settings, cache: FeatureCache) -> FeatureSource | None:
     if settings.upstream is not None:
         return FeaturePoller(settings.upstream, cache, settings.features_refresh_interval)
     if settings.features_file:
-        return FeatureFileWatcher(Path(settings.features_file), cache, settings.features_refresh_interval)
+        watcher = FeatureFileWatcher(Path(settings.features_file), cache, settings.features_refresh_interval)
+        # Loaded here, before anything is opened: a bad file stops the start cleanly.
+        watcher.load()
+        return watcher
     return None
 
 
@@ -48,9 +51,7 @@ async def features_ctx(app: web.Application) -> AsyncIterator[None]:
             if not source.upstream.tokens:
                 log.warning("[upstream] has no tokens: /api/client/features answers 503 for every environment")
             await stack.enter_async_context(source)
-        elif isinstance(source, FeatureFileWatcher):
-            source.load()
-        else:
+        elif source is None:
             log.warning("no upstream and no features_file: /api/client/features serves an empty document")
         task = asyncio.create_task(source.run(), name="feature-source") if source is not None else None
         yield
