@@ -141,6 +141,27 @@ async def test_stored_documents_are_served_at_start_when_the_upstream_is_gone(ma
     assert await resp.read() == body
 
 
+async def test_stored_documents_are_served_while_the_upstream_has_not_answered(make_client, upstream):
+    first = await make_client(**with_upstream(upstream))
+    await first.app[FEATURE_SOURCE].refresh()
+    etag = (await first.get("/api/client/features", headers=auth())).headers["ETag"]
+    await first.close()
+
+    upstream.stalled = asyncio.Event()
+    polls_before = len(upstream.seen("/api/client/features"))
+    restarted = await make_client(**with_upstream(upstream))
+    try:
+        for _ in range(500):  # until the start-up poll is held at the upstream (bounded)
+            if len(upstream.seen("/api/client/features")) > polls_before:
+                break
+            await asyncio.sleep(0.01)
+        assert len(upstream.seen("/api/client/features")) > polls_before
+        resp = await restarted.get("/api/client/features", headers=auth())
+        assert resp.status == 200 and resp.headers["ETag"] == etag
+    finally:
+        upstream.stalled.set()
+
+
 async def test_not_ready_and_503_until_an_environment_has_a_document(make_client, upstream):
     upstream.failing_status = 503
     client = await make_client(**with_upstream(upstream))

@@ -3,6 +3,7 @@ ETag (304 on a match) and records every request, including metrics the proxy for
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ class UpstreamStandIn:
     document: dict
     revision: int = 1
     failing_status: int | None = None  # answer every features request with this status
+    stalled: asyncio.Event | None = None  # hold every features request until this is set
     requests: list[Recorded] = field(default_factory=list)
 
     @property
@@ -44,6 +46,8 @@ class UpstreamStandIn:
         await self._record(request)
         if request.headers.get("Authorization") != UPSTREAM_DEV_TOKEN:
             return web.json_response({"name": "AuthenticationRequired"}, status=401)
+        if self.stalled is not None:
+            await self.stalled.wait()
         if self.failing_status is not None:
             return web.Response(status=self.failing_status)
         if request.headers.get("If-None-Match") == self.etag:
