@@ -11,14 +11,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy import impact_scrape
-from proxy.api import backstage, client, custom, flush, reads
+from proxy.api import backstage, client, custom, features, flush, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.features.lifecycle import cache_for, features_ctx, source_for
+from proxy.features.telemetry import FeatureCollector
 from proxy.housekeeping import housekeeping_ctx
 from proxy.http_metrics import HttpCollector, HttpStats, http_metrics_middleware
-from proxy.state import AUTH, CLOCK, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE
+from proxy.state import (
+    AUTH, CLOCK, FEATURE_CACHE, FEATURE_SOURCE, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE,
+)
 from proxy.store import Store
 from proxy.store.migrations import MigrationError
 from proxy.telemetry import IngestStats, build_registry
@@ -79,6 +83,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])
         app.cleanup_ctx.append(forwarder.cleanup_context(app[FORWARDER]))
     app.cleanup_ctx.append(housekeeping_ctx)  # after the store: stops before it closes
+    app[FEATURE_CACHE] = cache_for(settings, app[CLOCK])
+    app[FEATURE_SOURCE] = source_for(settings, app[FEATURE_CACHE])
+    app[REGISTRY].register(FeatureCollector(app[FEATURE_CACHE]))
+    app.cleanup_ctx.append(features_ctx)  # after _store_ctx: it serves the stored documents
+    app.add_routes(features.routes())
     app.add_routes(client.routes())
     app.add_routes(reads.routes())
     app.add_routes(backstage.routes())

@@ -42,6 +42,22 @@ def environment_of(token: str) -> str:
     return DEFAULT_ENVIRONMENT if environment in ("", "*") else environment
 
 
+def projects_of(token: str) -> frozenset[str] | None:
+    """The projects a token covers; None means all (`*`, or not in the project:environment format)."""
+    head, sep, _secret = token.partition(".")
+    if not sep or ":" not in head:
+        return None
+    project = head.split(":", 1)[0]
+    return None if project in ("", "*") else frozenset([project])
+
+
+def presented_token(request: web.Request) -> str:
+    token = request.headers.get("Authorization", "").strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    return token
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.open = settings.auth == "open"
@@ -64,9 +80,7 @@ class Authenticator:
         """The caller, if its token may use an endpoint for `kind`; else 401/403."""
         if self.open:
             return Caller(kind, DEFAULT_ENVIRONMENT, open_mode=True)
-        token = request.headers.get("Authorization", "").strip()
-        if token.lower().startswith("bearer "):
-            token = token[7:].strip()
+        token = presented_token(request)
         if not token:
             raise ApiError(
                 401,

@@ -82,6 +82,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # With an upstream: seconds before a token checked with {upstream}/edge/validate is re-checked.
     token_revalidation_interval: PositiveSeconds = 3600.0
     upstream: UpstreamSettings | None = None
+    # Feature definitions served at /api/client/features when there is no upstream: a client
+    # features document (JSON), reloaded when it changes. With an upstream it is ignored.
+    features_file: str | None = None
+    # Seconds between polls of {upstream}/client/features (and checks of features_file).
+    features_refresh_interval: PositiveSeconds = 10.0
 
     @property
     def database_path(self) -> Path:

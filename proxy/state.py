@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.features.cache import FeatureCache
 from proxy.store import Store
 from proxy.telemetry import IngestStats
 from proxy.upstream.forwarder import Forwarder
@@ -21,3 +22,7 @@ INGEST_STATS = web.AppKey("ingest_stats", IngestStats)
 REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)
 FORWARDER_STATS = web.AppKey("forwarder_stats", ForwarderStats)
 FORWARDER = web.AppKey("forwarder", Forwarder)  # only set when [upstream] is configured
+FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
+# The source of feature documents (proxy.features.lifecycle.FeatureSource) or None; typed loosely
+# because lifecycle imports this module.
+FEATURE_SOURCE = web.AppKey("feature_source", object)

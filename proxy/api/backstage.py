@@ -6,7 +6,7 @@ from aiohttp import web
 
 from proxy.exposition import text
 from proxy.scrape import store_families
-from proxy.state import CLOCK, REGISTRY, STORE
+from proxy.state import CLOCK, FEATURE_CACHE, REGISTRY, STORE
 from proxy.telemetry import CONTENT_TYPE, render
 
 
@@ -15,8 +15,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 while a commit to the database works; 503 naming why not (a 202 would be impossible)."""
+    """200 while a commit to the database works and every configured environment has a feature
+    document to serve; 503 naming why not."""
     error = request.app[STORE].check_writable(request.app[CLOCK].now())
+    if error is None and not request.app[FEATURE_CACHE].ready():
+        error = "no feature definitions yet for every configured environment (upstream not reached)"
     if error is not None:
         return web.json_response({"status": "NOT_READY", "error": error}, status=503)
     return web.json_response({"status": "READY"})

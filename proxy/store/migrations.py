@@ -183,6 +183,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (environment, app_name, name, labels)
     ) WITHOUT ROWID;
     """,
+    # 6: the last good client features document per environment, so an offline proxy keeps
+    # serving flag definitions across restarts. confirmed_at: when the upstream last vouched for it.
+    """
+    CREATE TABLE feature_documents (
+        environment TEXT PRIMARY KEY,
+        document BLOB NOT NULL,
+        upstream_etag TEXT,
+        confirmed_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

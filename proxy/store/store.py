@@ -15,6 +15,7 @@ from proxy.store import custom_metrics, health, idempotency, impact, queries, up
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.idempotency import IdempotencyClaim
+from proxy.store.features import FeatureDocuments
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.space import BoundedSpace
@@ -39,6 +40,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.writer: GroupCommitWriter | None = None
+        self.features: FeatureDocuments | None = None
         self.folds = 0
         self.replayed_entries = 0
         self.open_error: str | None = None  # why open() failed, for the readiness probe
@@ -56,6 +58,7 @@ class Store:
                 db, self.max_db_size, self.overflow_policy, self.fold,
                 lambda: self.writer is not None and bool(self.writer.deltas),
             )
+        self.features = FeatureDocuments(db)
         deltas = Deltas()
         last_id = self._replay(db, deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)

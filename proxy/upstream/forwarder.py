@@ -293,6 +293,9 @@ def cleanup_context(forwarder: Forwarder):
     """For app.cleanup_ctx, appended after the store's: it stops (final flush) before the store closes."""
 
     async def forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+        if forwarder.store.writer is None:  # the database did not open: nothing to forward
+            yield
+            return
         await forwarder.start()
         yield
         await forwarder.stop()
