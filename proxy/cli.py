@@ -99,14 +99,19 @@ def serve(args: argparse.Namespace) -> int:
         __version__, settings.host, settings.port, settings.database_path, settings.auth,
         f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=20,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=20,
+        )
+    except OSError as exc:
+        # Typically the port is taken; everything acknowledged so far is on disk already.
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
     log.info("stopped")
     return 0
 

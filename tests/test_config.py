@@ -94,3 +94,20 @@ def test_cli_help_explains():
                          timeout=30).stdout
     for flag in ("--config", "--host", "--port", "--data-dir"):
         assert flag in out
+
+
+def test_a_taken_port_is_one_clear_error_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--auth", "open", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
