@@ -40,11 +40,18 @@ class StubUpstream:
     max_concurrent: int = 0
     hold: asyncio.Event | None = None  # when set, every request waits for it before answering
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    custom: list[dict] = field(default_factory=list)  # bodies posted to /client/metrics/custom
+    custom_status: int = 202
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=10 * 1024 * 1024)
         app.router.add_post("/api/client/metrics/bulk", self.handle)
+        app.router.add_post("/api/client/metrics/custom", self.handle_custom)
         return app
+
+    async def handle_custom(self, request: web.Request) -> web.Response:
+        self.custom.append(await request.json())
+        return web.Response(status=self.custom_status)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

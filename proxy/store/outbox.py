@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class OutboxItem:
-    kind: str  # "metric" or "application"
+    kind: str  # "metric", "application" or "impact"
     item: str  # the JSON object exactly as it goes on the wire
     yes: int = 0
     no: int = 0
@@ -56,8 +56,16 @@ class InstanceRow:
     last_seen: float
 
 
-# Turns one environment's pending rows and new instances into request-sized item lists.
-Chunker = Callable[[list[PendingRow], list[InstanceRow]], list[list[OutboxItem]]]
+@dataclass(slots=True)
+class PendingImpact:
+    app_name: str
+    name: str
+    labels: str
+    row: bytes  # msgpack ImpactRow, merged since the last cut
+
+
+# Turns one environment's pending rows, new instances and impact metrics into request-sized lists.
+Chunker = Callable[[list[PendingRow], list[InstanceRow], list[PendingImpact]], list[list[OutboxItem]]]
 
 
 class Outbox:
@@ -97,6 +105,7 @@ class Outbox:
     def environments(self) -> list[str]:
         rows = self.db.execute(
             "SELECT environment FROM pending_counts UNION SELECT environment FROM instances "
+            "UNION SELECT environment FROM pending_impact_metrics "
             "UNION SELECT environment FROM outbox_batches ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
@@ -132,13 +141,25 @@ class Outbox:
                     (environment, since),
                 )
             ]
-            chunks = chunker(pending, instances) if pending or instances else []
+            impact = [
+                PendingImpact(*r) for r in db.execute(
+                    "SELECT app_name, name, labels, row FROM pending_impact_metrics WHERE environment = ? "
+                    "ORDER BY app_name, name, labels",
+                    (environment,),
+                )
+            ]
+            chunks = chunker(pending, instances, impact) if pending or instances or impact else []
             for chunk in chunks:
                 self._insert_batch(environment, now, chunk, new_id())
             db.executemany(
                 "DELETE FROM pending_counts WHERE environment = ? AND app_name = ? AND feature_name = ? "
                 "AND hour = ?",
                 [(environment, r.app_name, r.feature_name, r.hour) for r in pending],
+            )
+            db.executemany(
+                "DELETE FROM pending_impact_metrics WHERE environment = ? AND app_name = ? AND name = ? "
+                "AND labels = ?",
+                [(environment, r.app_name, r.name, r.labels) for r in impact],
             )
             # Rows with yes = 0 and no = 0 are never sent (Unleash drops them anyway).
             db.execute("DELETE FROM pending_counts WHERE environment = ? AND yes = 0 AND no = 0", (environment,))
@@ -287,3 +308,32 @@ def status_report(db: sqlite3.Connection) -> dict:
         elif kind == "instance_id":
             instance_id = value
     return {"instance_id": instance_id, "environments": dict(sorted(envs.items()))}
+
+
+# --- custom metrics: latest value per series, sent to {upstream}/client/metrics/custom --------
+
+def pending_custom_metrics(db: sqlite3.Connection, limit: int = 1000) -> list[tuple[str, str, float, float]]:
+    """(name, labels JSON, value, updated) of series changed since they were last sent."""
+    return db.execute(
+        "SELECT name, labels, value, updated FROM pending_custom_metrics ORDER BY updated, name, labels LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def custom_metrics_sent(db: sqlite3.Connection, rows: list[tuple[str, str, float, float]]) -> None:
+    """Forget the sent values; a series updated meanwhile stays pending with its newer value."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany(
+            "DELETE FROM pending_custom_metrics WHERE name = ? AND labels = ? AND updated <= ?",
+            [(name, labels, updated) for name, labels, _value, updated in rows],
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def drop_pending_custom_metrics(db: sqlite3.Connection) -> int:
+    return db.execute("DELETE FROM pending_custom_metrics").rowcount

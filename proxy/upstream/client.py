@@ -47,7 +47,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 class UpstreamClient:
     def __init__(self, settings: UpstreamSettings, instance_id: str, clock: Clock) -> None:
-        self.url = settings.url.rstrip("/") + BULK_PATH
+        self.base_url = settings.url.rstrip("/")
         self.clock = clock
         self.base_headers = {
             "UNLEASH-APPNAME": settings.app_name,
@@ -67,11 +67,11 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    async def post(self, token: str, batch_id: str, body: bytes) -> SendResult:
+    async def post(self, token: str, batch_id: str, body: bytes, path: str = BULK_PATH) -> SendResult:
         assert self._session is not None
         headers = {**self.base_headers, "Authorization": token, "Idempotency-Key": batch_id}
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
+            async with self._session.post(self.base_url + path, data=body, headers=headers) as response:
                 text = (await response.read())[:300].decode(errors="replace")
                 return SendResult(
                     response.status,

@@ -14,6 +14,7 @@ budget, Retry-After being a lower bound.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import logging
 import random
@@ -21,13 +22,16 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 
+import msgspec
 from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.store import Store
-from proxy.store.outbox import Batch, Outbox
+from proxy.store.outbox import (
+    Batch, Outbox, custom_metrics_sent, drop_pending_custom_metrics, pending_custom_metrics,
+)
 from proxy.upstream.client import SendResult, UpstreamClient
 from proxy.upstream.payload import encode_body, halves, make_chunker
 from proxy.upstream.stats import ForwarderStats
@@ -41,6 +45,8 @@ class _Retryable(Exception):
         self.result = result
 
 
+CUSTOM_PATH = "/client/metrics/custom"
+CUSTOM_UNSUPPORTED = "custom_metrics_unsupported"  # forwarder_state key, set after a 404
 CUT_ROWS = 5000  # pending rows per cut transaction: bounds how long ingest waits on one cut
 MIN_CUT_ROWS = 25
 
@@ -65,6 +71,7 @@ class Forwarder:
         self._drains: dict[str, asyncio.Task] = {}
         self._loop: asyncio.Task | None = None
         self._cut_blocked: set[str] = set()  # environments whose last cut the full store refused
+        self._custom_failing = False  # logged once per outage of the custom-metrics endpoint
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -131,6 +138,38 @@ class Forwarder:
             drain = self._drains.get(env)
             if drain is None or drain.done():
                 self._drains[env] = asyncio.create_task(self._drain(env), name=f"drain-{env}")
+        await self._send_custom_metrics()
+
+    async def _send_custom_metrics(self) -> None:
+        """Send the latest value of every changed custom-metric series to {url}/client/metrics/custom.
+
+        Values replace rather than add, so a resend is harmless: a failure is simply retried on the
+        next tick. Unleash 8.1 removed the endpoint: its 404 is recorded once (persisted) and the
+        proxy keeps serving custom metrics locally without retrying."""
+        if not self.settings.tokens or self.outbox.state(CUSTOM_UNSUPPORTED) is not None:
+            return
+        assert self.client is not None
+        db = self.store.db
+        rows = pending_custom_metrics(db)
+        if not rows:
+            return
+        body = msgspec.json.encode(
+            {"metrics": [{"name": name, "value": value, "labels": json.loads(labels)} for name, labels, value, _ in rows]}
+        )
+        token = self.settings.tokens[min(self.settings.tokens)]
+        result = await self.client.post(token, new_batch_id(), body, path=CUSTOM_PATH)
+        self.stats.requests[result.label] += 1
+        if result.status is not None and 200 <= result.status < 300:
+            custom_metrics_sent(db, rows)
+            self._custom_failing = False
+        elif result.status == 404:
+            log.warning("the upstream has no %s (404; Unleash 8.1 removed it): custom metrics stay local only",
+                        CUSTOM_PATH)
+            self.outbox.set_state(CUSTOM_UNSUPPORTED, str(self.clock.now()))
+            drop_pending_custom_metrics(db)
+        elif not self._custom_failing:
+            self._custom_failing = True
+            log.warning("sending custom metrics failed (%s); retried every flush interval", result.error)
 
     async def _cut(self, env: str, now: float, chunker) -> None:
         """Cut the environment's pending counts into batches, in bounded transactions.

@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from proxy.store.outbox import InstanceRow, OutboxItem, PendingRow
+from proxy.store.journal import ImpactRow
+from proxy.store.outbox import InstanceRow, OutboxItem, PendingImpact, PendingRow
 
 _encode = msgspec.json.encode
-_HEAD, _MIDDLE, _TAIL = b'{"applications":[', b'],"metrics":[', b"]}"
-BODY_OVERHEAD = len(_HEAD) + len(_MIDDLE) + len(_TAIL)
+_decode_impact = msgspec.msgpack.Decoder(ImpactRow).decode
+_HEAD, _MIDDLE, _IMPACT, _TAIL = b'{"applications":[', b'],"metrics":[', b'],"impactMetrics":[', b"]}"
+BODY_OVERHEAD = len(_HEAD) + len(_MIDDLE) + len(_IMPACT) + len(_TAIL)
 
 
 def iso(seconds: float) -> str:
@@ -51,6 +53,19 @@ def application_item(environment: str, inst: InstanceRow) -> OutboxItem:
     return OutboxItem("application", _encode(body).decode())
 
 
+def impact_item(pending: PendingImpact) -> OutboxItem:
+    """One merged impact-metric series in Unleash's impactMetrics shape (one sample each)."""
+    row = _decode_impact(pending.row)
+    sample: dict = {"labels": json.loads(row.labels)}
+    if row.kind == "histogram":
+        sample.update(count=row.count, sum=row.sum,
+                      buckets=[{"le": "+Inf" if le == "+Inf" else float(le), "count": n} for le, n in row.buckets or []])
+    else:
+        sample["value"] = row.value
+    body = {"name": row.name, "help": row.help, "type": row.kind, "samples": [sample]}
+    return OutboxItem("impact", _encode(body).decode())
+
+
 def body_size(items: list[OutboxItem]) -> int:
     """An upper bound (by at most 2 bytes) of the encoded body: each item plus one comma."""
     return BODY_OVERHEAD + sum(len(i.item.encode()) + 1 for i in items)
@@ -75,9 +90,11 @@ def chunk(items: list[OutboxItem], max_bytes: int) -> list[list[OutboxItem]]:
 
 
 def make_chunker(environment: str, max_bytes: int):
-    def chunker(pending: list[PendingRow], instances: list[InstanceRow]) -> list[list[OutboxItem]]:
+    def chunker(pending: list[PendingRow], instances: list[InstanceRow],
+                impact: list[PendingImpact] = ()) -> list[list[OutboxItem]]:
         items = [application_item(environment, i) for i in instances]
         items += [metric_item(environment, r) for r in pending]
+        items += [impact_item(r) for r in impact]
         return chunk(items, max_bytes)
 
     return chunker
@@ -86,7 +103,10 @@ def make_chunker(environment: str, max_bytes: int):
 def encode_body(items: list[OutboxItem]) -> bytes:
     apps = ",".join(i.item for i in items if i.kind == "application").encode()
     metrics = ",".join(i.item for i in items if i.kind == "metric").encode()
-    return _HEAD + apps + _MIDDLE + metrics + _TAIL
+    impact = ",".join(i.item for i in items if i.kind == "impact").encode()
+    if not impact:
+        return _HEAD + apps + _MIDDLE + metrics + _TAIL
+    return _HEAD + apps + _MIDDLE + metrics + _IMPACT + impact + _TAIL
 
 
 def halves(items: list[OutboxItem]) -> list[list[OutboxItem]]:
