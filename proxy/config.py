@@ -48,6 +48,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     synchronous: Literal["FULL", "NORMAL", "OFF"] = "FULL"
     fold_interval: PositiveSeconds = 1.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # History kept for the read endpoints. Pruning never touches the outbox (counts not yet sent).
+    retention_hours: Annotated[int, msgspec.Meta(ge=1)] = 48
+    minute_retention_minutes: Annotated[int, msgspec.Meta(ge=2)] = 60
+    instance_retention_hours: Annotated[int, msgspec.Meta(ge=1)] = 48
+    prune_interval: PositiveSeconds = 60.0
     upstream: UpstreamSettings | None = None
 
     @property

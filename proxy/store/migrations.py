@@ -78,6 +78,11 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX flag_seen_by_last_seen ON flag_seen (last_seen);
     """,
+    # 3: the read endpoints look flags up per application (seen toggles, app details, overview);
+    # flag_seen's key starts with the environment, so that lookup needs its own index.
+    """
+    CREATE INDEX flag_seen_by_app ON flag_seen (app_name, feature_name);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
+from proxy.store.retention import RetentionPolicy, prune_history
 from proxy.store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,22 @@ class Store:
         while True:
             await asyncio.sleep(interval)
             self.fold()
+
+    async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
+        """Drop read history older than the policy (never the outbox); rows deleted per table."""
+        assert self._db is not None, "store is not open"
+        return await prune_history(self._db, policy, now)
+
+    async def run_pruner(self, policy: RetentionPolicy, now, interval: float) -> None:
+        while True:
+            try:
+                deleted = await self.prune(policy, now())
+            except sqlite3.Error as exc:
+                log.error("pruning read history failed, will retry: %s", exc)
+            else:
+                if any(deleted.values()):
+                    log.info("pruned read history: %s", deleted)
+            await asyncio.sleep(interval)
 
     # --- reading ----------------------------------------------------------------------------
 
