@@ -48,14 +48,16 @@ async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client,
     path = store.path
 
     clock.advance(30 * 60)  # minute counts are kept for an hour; nothing else is old yet
-    assert await store.prune(policy, clock.now()) == {
-        "hourly_counts": 0, "minute_counts": 0, "flag_seen": 0, "instances": 0}
+    assert set((await store.prune(policy, clock.now())).values()) == {0}
     clock.advance(31 * 60)
-    assert (await store.prune(policy, clock.now()))["minute_counts"] == 1
+    assert await store.prune(policy, clock.now()) == {
+        "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
+        "flag_seen": 0, "instances": 0}
 
     clock.advance(47 * HOUR)  # 48 h and a minute after the post, but its hour bucket 48h25m ago
     deleted = await store.prune(policy, clock.now())
-    assert deleted == {"hourly_counts": 0, "minute_counts": 0, "flag_seen": 1, "instances": 1}
+    assert deleted == {"hourly_counts": 0, "minute_counts": 0, "minute_flag_totals": 0,
+                       "minute_app_totals": 0, "flag_seen": 1, "instances": 1}
     assert table_counts(path)["hourly_counts"] == 1  # part of its hour is still within 48 h
 
     clock.advance(HOUR)
@@ -76,10 +78,12 @@ async def test_retention_windows_are_configurable(make_client, make_settings, cl
     proxy.app[STORE].fold()
     clock.advance(HOUR + 60)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
-        "hourly_counts": 0, "minute_counts": 1, "flag_seen": 0, "instances": 1}
+        "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
+        "flag_seen": 0, "instances": 1}
     clock.advance(2 * HOUR)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
-        "hourly_counts": 1, "minute_counts": 0, "flag_seen": 1, "instances": 0}
+        "hourly_counts": 1, "minute_counts": 0, "minute_flag_totals": 0, "minute_app_totals": 0,
+        "flag_seen": 1, "instances": 0}
     assert table_counts(proxy.app[STORE].path)["pending_counts"] == 1
 
 
@@ -95,7 +99,8 @@ async def test_prune_works_in_small_chunks(tmp_path, clock):
         assert not db.in_transaction
         assert table_counts(store.path)["hourly_counts"] == 3 + 21
         deleted = await prune_history(db, RetentionPolicy(), clock.now(), limit=4)
-        assert deleted == {"hourly_counts": 21, "minute_counts": 25, "flag_seen": 25, "instances": 1}
+        assert deleted == {"hourly_counts": 21, "minute_counts": 25, "minute_flag_totals": 25,
+                           "minute_app_totals": 1, "flag_seen": 25, "instances": 1}
         counts = table_counts(store.path)
         assert counts == {"hourly_counts": 3, "pending_counts": 28, "minute_counts": 3, "flag_seen": 3,
                           "instances": 1}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.errors import not_found
+from proxy.api.render import json_answer
 from proxy.api.params import path_name, query_choice, query_int, query_text
 from proxy.auth import TokenKind
 from proxy.state import AUTH, CLOCK, STORE
@@ -30,7 +31,7 @@ async def applications(request: web.Request) -> web.Response:
         sort_by=query_choice(request, "sortBy", tuple(SORT_COLUMNS), "appName"),
         sort_order=query_choice(request, "sortOrder", ("asc", "desc"), "asc"),  # type: ignore[arg-type]
     )
-    return web.json_response(await admin_reads.applications_page(request.app[STORE], query))
+    return json_answer(await admin_reads.applications_page(request.app[STORE], query))
 
 
 async def application(request: web.Request) -> web.Response:
@@ -39,7 +40,7 @@ async def application(request: web.Request) -> web.Response:
     found = await admin_reads.application(request.app[STORE], name)
     if found is None:
         raise not_found(f"no application named {name!r} has registered with this proxy")
-    return web.json_response(found)
+    return json_answer(found)
 
 
 async def application_overview(request: web.Request) -> web.Response:
@@ -48,14 +49,14 @@ async def application_overview(request: web.Request) -> web.Response:
     found = await admin_reads.application_overview(request.app[STORE], name)
     if found is None:
         raise not_found(f"no application named {name!r} has registered with this proxy")
-    return web.json_response(found)
+    return json_answer(found)
 
 
 async def instances(request: web.Request) -> web.Response:
     await _admin(request)
     name, environment = path_name(request, "appName"), path_name(request, "environment")
     found = await admin_reads.instances(request.app[STORE], name, environment, request.app[CLOCK].now())
-    return web.json_response({"instances": found})
+    return json_answer({"instances": found})
 
 
 async def raw_usage(request: web.Request) -> web.Response:
@@ -65,13 +66,13 @@ async def raw_usage(request: web.Request) -> web.Response:
     if not 1 <= hours_back <= HOURS_BACK_MAX:
         hours_back = HOURS_BACK_DEFAULT  # out of range falls back to the default, as in Unleash
     data = await admin_reads.raw_usage(request.app[STORE], flag, hours_back, request.app[CLOCK].now())
-    return web.json_response({"version": 1, "maturity": "stable", "data": data})
+    return json_answer({"version": 1, "maturity": "stable", "data": data})
 
 
 async def feature_summary(request: web.Request) -> web.Response:
     await _admin(request)
     flag = path_name(request, "name")
-    return web.json_response(await admin_reads.feature_summary(request.app[STORE], flag, request.app[CLOCK].now()))
+    return json_answer(await admin_reads.feature_summary(request.app[STORE], flag, request.app[CLOCK].now()))
 
 
 def routes() -> list[web.RouteDef]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.errors import not_found
+from proxy.api.render import json_answer
 from proxy.api.params import path_name, query_text
 from proxy.auth import TokenKind
 from proxy.state import AUTH, CLOCK, STORE
@@ -15,13 +16,13 @@ from proxy.store import reads
 async def feature_toggles(request: web.Request) -> web.Response:
     app = request.app
     await app[AUTH].require(request, TokenKind.ADMIN)
-    return web.json_response(await app[STORE].feature_toggle_windows(app[CLOCK].now()))
+    return json_answer(await app[STORE].feature_toggle_windows(app[CLOCK].now()))
 
 
 async def seen_toggles(request: web.Request) -> web.Response:
     app = request.app
     await app[AUTH].require(request, TokenKind.ADMIN)
-    return web.json_response(await reads.seen_toggles(app[STORE], app[CLOCK].now()))
+    return json_answer(await reads.seen_toggles(app[STORE], app[CLOCK].now()))
 
 
 async def applications(request: web.Request) -> web.Response:
@@ -29,7 +30,7 @@ async def applications(request: web.Request) -> web.Response:
     await app[AUTH].require(request, TokenKind.ADMIN)
     strategy = query_text(request, "strategyName")
     found = await reads.applications(app[STORE], app[CLOCK].now(), strategy)
-    return web.json_response({"applications": found})
+    return json_answer({"applications": found})
 
 
 async def application(request: web.Request) -> web.Response:
@@ -39,13 +40,13 @@ async def application(request: web.Request) -> web.Response:
     found = await reads.application(app[STORE], name)
     if found is None:
         raise not_found(f"no application named {name!r} has reported to this proxy")
-    return web.json_response(found)
+    return json_answer(found)
 
 
 async def seen_apps(request: web.Request) -> web.Response:
     app = request.app
     await app[AUTH].require(request, TokenKind.ADMIN)
-    return web.json_response(await reads.seen_apps(app[STORE]))
+    return json_answer(await reads.seen_apps(app[STORE]))
 
 
 def routes() -> list[web.RouteDef]:

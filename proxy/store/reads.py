@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ APPS_CTE = """
 """
 
 
+@lru_cache(maxsize=4096)  # answers repeat the same hours and sightings many times
 def iso_ms(seconds: float) -> str:
     """Epoch seconds as Unleash prints dates: `2026-11-22T18:00:00.000Z`."""
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
@@ -60,7 +62,7 @@ async def seen_toggles(store: Store, now: float) -> list[dict[str, Any]]:
     )
     counts = dict(
         await db.execute_fetchall(
-            "SELECT app_name, sum(yes + no) FROM minute_counts WHERE minute >= ? GROUP BY app_name",
+            "SELECT app_name, sum(yes + no) FROM minute_app_totals WHERE minute >= ? GROUP BY app_name",
             (minute_floor(since),),
         )
     )

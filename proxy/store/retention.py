@@ -18,6 +18,8 @@ PRUNE_CHUNK_ROWS = 2000
 HISTORY: dict[str, tuple[str, str]] = {
     "hourly_counts": ("environment, app_name, feature_name, hour", "hour"),
     "minute_counts": ("environment, app_name, feature_name, minute", "minute"),
+    "minute_flag_totals": ("feature_name, minute", "minute"),
+    "minute_app_totals": ("app_name, minute", "minute"),
     "flag_seen": ("environment, app_name, feature_name", "last_seen"),
     "instances": ("app_name, instance_id, environment", "last_seen"),
 }
@@ -38,6 +40,8 @@ class RetentionPolicy:
         return {
             "hourly_counts": hour_cutoff,
             "minute_counts": minute_cutoff,
+            "minute_flag_totals": minute_cutoff,
+            "minute_app_totals": minute_cutoff,
             "flag_seen": now - self.hourly_hours * 3600,
             "instances": now - self.instance_hours * 3600,
         }

@@ -15,6 +15,7 @@ from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
+from proxy.store.minute_rollups import write_minute_rollups
 from proxy.store.retention import RetentionPolicy, prune_history
 from proxy.store.writer import GroupCommitWriter
 
@@ -97,6 +98,7 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             write_deltas(db, writer.deltas)
+            write_minute_rollups(db, writer.deltas)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
