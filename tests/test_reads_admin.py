@@ -15,7 +15,7 @@ from tests.reads_support import (
     post_recorded_traffic,
     same_shape,
 )
-from tests.support import admin_headers
+from tests.support import admin_headers, client_headers
 
 
 @pytest.fixture
@@ -173,8 +173,6 @@ async def test_path_parameters_are_url_decoded(client, clock):
 
 
 async def test_client_token_is_forbidden_and_open_mode_allows(make_client):
-    from tests.support import client_headers
-
     proxy = await make_client()
     response = await proxy.get("/api/admin/metrics/applications", headers=client_headers())
     assert response.status == 403

@@ -3,6 +3,9 @@ answered from the local store; field names and nesting follow Unleash 7.5.1's an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
 from proxy.api.errors import not_found
@@ -10,7 +13,7 @@ from proxy.api.render import json_answer
 from proxy.api.params import path_name, query_choice, query_int, query_text
 from proxy.auth import TokenKind
 from proxy.state import AUTH, CLOCK, STORE
-from proxy.store import admin_reads
+from proxy.store import Store, admin_reads
 from proxy.store.admin_reads import SORT_COLUMNS, ApplicationsQuery
 
 MAX_APPLICATIONS_PAGE = 1000
@@ -34,22 +37,18 @@ async def applications(request: web.Request) -> web.Response:
     return json_answer(await admin_reads.applications_page(request.app[STORE], query))
 
 
-async def application(request: web.Request) -> web.Response:
-    await _admin(request)
-    name = path_name(request, "appName")
-    found = await admin_reads.application(request.app[STORE], name)
-    if found is None:
-        raise not_found(f"no application named {name!r} has registered with this proxy")
-    return json_answer(found)
+def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | None]]):
+    """A handler answering `read(store, appName)`, or 404 when the app is unknown."""
 
+    async def handler(request: web.Request) -> web.Response:
+        await _admin(request)
+        name = path_name(request, "appName")
+        found = await read(request.app[STORE], name)
+        if found is None:
+            raise not_found(f"no application named {name!r} has registered with this proxy")
+        return json_answer(found)
 
-async def application_overview(request: web.Request) -> web.Response:
-    await _admin(request)
-    name = path_name(request, "appName")
-    found = await admin_reads.application_overview(request.app[STORE], name)
-    if found is None:
-        raise not_found(f"no application named {name!r} has registered with this proxy")
-    return json_answer(found)
+    return handler
 
 
 async def instances(request: web.Request) -> web.Response:
@@ -78,8 +77,9 @@ async def feature_summary(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/admin/metrics/applications", applications),
-        web.get("/api/admin/metrics/applications/{appName}", application),
-        web.get("/api/admin/metrics/applications/{appName}/overview", application_overview),
+        web.get("/api/admin/metrics/applications/{appName}", _one_application(admin_reads.application)),
+        web.get("/api/admin/metrics/applications/{appName}/overview",
+                _one_application(admin_reads.application_overview)),
         web.get("/api/admin/metrics/instances/{appName}/environment/{environment}", instances),
         web.get("/api/admin/client-metrics/features/{name}/raw", raw_usage),
         web.get("/api/admin/client-metrics/features/{name}", feature_summary),
