@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import pytest
+
 from proxy.app import retention_policy
 from proxy.state import STORE
 from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
@@ -122,3 +124,15 @@ async def test_the_background_job_prunes_at_start(tmp_path, make_client, clock):
         await asyncio.sleep(0.01)
     assert table_counts(path) == {"hourly_counts": 2, "pending_counts": 7, "minute_counts": 2,
                                   "flag_seen": 2, "instances": 1}
+
+
+def test_retention_options_come_from_env_and_file(tmp_path):
+    from proxy.config import ConfigError, load_settings
+
+    config = tmp_path / "proxy.toml"
+    config.write_text("retention_hours = 12\nprune_interval = 5.0\n")
+    settings = load_settings(str(config), environ={"METRICS_PROXY_MINUTE_RETENTION_MINUTES": "90"})
+    assert retention_policy(settings) == RetentionPolicy(12, 90, 48)
+    assert settings.prune_interval == 5.0
+    with pytest.raises(ConfigError, match="retention_hours"):
+        load_settings(environ={"METRICS_PROXY_RETENTION_HOURS": "0"})
