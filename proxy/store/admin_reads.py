@@ -199,7 +199,9 @@ async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> msg
             apps AS (SELECT DISTINCT app_name FROM hourly_counts
                       WHERE feature_name = :flag AND hour >= :oldest ORDER BY app_name LIMIT :max_apps),
             envs AS (SELECT DISTINCT environment FROM hourly_counts
-                      WHERE feature_name = :flag AND hour >= :oldest),
+                      WHERE feature_name = :flag AND hour >= :oldest ORDER BY environment),
+            -- CROSS JOIN fixes the loop order (environment, app, newest hour first), which is the
+            -- answer's order; an ORDER BY here made SQLite pick a plan 4x slower.
             filled AS (
                 SELECT envs.environment, apps.app_name, hours.hour,
                        coalesce(c.yes, 0) AS yes, coalesce(c.no, 0) AS no,
@@ -207,8 +209,7 @@ async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> msg
                   FROM envs CROSS JOIN apps CROSS JOIN hours
                   LEFT JOIN hourly_counts AS c
                     ON c.environment = envs.environment AND c.app_name = apps.app_name
-                   AND c.feature_name = :flag AND c.hour = hours.hour
-                 ORDER BY envs.environment, apps.app_name, hours.hour DESC)
+                   AND c.feature_name = :flag AND c.hour = hours.hour)
            SELECT json_group_array(json_object(
                       'featureName', :flag, 'appName', app_name, 'environment', environment,
                       'timestamp', {SQL_ISO_MS.format("hour")}, 'yes', yes, 'no', no,

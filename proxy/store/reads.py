@@ -64,8 +64,11 @@ async def seen_toggles(store: Store, now: float) -> msgspec.Raw:
     db = await fresh_reader(store)
     since = now - SEEN_TOGGLES_WINDOW
     rows = await db.execute_fetchall(
+        # Indexes on a WITHOUT ROWID table carry its key, so flag_seen_by_last_seen covers this
+        # scan; the planner preferred walking flag_seen_by_app with a key lookup per row (1.5x slower).
         """WITH seen AS (
-                SELECT app_name, feature_name FROM flag_seen WHERE last_seen >= :since
+                SELECT app_name, feature_name FROM flag_seen INDEXED BY flag_seen_by_last_seen
+                 WHERE last_seen >= :since
                  GROUP BY app_name, feature_name ORDER BY app_name, feature_name),
             per_app AS (SELECT app_name, json_group_array(feature_name) AS toggles FROM seen GROUP BY app_name),
             counted AS (SELECT app_name, sum(yes + no) AS total FROM minute_app_totals
