@@ -99,10 +99,20 @@ async def application(store: Store, app: str) -> dict[str, Any] | None:
             WHERE app_name = ? ORDER BY last_seen DESC, instance_id, environment""",
         (app,),
     )
+    # Unleash lists its flag definitions here; the proxy knows only what the SDKs reported: the
+    # name and when it first and last saw the flag. Built as JSON by SQLite (1,000 flags per app
+    # as Python dicts made this answer's p99 25 ms in bench/reads.py).
     toggles = await db.execute_fetchall(
-        """SELECT feature_name, min(first_seen), max(last_seen) FROM flag_seen WHERE app_name = ?
-            GROUP BY feature_name ORDER BY feature_name""",
-        (app,),
+        f"""WITH seen AS (
+                SELECT feature_name, min(first_seen) AS first, max(last_seen) AS last FROM flag_seen
+                 WHERE app_name = ? GROUP BY feature_name ORDER BY feature_name)
+            SELECT json_group_array(json_object(
+                       'name', feature_name, 'description', NULL, 'type', NULL, 'project', ?,
+                       'stale', json('false'), 'createdAt', {SQL_ISO_MS.format("first")},
+                       'lastSeenAt', {SQL_ISO_MS.format("last")}, 'impressionData', json('false'),
+                       'archived', json('false')))
+              FROM seen""",
+        (app, DEFAULT_PROJECT),
     )
     return {
         "appName": app,
@@ -119,16 +129,7 @@ async def application(store: Store, app: str) -> dict[str, Any] | None:
             }
             for instance, version, ip, seen, first, env in instances
         ],
-        # Unleash lists its flag definitions here; the proxy knows only what the SDKs reported:
-        # the name and when it first and last saw the flag.
-        "seenToggles": [
-            {
-                "name": name, "description": None, "type": None, "project": DEFAULT_PROJECT, "stale": False,
-                "createdAt": iso_ms(first), "lastSeenAt": iso_ms(last), "impressionData": False,
-                "archived": False,
-            }
-            for name, first, last in toggles
-        ],
+        "seenToggles": msgspec.Raw(toggles[0][0].encode()),
         "links": {"self": f"/api/applications/{app}"},
     }
 
