@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -120,7 +121,7 @@ class Store:
         assert self._db is not None, "store is not open"
         return await prune_history(self._db, policy, now)
 
-    async def run_pruner(self, policy: RetentionPolicy, now, interval: float) -> None:
+    async def run_pruner(self, policy: RetentionPolicy, now: Callable[[], float], interval: float) -> None:
         while True:
             try:
                 deleted = await self.prune(policy, now())
