@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy import impact_scrape
-from proxy.api import backstage, client, custom, features, flush, reads
+from proxy.api import admin, backstage, client, custom, features, flush, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
@@ -25,6 +25,7 @@ from proxy.state import (
 )
 from proxy.store import Store
 from proxy.store.migrations import MigrationError
+from proxy.store.retention import RetentionPolicy
 from proxy.telemetry import IngestStats, build_registry
 from proxy.upstream import forwarder
 from proxy.upstream.stats import ForwarderStats
@@ -45,12 +46,23 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
         return
     folder = asyncio.create_task(store.run_folder(app[SETTINGS].fold_interval), name="journal-folder")
+    pruner = asyncio.create_task(
+        store.run_pruner(retention_policy(app[SETTINGS]), app[CLOCK].now, app[SETTINGS].prune_interval),
+        name="history-pruner",
+    )
     yield
-    folder.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await folder
+    for task in (pruner, folder):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await store.close()
     log.info("store closed; every acknowledged count is on disk")
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    return RetentionPolicy(
+        settings.retention_hours, settings.minute_retention_minutes, settings.instance_retention_hours
+    )
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -90,6 +102,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(features.routes())
     app.add_routes(client.routes())
     app.add_routes(reads.routes())
+    app.add_routes(admin.routes())
     app.add_routes(backstage.routes())
     app.add_routes(flush.routes())
     app.add_routes(custom.routes())

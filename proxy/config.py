@@ -81,6 +81,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prometheus_max_usage_series: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     # With an upstream: seconds before a token checked with {upstream}/edge/validate is re-checked.
     token_revalidation_interval: PositiveSeconds = 3600.0
+    # History kept for the read endpoints. Pruning never touches the outbox (counts not yet sent).
+    retention_hours: Annotated[int, msgspec.Meta(ge=1)] = 48
+    minute_retention_minutes: Annotated[int, msgspec.Meta(ge=2)] = 60
+    instance_retention_hours: Annotated[int, msgspec.Meta(ge=1)] = 48
+    prune_interval: PositiveSeconds = 60.0
     upstream: UpstreamSettings | None = None
     # Feature definitions served at /api/client/features when there is no upstream: a client
     # features document (JSON), reloaded when it changes. With an upstream it is ignored.

@@ -193,6 +193,33 @@ MIGRATIONS: list[str] = [
         confirmed_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 7: the read endpoints look flags up per application (seen toggles, app details, overview);
+    # flag_seen's key starts with the environment, so that lookup needs its own index. Per-minute
+    # totals by flag and by app serve the sliding windows without summing minute_counts
+    # (minute_rollups.py); an upgraded database fills them from the minute_counts it has.
+    """
+    CREATE INDEX flag_seen_by_app ON flag_seen (app_name, feature_name);
+    CREATE TABLE minute_flag_totals (
+        feature_name TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        PRIMARY KEY (feature_name, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX minute_flag_totals_by_minute ON minute_flag_totals (minute);
+    CREATE TABLE minute_app_totals (
+        app_name TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        yes INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        PRIMARY KEY (app_name, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX minute_app_totals_by_minute ON minute_app_totals (minute);
+    INSERT INTO minute_flag_totals (feature_name, minute, yes, no)
+        SELECT feature_name, minute, sum(yes), sum(no) FROM minute_counts GROUP BY feature_name, minute;
+    INSERT INTO minute_app_totals (app_name, minute, yes, no)
+        SELECT app_name, minute, sum(yes), sum(no) FROM minute_counts GROUP BY app_name, minute;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -11,7 +11,7 @@ def minute_floor(seconds: float) -> int:
 
 async def _window(db: aiosqlite.Connection, since_minute: int) -> dict[str, dict[str, int]]:
     cursor = await db.execute(
-        """SELECT feature_name, sum(yes), sum(no) FROM minute_counts
+        """SELECT feature_name, sum(yes), sum(no) FROM minute_flag_totals
            WHERE minute >= ? GROUP BY feature_name ORDER BY feature_name""",
         (since_minute,),
     )

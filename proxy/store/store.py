@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -18,6 +19,8 @@ from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.features import FeatureDocuments
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
+from proxy.store.minute_rollups import write_minute_rollups
+from proxy.store.retention import RetentionPolicy, prune_history
 from proxy.store.space import BoundedSpace
 from proxy.store.writer import GroupCommitWriter, StorageUnavailable
 
@@ -126,6 +129,7 @@ class Store:
             write_deltas(db, writer.deltas)
             usage_totals.write_usage_totals(db, writer.deltas)
             impact.write_impact(db, writer.deltas.impact)
+            write_minute_rollups(db, writer.deltas)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
             db.execute("COMMIT")
 
@@ -157,6 +161,22 @@ class Store:
         while True:
             await asyncio.sleep(interval)
             self.fold()
+
+    async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
+        """Drop read history older than the policy (never the outbox); rows deleted per table."""
+        assert self._db is not None, "store is not open"
+        return await prune_history(self._db, policy, now)
+
+    async def run_pruner(self, policy: RetentionPolicy, now: Callable[[], float], interval: float) -> None:
+        while True:
+            try:
+                deleted = await self.prune(policy, now())
+            except sqlite3.Error as exc:
+                log.error("pruning read history failed, will retry: %s", exc)
+            else:
+                if any(deleted.values()):
+                    log.info("pruned read history: %s", deleted)
+            await asyncio.sleep(interval)
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -1,0 +1,194 @@
+"""Read-endpoint latency over a full store: 100 apps x 1,000 flags x 48 hours of hourly counts.
+
+The store is filled through `Store.append` + `Store.fold` (the ingest path minus HTTP), then a real
+`python -m proxy serve` answers on loopback. Each read endpoint's p50/p99 is printed beside the
+p50/p99 of `/internal-backstage/health` measured in the same run; the goal is every read endpoint's
+p99 under 10x the trivial endpoint's. `--quick` uses 10 apps x 100 flags.
+
+    python -m bench.reads [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
+
+RESULTS = Path(__file__).parent / "results"
+ADMIN_TOKEN = "*:*.bench-admin-secret"
+GOAL_RATIO = 10.0
+HOURS = 48
+ENTRIES_PER_FOLD = 50
+
+
+def sizes(quick: bool) -> tuple[int, int]:
+    return (10, 100) if quick else (100, 1000)
+
+
+async def fill(path: Path, apps: int, flags: int, now: float) -> None:
+    """One journal entry per app and hour carrying every flag; folded every few entries so the
+    in-memory deltas stay small."""
+    store = Store(path, synchronous="OFF")
+    await store.open()
+    newest = int(now // 3600 * 3600)
+    try:
+        for hour_index in range(HOURS):
+            hour = newest - hour_index * 3600
+            for start in range(0, apps, ENTRIES_PER_FOLD):
+                entries = [
+                    JournalEntry(
+                        "development", now - hour_index * 60,
+                        [CountRow(f"app-{a:03d}", f"flag-{f:04d}", hour, 1 + f % 7, f % 3) for f in range(flags)],
+                        [InstanceSeen(f"app-{a:03d}", f"app-{a:03d}-1", "unleash-node-sdk:6.12.1",
+                                      ["default", "flexibleRollout"], 15.0)],
+                    )
+                    for a in range(start, min(start + ENTRIES_PER_FOLD, apps))
+                ]
+                await store.append(entries)
+                store.fold()
+    finally:
+        await store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(data_dir: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN, METRICS_PROXY_LOG_LEVEL="WARNING",
+               METRICS_PROXY_PRUNE_INTERVAL="3600")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--data-dir", str(data_dir)], env=env
+    )
+    return proc
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited with {proc.returncode}")
+        try:
+            async with session.get(base + "/internal-backstage/health") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("proxy did not become healthy")
+
+
+def endpoints() -> dict[str, str]:
+    return {
+        "health (trivial)": "/internal-backstage/health",
+        "feature-toggles": "/api/client/metrics/feature-toggles",
+        "seen-toggles": "/api/client/seen-toggles",
+        "client applications": "/api/client/applications?strategyName=flexibleRollout",
+        "client application": "/api/client/applications/app-007",
+        "seen-apps": "/api/client/seen-apps",
+        "admin applications": "/api/admin/metrics/applications?limit=50&sortBy=updatedAt&sortOrder=desc",
+        "admin application": "/api/admin/metrics/applications/app-007",
+        "application overview": "/api/admin/metrics/applications/app-007/overview",
+        "instances": "/api/admin/metrics/instances/app-007/environment/development",
+        "raw usage 48h": "/api/admin/client-metrics/features/flag-0042/raw?hoursBack=48",
+        "feature summary": "/api/admin/client-metrics/features/flag-0042",
+    }
+
+
+async def measure(session: aiohttp.ClientSession, url: str, samples: int, budget: float) -> dict[str, float]:
+    """Sequential requests (after 3 warm-ups) until `samples` or `budget` seconds, at least 20."""
+    headers = {"Authorization": ADMIN_TOKEN}
+    for _ in range(3):
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+    timings: list[float] = []
+    size = 0
+    started = time.perf_counter()
+    while len(timings) < samples and (len(timings) < 20 or time.perf_counter() - started < budget):
+        t0 = time.perf_counter()
+        async with session.get(url, headers=headers) as response:
+            body = await response.read()
+            assert response.status == 200, (url, response.status, body[:200])
+        timings.append((time.perf_counter() - t0) * 1000)
+        size = len(body)
+    timings.sort()
+    return {
+        "samples": len(timings),
+        "p50_ms": statistics.median(timings),
+        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+        "bytes": size,
+    }
+
+
+async def run_async(quick: bool) -> dict:
+    apps, flags = sizes(quick)
+    samples, budget = (200, 5.0) if quick else (300, 20.0)
+    with tempfile.TemporaryDirectory(prefix="bench-reads-") as tmp:
+        data_dir = Path(tmp)
+        now = time.time()
+        started = time.perf_counter()
+        await fill(data_dir / "metrics-proxy.db", apps, flags, now)
+        fill_seconds = time.perf_counter() - started
+        port = free_port()
+        proc = start_proxy(data_dir, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, base, proc)
+                results = {name: await measure(session, base + path, samples, budget)
+                           for name, path in endpoints().items()}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    baseline = results["health (trivial)"]
+    for figures in results.values():
+        figures["p99_ratio"] = figures["p99_ms"] / baseline["p99_ms"]
+    return {
+        "bench": "reads", "quick": quick, "apps": apps, "flags": flags, "hours": HOURS,
+        "hourly_rows": apps * flags * HOURS, "fill_seconds": round(fill_seconds, 1),
+        "goal": f"every read endpoint p99 < {GOAL_RATIO:g}x health p99", "endpoints": results,
+        "goal_met": {name: f["p99_ratio"] < GOAL_RATIO for name, f in results.items()},
+    }
+
+
+def run(quick: bool) -> dict:
+    report = asyncio.run(run_async(quick))
+    print_table(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"reads-{'quick' if quick else 'full'}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"{report['apps']} apps x {report['flags']} flags x {report['hours']} h = "
+          f"{report['hourly_rows']:,} hourly rows (filled in {report['fill_seconds']} s)")
+    print(f"{'endpoint':<22} {'p50 ms':>9} {'p99 ms':>9} {'p99/health':>11} {'bytes':>10}  goal <{GOAL_RATIO:g}x")
+    for name, f in report["endpoints"].items():
+        met = "yes" if report["goal_met"][name] else "NO"
+        print(f"{name:<22} {f['p50_ms']:>9.2f} {f['p99_ms']:>9.2f} {f['p99_ratio']:>10.1f}x {f['bytes']:>10}  {met}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10 apps x 100 flags instead of 100 x 1,000")
+    run(parser.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()
