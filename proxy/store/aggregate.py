@@ -33,14 +33,19 @@ def variants_add(old: str | None, new: str | None) -> str | None:
     return json.dumps(merged, separators=(",", ":"))
 
 
+# Rows of one request share environment, app, hour and minute: group by that, then by flag, so
+# the hot path costs one dict lookup per row. The fold derives the per-table views once.
+GroupKey = tuple[str, str, int, int]  # environment, app, hour, minute
+
+
 @dataclass(slots=True)
 class Deltas:
-    hourly: dict[CountKey, list] = field(default_factory=dict)  # [yes, no, variants dict | None]
-    minute: dict[CountKey, list] = field(default_factory=dict)  # [yes, no]
-    seen: dict[SeenKey, list] = field(default_factory=dict)  # [first, last]
+    # group -> flag -> [yes, no, variants dict | None, first received, last received]
+    counts: dict[GroupKey, dict[str, list]] = field(default_factory=dict)
     instances: dict[InstanceKey, tuple[float, float, InstanceSeen]] = field(default_factory=dict)
     impact: ImpactDeltas = field(default_factory=ImpactDeltas)
     entries: int = 0
+    _views: tuple | None = None
 
     def __bool__(self) -> bool:
         return self.entries > 0
@@ -48,37 +53,31 @@ class Deltas:
     def add(self, entry: JournalEntry) -> None:
         env, received = entry.environment, entry.received
         minute = int(received // 60 * 60)
-        hourly, minutes, seen = self.hourly, self.minute, self.seen
+        groups = self.counts
+        group = None
+        group_key = None
         for row in entry.counts:
-            seen_key = (env, row.app_name, row.feature_name)
-            span = seen.get(seen_key)
-            if span is None:
-                seen[seen_key] = [received, received]
-            else:
-                span[0] = min(span[0], received)
-                span[1] = max(span[1], received)
-            if not (row.yes or row.no):
-                continue
-            key = (env, row.app_name, row.feature_name, row.hour)
-            agg = hourly.get(key)
+            key = (env, row.app_name, row.hour, minute)
+            if key != group_key:
+                group_key = key
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = {}
+            agg = group.get(row.feature_name)
             if agg is None:
-                hourly[key] = [row.yes, row.no, dict(row.variants) if row.variants else None]
-            else:
-                agg[0] += row.yes
-                agg[1] += row.no
-                if row.variants:
-                    if agg[2] is None:
-                        agg[2] = dict(row.variants)
-                    else:
-                        for name, count in row.variants.items():
-                            agg[2][name] = agg[2].get(name, 0) + count
-            mkey = (env, row.app_name, row.feature_name, minute)
-            magg = minutes.get(mkey)
-            if magg is None:
-                minutes[mkey] = [row.yes, row.no]
-            else:
-                magg[0] += row.yes
-                magg[1] += row.no
+                group[row.feature_name] = [row.yes, row.no, dict(row.variants) if row.variants else None,
+                                           received, received]
+                continue
+            agg[0] += row.yes
+            agg[1] += row.no
+            agg[4] = received
+            if row.variants:
+                if agg[2] is None:
+                    agg[2] = dict(row.variants)
+                else:
+                    variants = agg[2]
+                    for name, count in row.variants.items():
+                        variants[name] = variants.get(name, 0) + count
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
@@ -89,6 +88,57 @@ class Deltas:
         if entry.impact:
             self.impact.add(env, entry.impact)
         self.entries += 1
+        self._views = None
+
+    def _derive(self) -> tuple:
+        if self._views is None:
+            hourly: dict[CountKey, list] = {}
+            minute: dict[CountKey, list] = {}
+            seen: dict[SeenKey, list] = {}
+            for (env, app, hour, minute_start), group in self.counts.items():
+                for flag, (yes, no, variants, first, last) in group.items():
+                    span = seen.get((env, app, flag))
+                    if span is None:
+                        seen[(env, app, flag)] = [first, last]
+                    else:
+                        span[0] = min(span[0], first)
+                        span[1] = max(span[1], last)
+                    if not (yes or no):
+                        continue
+                    agg = hourly.get((env, app, flag, hour))
+                    if agg is None:
+                        hourly[(env, app, flag, hour)] = [yes, no, dict(variants) if variants else None]
+                    else:
+                        agg[0] += yes
+                        agg[1] += no
+                        if variants:
+                            merged = agg[2] if agg[2] is not None else {}
+                            for name, count in variants.items():
+                                merged[name] = merged.get(name, 0) + count
+                            agg[2] = merged
+                    magg = minute.get((env, app, flag, minute_start))
+                    if magg is None:
+                        minute[(env, app, flag, minute_start)] = [yes, no]
+                    else:
+                        magg[0] += yes
+                        magg[1] += no
+            self._views = (hourly, minute, seen)
+        return self._views
+
+    @property
+    def hourly(self) -> dict[CountKey, list]:
+        """(environment, app, flag, hour) -> [yes, no, variants | None]; rows with counts only."""
+        return self._derive()[0]
+
+    @property
+    def minute(self) -> dict[CountKey, list]:
+        """(environment, app, flag, minute received) -> [yes, no]."""
+        return self._derive()[1]
+
+    @property
+    def seen(self) -> dict[SeenKey, list]:
+        """(environment, app, flag) -> [first received, last received]."""
+        return self._derive()[2]
 
 
 def _merge_instance(old: InstanceSeen, new: InstanceSeen) -> InstanceSeen:
