@@ -59,7 +59,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # commit). NORMAL: survives a process kill, may lose the last commits on power loss.
     # OFF: survives a process kill only, and power loss may corrupt the database.
     synchronous: Literal["FULL", "NORMAL", "OFF"] = "FULL"
-    fold_interval: PositiveSeconds = 1.0
+    # Seconds between folds of the journal into the count tables. A fold rewrites every key that
+    # changed since the last one, and SDK keys are hot, so folding less often does less work;
+    # reads and the forwarder fold first, so they never see stale counts.
+    fold_interval: PositiveSeconds = 5.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Bound on the SQLite database and its -wal file (SQLite enforces the database's part with
     # max_page_count). Ingest is refused, or makes room (overflow_policy), at a high-water mark

@@ -161,7 +161,8 @@ _COUNT_UPSERT = """
     ON CONFLICT (environment, app_name, feature_name, hour) DO UPDATE SET
         yes = yes + excluded.yes,
         no = no + excluded.no,
-        variants = variants_add(variants, excluded.variants)
+        variants = CASE WHEN excluded.variants IS NULL THEN variants
+                        ELSE variants_add(variants, excluded.variants) END
 """
 _MINUTE_UPSERT = """
     INSERT INTO minute_counts (environment, app_name, feature_name, minute, yes, no)
