@@ -97,3 +97,15 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def main_for(name: str, run, report, description: str | None, argv: list[str] | None = None) -> None:
+    """The command line of one benchmark module: `python -m bench.<name> [--quick]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="short run (CI)")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    report(results)
+    print("saved", save(name, results))

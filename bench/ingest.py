@@ -7,13 +7,12 @@ measured in this same run, and p99 <= 20 ms at half the maximum load.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import proxy_server, save, server, wrk
+from bench.harness import main_for, proxy_server, save, server, wrk
 
 APPS = 64
 
@@ -78,14 +77,5 @@ def report(results: dict) -> None:
             print(f"  WARNING: {r['proxy']['non_2xx']} non-2xx answers")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(args.quick)
-    report(results)
-    print("saved", save("ingest", results))
-
-
 if __name__ == "__main__":
-    main()
+    main_for("ingest", run, report, __doc__)

@@ -6,7 +6,6 @@ Run: python -m bench.startup [--quick]   (quick: 64 MiB instead of 1 GiB)
 
 from __future__ import annotations
 
-import argparse
 import random
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import free_port, save, wait_healthy
+from bench.harness import main_for, free_port, save, wait_healthy
 from proxy.store.database import open_writer
 from proxy.store.migrations import migrate
 
@@ -72,14 +71,5 @@ def report(r: dict) -> None:
           f"{r['large_db_seconds']:.2f} s (ratio {r['ratio_vs_empty']:.2f}; goal <= 2 s)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(args.quick)
-    report(results)
-    print("saved", save("startup", results))
-
-
 if __name__ == "__main__":
-    main()
+    main_for("startup", run, report, __doc__)
