@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import main_for, proxy_server, save, server, wrk
+from bench.harness import main_for, proxy_server, server, wrk
 
 APPS = 64
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import main_for, free_port, save, wait_healthy
+from bench.harness import main_for, free_port, wait_healthy
 from proxy.store.database import open_writer
 from proxy.store.migrations import migrate
 

@@ -99,7 +99,7 @@ def bulk_entries(
     counts: dict[str, list[CountRow]] = defaultdict(list)
     instances: dict[str, list[InstanceSeen]] = defaultdict(list)
     refused = 0
-    for i, metric in enumerate(body.metrics):
+    for metric in body.metrics:
         if environment is not None and metric.environment != environment:
             refused += 1
             continue
