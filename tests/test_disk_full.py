@@ -243,3 +243,13 @@ async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_lim
     assert store.fold()
     assert stored_flags(store.path) == acked
     assert quick_check(store.path) == "ok"
+
+
+async def test_ready_says_not_ready_while_a_full_store_refuses_ingest(make_client, clock):
+    client = await make_client(max_db_size=SMALL)
+    assert (await client.get("/internal-backstage/ready")).status == 200
+    await fill_until_refused(client, clock.now() // HOUR * HOUR)
+    resp = await client.get("/internal-backstage/ready")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "NOT_READY" and "full" in body["error"]

@@ -234,6 +234,8 @@ class Store:
         """None when a commit works now, else why not."""
         if self._db is None or self.writer is None:
             return self.open_error or "the database is not open"
+        if self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room():
+            return "the store is full (max_db_size); new ingest is refused until space returns"
         # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
         # rotation after a failed commit gets no traffic, and must still turn ready once it can.
         try:
