@@ -29,12 +29,14 @@ class BulkExchange:
 class Relay:
     target: str  # the regional's base URL, e.g. http://127.0.0.1:1234
     max_delay: float = 0.0  # each bulk answer waits uniform(0, max_delay) after the regional answered
-    exchanges: list[BulkExchange] = field(default_factory=list)
+    arrivals: list[str] = field(default_factory=list)  # the key of every bulk post, as it arrives
+    exchanges: list[BulkExchange] = field(default_factory=list)  # every bulk post the regional answered
     bulk_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # hold_next(): the next bulk answer waits for `release` once `held` is set
     held: asyncio.Event | None = None
     release: asyncio.Event | None = None
     held_key: str | None = None
+    drop_next: bool = False  # the next committed bulk post's connection is reset instead of answered
     _session: aiohttp.ClientSession | None = None
 
     def hold_next(self) -> None:
@@ -59,16 +61,21 @@ class Relay:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         is_bulk = request.method == "POST" and request.path == BULK_PATH
+        key = request.headers.get("Idempotency-Key", "")
         if is_bulk:
+            self.arrivals.append(key)
             self.bulk_arrived.set()
-        async with self._session.request(request.method, self.target + request.path_qs, data=body,
-                                         headers=headers) as upstream:
-            answer = await upstream.read()
-            status = upstream.status
-            kept = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "retry-after")}
+        # Shielded: when the edge dies mid-request its handler is cancelled, but the regional still
+        # answers, and what it answered must be on record.
+        status, answer, kept = await asyncio.shield(
+            self._exchange(request.method, request.path_qs, body, headers, key if is_bulk else None)
+        )
         if is_bulk:
-            key = request.headers.get("Idempotency-Key", "")
-            self.exchanges.append(BulkExchange(key, status))
+            if self.drop_next and 200 <= status < 300:
+                self.drop_next = False
+                assert request.transport is not None
+                request.transport.close()  # the edge cannot know the regional committed it
+                return web.Response(status=599)
             if self.held is not None and not self.held.is_set() and 200 <= status < 300:
                 self.held_key = key
                 self.held.set()
@@ -77,3 +84,13 @@ class Relay:
             elif self.max_delay:
                 await asyncio.sleep(random.uniform(0, self.max_delay))
         return web.Response(status=status, body=answer, headers=kept)
+
+    async def _exchange(self, method: str, path_qs: str, body: bytes, headers: dict[str, str],
+                        bulk_key: str | None) -> tuple[int, bytes, dict[str, str]]:
+        assert self._session is not None
+        async with self._session.request(method, self.target + path_qs, data=body, headers=headers) as upstream:
+            answer = await upstream.read()
+            kept = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "retry-after")}
+        if bulk_key is not None:
+            self.exchanges.append(BulkExchange(bulk_key, upstream.status))
+        return upstream.status, answer, kept

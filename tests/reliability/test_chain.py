@@ -113,7 +113,8 @@ def arrived_totals(stub) -> Counter:
     return totals
 
 
-async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stub, aiohttp_server, proxies):
+async def start_chain(tmp_path, stub, aiohttp_server, proxies) -> tuple[ProxyProcess, Relay, ProxyProcess]:
+    """regional -> stub, and edge -> relay -> regional; both real processes."""
     for name in ("regional", "edge"):
         (tmp_path / name).mkdir()
     regional = ProxyProcess(tmp_path / "regional" / "data", extra_env=regional_env(stub.url))
@@ -124,7 +125,15 @@ async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stu
     edge = ProxyProcess(tmp_path / "edge" / "data", extra_env=edge_env(str(relay_server.make_url("/api"))))
     proxies.append(edge)
     await asyncio.to_thread(edge.start)
+    return regional, relay, edge
 
+
+def resent_keys(relay: Relay) -> set[str]:
+    return {x.key for x in relay.exchanges if len(relay.keys_answered(x.key)) > 1}
+
+
+async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stub, aiohttp_server, proxies):
+    regional, relay, edge = await start_chain(tmp_path, stub, aiohttp_server, proxies)
     load = SdkLoad(edge.url)
     load.start()
     try:
@@ -164,10 +173,39 @@ async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stu
     problems = mismatches(load.posts, arrived_totals(stub))
     assert not problems, f"{len(problems)} posts disagree with the upstream, e.g. {problems[:5]}"
     assert load.count(Outcome.ACKNOWLEDGED) >= 5 * (CYCLES + 1)
+    # Each 2xx after a key's first one was a resend of a committed batch: the regional replayed it.
+    assert await replays(regional) == replays_before + sum(
+        len([s for s in relay.keys_answered(key) if 200 <= s < 300]) - 1 for key in {x.key for x in relay.exchanges}
+    )
     acknowledged = sum(yes + no for p in load.posts if p.outcome is Outcome.ACKNOWLEDGED
                        for yes, no in p.toggles.values())
     print(f"chain: {len(load.posts)} posts, {load.count(Outcome.ACKNOWLEDGED)} acknowledged "
           f"({acknowledged} counts), {load.count(Outcome.UNKNOWN)} unknown, {load.count(Outcome.REFUSED)} refused; "
-          f"{len(relay.exchanges)} edge->regional bulk posts, {len(stub.delivered())} regional->upstream")
+          f"{len(relay.exchanges)} edge->regional bulk posts ({len(resent_keys(relay))} batches resent, "
+          f"{await replays(regional):.0f} replays at the regional), {len(stub.delivered())} regional->upstream")
+    assert await asyncio.to_thread(edge.terminate) == 0
+    assert await asyncio.to_thread(regional.terminate) == 0
+
+
+async def test_an_answer_lost_between_live_proxies_is_resent_and_counted_once(tmp_path, stub, aiohttp_server,
+                                                                               proxies):
+    """No kill: the regional commits a batch and the connection resets before its 2xx reaches the
+    edge. The edge retries under the same key and the regional answers it without counting again."""
+    regional, relay, edge = await start_chain(tmp_path, stub, aiohttp_server, proxies)
+    relay.drop_next = True
+    load = SdkLoad(edge.url, workers=2)
+    load.start()
+    try:
+        await until(lambda: resent_keys(relay), 30, "a batch whose answer was lost resent")
+    finally:
+        await load.stop()
+    await drain(edge, regional)
+
+    assert load.count(Outcome.ACKNOWLEDGED) == len(load.posts) > 0
+    problems = mismatches(load.posts, arrived_totals(stub))
+    assert not problems, f"{len(problems)} posts disagree with the upstream, e.g. {problems[:5]}"
+    (key,) = resent_keys(relay)
+    assert len(relay.keys_answered(key)) == 2
+    assert await replays(regional) == 1
     assert await asyncio.to_thread(edge.terminate) == 0
     assert await asyncio.to_thread(regional.terminate) == 0
