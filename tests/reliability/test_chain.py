@@ -29,7 +29,6 @@ import random
 from collections import Counter
 
 import aiohttp
-import pytest
 
 from tests.forwarding import UPSTREAM_DEV
 from tests.reliability.relay import Relay
@@ -38,14 +37,6 @@ from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, PROD_TOKEN, ProxyProcess
 
 CYCLES = int(os.environ.get("CHAIN_CYCLES", "3"))
 EDGE_TOKEN = "default:development.edge-to-regional"  # the edge's upstream token, a client token of the regional
-
-
-@pytest.fixture
-def proxies():
-    started: list[ProxyProcess] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 def regional_env(upstream_url: str) -> dict[str, str]:
