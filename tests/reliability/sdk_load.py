@@ -39,6 +39,7 @@ class Post:
 @dataclass
 class SdkLoad:
     url: str  # the proxy's base URL
+    prefix: str = "p"  # of the flag names: two loads with different prefixes never share a flag
     workers: int = 6
     pause: float = 0.01  # between one worker's posts, so a shared CI machine keeps up
     posts: list[Post] = field(default_factory=list)
@@ -63,8 +64,8 @@ class SdkLoad:
     async def _worker(self) -> None:
         while not self._stop.is_set():
             n = len(self.posts)
-            post = Post({f"p{n}-a": (random.randint(1, 9), random.randint(0, 9)),
-                         f"p{n}-b": (random.randint(0, 9), random.randint(1, 9))})
+            post = Post({f"{self.prefix}{n}-a": (random.randint(1, 9), random.randint(0, 9)),
+                         f"{self.prefix}{n}-b": (random.randint(0, 9), random.randint(1, 9))})
             self.posts.append(post)
             post.outcome = await self._send(post)
             await asyncio.sleep(self.pause if post.outcome is Outcome.ACKNOWLEDGED else 0.05)

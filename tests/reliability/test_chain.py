@@ -35,7 +35,8 @@ from tests.reliability.relay import Relay
 from tests.reliability.sdk_load import APP_NAME, Outcome, SdkLoad, mismatches
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, PROD_TOKEN, ProxyProcess
 
-CYCLES = int(os.environ.get("CHAIN_CYCLES", "3"))
+CYCLES = int(os.environ.get("CHAIN_CYCLES", "3"))  # random kills with the relay between edge and regional
+DIRECT_KILLS = 2
 EDGE_TOKEN = "default:development.edge-to-regional"  # the edge's upstream token, a client token of the regional
 
 
@@ -123,9 +124,25 @@ def resent_keys(relay: Relay) -> set[str]:
     return {x.key for x in relay.exchanges if len(relay.keys_answered(x.key)) > 1}
 
 
+def replays_seen_by(relay: Relay) -> int:
+    """Each 2xx after a key's first one answered a resend of a committed batch: a regional replay."""
+    return sum(len([s for s in relay.keys_answered(key) if 200 <= s < 300]) - 1
+               for key in {x.key for x in relay.exchanges})
+
+
+async def restarted_with_posts(edge: ProxyProcess, load: SdkLoad, kill_at) -> None:
+    """Once the edge acknowledges posts again: await kill_at(), kill -9, restart on the same data."""
+    mark = len(load.posts)
+    await until(lambda: load.acknowledged_since(mark) >= 5, 30, "posts acknowledged after a restart")
+    await kill_at()
+    await asyncio.to_thread(edge.kill)
+    await asyncio.sleep(random.uniform(0, 0.3))  # posts meanwhile find no proxy
+    await asyncio.to_thread(edge.start)
+
+
 async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stub, aiohttp_server, proxies):
     regional, relay, edge = await start_chain(tmp_path, stub, aiohttp_server, proxies)
-    load = SdkLoad(edge.url)
+    load = SdkLoad(edge.url, prefix="relayed")
     load.start()
     try:
         # The deterministic kill: the regional committed a batch, the edge dies before the 2xx.
@@ -140,9 +157,7 @@ async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stu
         assert all(200 <= status < 300 for status in relay.keys_answered(held_key))
         assert await replays(regional) > replays_before
 
-        for _ in range(CYCLES):
-            mark = len(load.posts)
-            await until(lambda: load.acknowledged_since(mark) >= 5, 30, "posts acknowledged after a restart")
+        async def at_random_through_the_relay() -> None:
             relay.max_delay = random.choice([0.0, 0.3])  # sometimes a slow regional
             if random.random() < 0.5:  # right after a batch left the edge
                 relay.bulk_arrived.clear()
@@ -150,30 +165,42 @@ async def test_killing_the_edge_mid_load_loses_and_doubles_nothing(tmp_path, stu
                 await asyncio.sleep(random.uniform(0, 0.05))
             else:
                 await asyncio.sleep(random.uniform(0.0, 1.0))
-            await asyncio.to_thread(edge.kill)
-            await asyncio.sleep(random.uniform(0, 0.3))  # posts meanwhile find no proxy
-            await asyncio.to_thread(edge.start)
+
+        for _ in range(CYCLES):
+            await restarted_with_posts(edge, load, at_random_through_the_relay)
         mark = len(load.posts)
         await until(lambda: load.acknowledged_since(mark) >= 5, 30, "posts acknowledged after the last restart")
     finally:
         await load.stop()
-
     relay.max_delay = 0.0
+    await drain(edge, regional)  # every exchange through the relay is now on record
+    assert await replays(regional) == replays_before + replays_seen_by(relay)
+
+    # The relay only watches; the last kills run on a direct edge -> regional link, as deployed.
+    assert await asyncio.to_thread(edge.terminate) == 0
+    edge.extra_env["METRICS_PROXY_UPSTREAM_URL"] = regional.url + "/api"
+    await asyncio.to_thread(edge.start)
+    direct = SdkLoad(edge.url, prefix="direct")
+    direct.start()
+    try:
+        for _ in range(DIRECT_KILLS):
+            await restarted_with_posts(edge, direct, lambda: asyncio.sleep(random.uniform(0.0, 1.0)))
+        mark = len(direct.posts)
+        await until(lambda: direct.acknowledged_since(mark) >= 5, 30, "posts acknowledged after the last restart")
+    finally:
+        await direct.stop()
     await drain(edge, regional)
 
-    problems = mismatches(load.posts, arrived_totals(stub))
+    posts = load.posts + direct.posts
+    problems = mismatches(posts, arrived_totals(stub))
     assert not problems, f"{len(problems)} posts disagree with the upstream, e.g. {problems[:5]}"
-    assert load.count(Outcome.ACKNOWLEDGED) >= 5 * (CYCLES + 1)
-    # Each 2xx after a key's first one was a resend of a committed batch: the regional replayed it.
-    assert await replays(regional) == replays_before + sum(
-        len([s for s in relay.keys_answered(key) if 200 <= s < 300]) - 1 for key in {x.key for x in relay.exchanges}
-    )
-    acknowledged = sum(yes + no for p in load.posts if p.outcome is Outcome.ACKNOWLEDGED
-                       for yes, no in p.toggles.values())
-    print(f"chain: {len(load.posts)} posts, {load.count(Outcome.ACKNOWLEDGED)} acknowledged "
-          f"({acknowledged} counts), {load.count(Outcome.UNKNOWN)} unknown, {load.count(Outcome.REFUSED)} refused; "
-          f"{len(relay.exchanges)} edge->regional bulk posts ({len(resent_keys(relay))} batches resent, "
-          f"{await replays(regional):.0f} replays at the regional), {len(stub.delivered())} regional->upstream")
+    acknowledged = [p for p in posts if p.outcome is Outcome.ACKNOWLEDGED]
+    assert len(acknowledged) >= 5 * (CYCLES + DIRECT_KILLS + 2)
+    counts = sum(yes + no for p in acknowledged for yes, no in p.toggles.values())
+    unknown = sum(1 for p in posts if p.outcome is Outcome.UNKNOWN)
+    print(f"chain: {len(posts)} posts, {len(acknowledged)} acknowledged ({counts} counts), {unknown} unknown; "
+          f"{len(relay.exchanges)} bulk posts through the relay ({len(resent_keys(relay))} batches resent), "
+          f"{await replays(regional):.0f} replays at the regional, {len(stub.delivered())} regional->upstream posts")
     assert await asyncio.to_thread(edge.terminate) == 0
     assert await asyncio.to_thread(regional.terminate) == 0
 
