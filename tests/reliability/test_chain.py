@@ -17,7 +17,8 @@ window only sometimes, so the first kill makes it happen: a loopback relay betwe
 resends the batch under the same Idempotency-Key, and the regional's
 metrics_proxy_idempotent_replays_total must move while the totals stay exact. The further kills come
 at random moments, some right after a batch left the edge while the relay slows the regional's answers,
-and the last ones with the edge posting to the regional directly (no relay), as deployed.
+and the last ones with the edge posting to the regional directly (no relay), as deployed. Once the
+relayed phase has drained, the regional's replays must equal the resent 2xx exchanges the relay saw.
 
 CHAIN_CYCLES sets the number of random kills through the relay (default 3; with the 2 direct ones
 the test takes about 15 s).
