@@ -8,7 +8,7 @@ import pytest
 from proxy.app import create_app
 from proxy.clock import ManualClock
 from proxy.config import Settings, UpstreamSettings
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, PROD_TOKEN
+from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, PROD_TOKEN, ProxyProcess
 
 # Fixtures of the upstream forwarder tests (stub upstream, forwarding_client).
 pytest_plugins = ["tests.forwarding"]
@@ -52,3 +52,12 @@ async def make_client(aiohttp_client, make_settings, clock):
 @pytest.fixture
 async def client(make_client):
     return await make_client()
+
+
+@pytest.fixture
+def proxies():
+    """Append every ProxyProcess a test starts: whatever still runs is killed afterwards."""
+    started: list[ProxyProcess] = []
+    yield started
+    for proxy in started:
+        proxy.stop()

@@ -9,19 +9,10 @@ import subprocess
 import sys
 
 import aiohttp
-import pytest
 
 from proxy.store.outbox import status_report
 from tests.forwarding import UPSTREAM_DEV, metrics_body
 from tests.support import ADMIN_TOKEN, ProxyProcess, client_headers
-
-
-@pytest.fixture
-def proxies():
-    started: list[ProxyProcess] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 async def start_proxy(proxies, tmp_path, stub, **extra) -> ProxyProcess:
