@@ -116,18 +116,21 @@ async def simulate(base: str, instances: int, seconds: float) -> dict:
     return sent
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, instance_refresh: str | None = None) -> dict:
     instances, seconds = (200, 20.0) if quick else (1000, 120.0)
+    options = {"UPSTREAM_INSTANCE_REFRESH_INTERVAL": instance_refresh} if instance_refresh else {}
     with tempfile.TemporaryDirectory(prefix="bench-economy-") as tmp, recording_upstream() as upstream:
         data = Path(tmp) / "data"
-        with forwarding_proxy(upstream.url, data, ADMIN_TOKENS=ADMIN_TOKEN, UPSTREAM_FLUSH_INTERVAL="10") as proxy:
+        with forwarding_proxy(upstream.url, data, ADMIN_TOKENS=ADMIN_TOKEN, UPSTREAM_FLUSH_INTERVAL="10",
+                              **options) as proxy:
             started = time.monotonic()
             sdk = asyncio.run(simulate(proxy.url, instances, seconds))
             elapsed = time.monotonic() - started
         received = upstream.stats()
     delivered = received["yes"] + received["no"]
     return {
-        "instances": instances, "seconds": seconds, "post_interval": POST_INTERVAL, "apps": APPS,
+        "instance_refresh_interval": instance_refresh or "default", "instances": instances, "seconds": seconds,
+        "post_interval": POST_INTERVAL, "apps": APPS,
         "flags_per_app": FLAGS_PER_APP, "elapsed_seconds": round(elapsed, 1),
         "sdk_requests": sdk["requests"], "sdk_bytes": sdk["bytes"], "sdk_counts": sdk["counts"],
         "sdk_non_202": sdk["non_202"],
@@ -157,7 +160,10 @@ def report(r: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="200 instances for 20 s instead of 1,000 for 120 s")
-    results = run(parser.parse_args(argv).quick)
+    parser.add_argument("--instance-refresh", metavar="SECONDS",
+                        help="the proxy's upstream.instance_refresh_interval (default: its default, 60)")
+    args = parser.parse_args(argv)
+    results = run(args.quick, args.instance_refresh)
     report(results)
     print("saved", save("economy", results))
 
