@@ -12,7 +12,6 @@ any forwarder could take to move those bytes. Goal (issue 7): <= 30 s. Quick: 60
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.backlog import fill_backlog, outage_then_recovery
-from bench.harness import save
+from bench.harness import cli
 from bench.recorder import UPSTREAM_TOKEN, recording_upstream
 
 GOAL_SECONDS = 30.0
@@ -86,12 +85,8 @@ def report(r: dict) -> None:
     assert r["counts_exact"], "every pending count must arrive exactly once"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="60,000 keys instead of 600,000")
-    results = run(parser.parse_args(argv).quick)
-    report(results)
-    print("saved", save("drain", results))
+def main() -> None:
+    cli("drain", __doc__, run, report, "60,000 keys instead of 600,000")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ fewer bytes, every count delivered exactly once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.harness import save
+from bench.harness import cli
 from bench.recorder import CLIENT_TOKEN, forwarding_proxy, recording_upstream
 
 ADMIN_TOKEN = "*:*.bench-admin"
@@ -157,15 +156,12 @@ def report(r: dict) -> None:
     assert r["counts_exact"], "every acknowledged count must reach the upstream exactly once"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="200 instances for 20 s instead of 1,000 for 120 s")
-    parser.add_argument("--instance-refresh", metavar="SECONDS",
-                        help="the proxy's upstream.instance_refresh_interval (default: its default, 60)")
-    args = parser.parse_args(argv)
-    results = run(args.quick, args.instance_refresh)
-    report(results)
-    print("saved", save("economy", results))
+def main() -> None:
+    def refresh_option(parser) -> None:
+        parser.add_argument("--instance-refresh", metavar="SECONDS",
+                            help="the proxy's upstream.instance_refresh_interval (default: its default, 60)")
+
+    cli("economy", __doc__, run, report, "200 instances for 20 s instead of 1,000 for 120 s", refresh_option)
 
 
 if __name__ == "__main__":

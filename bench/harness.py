@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -50,11 +51,17 @@ def server(cmd: list[str], env: dict[str, str] | None = None):
         wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM (the server's clean shutdown), SIGKILL after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -97,3 +104,15 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def cli(name: str, doc: str | None, run, report, quick_help: str, add_arguments=None) -> None:
+    """`python -m bench.<name> [--quick] [...]`: run, print the report, save the JSON. Options that
+    add_arguments declares are passed to run() by name."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if add_arguments is not None:
+        add_arguments(parser)
+    results = run(**vars(parser.parse_args()))
+    report(results)
+    print("saved", save(name, results))

@@ -13,13 +13,12 @@ forwarder must stream batches, not load the backlog. Quick: 100,000 keys.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 from bench.backlog import fill_backlog, outage_then_recovery, proc_memory
-from bench.harness import save
+from bench.harness import cli
 from bench.recorder import forwarding_proxy, recording_upstream
 
 GOAL_BYTES = 150 * 10**6
@@ -64,12 +63,8 @@ def report(r: dict) -> None:
     assert r["counts_exact"], "every pending count must arrive exactly once"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="100,000 keys instead of 1,000,000")
-    results = run(parser.parse_args(argv).quick)
-    report(results)
-    print("saved", save("memory", results))
+def main() -> None:
+    cli("memory", __doc__, run, report, "100,000 keys instead of 1,000,000")
 
 
 if __name__ == "__main__":

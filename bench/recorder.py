@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.harness import free_port, wait_healthy
+from bench.harness import free_port, stop, wait_healthy
 
 CLIENT_TOKEN = "default:development.bench-client"
 UPSTREAM_TOKEN = "default:development.bench-upstream"
@@ -109,8 +109,7 @@ def recording_upstream():
         wait_healthy(url, proc)
         yield Recorder(url)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc, 30)
 
 
 class ProxyProcess:
@@ -150,11 +149,7 @@ def forwarding_proxy(upstream_url: str, data_dir: Path, **options: str):
         wait_healthy(url, proc, timeout=120)
         yield ProxyProcess(proc, url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 60)
         log.close()
 
 
