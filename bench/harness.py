@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -50,11 +51,17 @@ def server(cmd: list[str], env: dict[str, str] | None = None):
         wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM (the server's clean shutdown), SIGKILL after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -99,13 +106,13 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
-def main_for(name: str, run, report, description: str | None, argv: list[str] | None = None) -> None:
-    """The command line of one benchmark module: `python -m bench.<name> [--quick]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="short run (CI)")
-    args = parser.parse_args(argv)
-    results = run(args.quick)
+def cli(name: str, doc: str | None, run, report, quick_help: str, add_arguments=None) -> None:
+    """`python -m bench.<name> [--quick] [...]`: run, print the report, save the JSON. Options that
+    add_arguments declares are passed to run() by name."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if add_arguments is not None:
+        add_arguments(parser)
+    results = run(**vars(parser.parse_args()))
     report(results)
     print("saved", save(name, results))

@@ -114,7 +114,10 @@ def run(quick: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    result = run(parser.parse_args().quick)
+    report(run(parser.parse_args().quick))
+
+
+def report(result: dict) -> None:
     print(f"{result['series_pairs']} app x flag pairs ({2 * result['series_pairs']} samples), "
           f"median of {result['repeats']}:")
     print(f"  GET /internal-backstage/prometheus  {result['scrape_ms']:8.1f} ms  ({result['scrape_bytes']} bytes)")

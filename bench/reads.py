@@ -166,13 +166,15 @@ async def run_async(quick: bool) -> dict:
 
 
 def run(quick: bool) -> dict:
-    report = asyncio.run(run_async(quick))
-    print_table(report)
+    results = asyncio.run(run_async(quick))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"reads-{'quick' if quick else 'full'}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {out}")
-    return report
+    out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def report(results: dict) -> None:
+    print_table(results)
 
 
 def print_table(report: dict) -> None:
@@ -187,7 +189,7 @@ def print_table(report: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10 apps x 100 flags instead of 100 x 1,000")
-    run(parser.parse_args().quick)
+    report(run(parser.parse_args().quick))
 
 
 if __name__ == "__main__":

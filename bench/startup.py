@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import main_for, free_port, wait_healthy
+from bench.harness import cli, free_port, wait_healthy
 from proxy.store.database import open_writer
 from proxy.store.migrations import migrate
 
@@ -72,4 +72,4 @@ def report(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    main_for("startup", run, report, __doc__)
+    cli("startup", __doc__, run, report, "a 64 MiB database instead of 1 GiB")

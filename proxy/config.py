@@ -44,6 +44,9 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     auth_retry_interval: PositiveSeconds = 300.0
     # On SIGTERM, one last flush may take this long; what is not delivered stays on disk.
     shutdown_flush_timeout: PositiveSeconds = 20.0
+    # A known SDK instance is announced upstream again (its last-seen time refreshed) at most this
+    # often; new instances go out in the next batch. 0: every instance seen, in every batch.
+    instance_refresh_interval: Annotated[float, msgspec.Meta(ge=0)] = 60.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -56,7 +56,7 @@ async def test_2xx_delivers_once_with_headers_applications_and_no_zero_rows(forw
     assert len(stub.received) == 2 and stub.received[1].key != rec.key
     assert sent_flags(stub)["flag-a"] == (7, 3)
     assert stub.received[1].body["applications"] == []  # not seen since it was sent
-    clock.advance(10)
+    clock.advance(60)  # instance_refresh_interval: a known instance is re-announced this often
     await post_metrics(client, {"flag-a": (1, 0)}, clock.now())
     await client.forwarder.flush()
     assert [a["instanceId"] for a in stub.received[2].body["applications"]] == ["i-1"]

@@ -111,15 +111,21 @@ class Outbox:
         return [r[0] for r in rows]
 
     def cut(self, environment: str, now: float, chunker: Chunker, new_id: Callable[[], str],
-            max_rows: int = 5000) -> tuple[int, bool]:
+            max_rows: int = 5000, instance_refresh: float = 0.0) -> tuple[int, bool]:
         """Move up to max_rows of the environment's pending rows, oldest hour first (and the
-        instances not yet sent) into new batches.
+        instances to announce) into new batches.
 
         Returns (batches created, whether rows remain). One transaction: a row is in
         pending_counts or in a batch, never both, never neither. max_rows bounds how long the
-        event loop (and so ingest) waits on one cut."""
+        event loop (and so ingest) waits on one cut.
+
+        Instances first seen since the last cut are always announced. Instances already announced
+        are announced again (keeping their last-seen time fresh upstream) only once
+        instance_refresh seconds have passed since the last such refresh: an SDK reporting every
+        10 s would otherwise cost an application entry in every cut."""
         db = self.db
         watermark_key = f"apps_sent_until:{environment}"
+        refresh_key = f"apps_refreshed_until:{environment}"
         db.execute("BEGIN IMMEDIATE")
         try:
             pending = [
@@ -133,14 +139,17 @@ class Outbox:
             more = len(pending) > max_rows
             del pending[max_rows:]
             since = float(self.state(watermark_key) or 0)
-            instances = [
+            refreshed = float(self.state(refresh_key) or since)
+            refresh = now - refreshed >= instance_refresh
+            seen = [
                 InstanceRow(*r) for r in db.execute(
                     "SELECT app_name, instance_id, sdk_version, strategies, interval, started, created_at, "
                     "last_seen FROM instances WHERE environment = ? AND last_seen > ? "
                     "ORDER BY app_name, instance_id",
-                    (environment, since),
+                    (environment, refreshed if refresh else since),
                 )
             ]
+            instances = seen if refresh else [i for i in seen if i.created_at > since]
             impact = [
                 PendingImpact(*r) for r in db.execute(
                     "SELECT app_name, name, labels, row FROM pending_impact_metrics WHERE environment = ? "
@@ -163,8 +172,11 @@ class Outbox:
             )
             # Rows with yes = 0 and no = 0 are never sent (Unleash drops them anyway).
             db.execute("DELETE FROM pending_counts WHERE environment = ? AND yes = 0 AND no = 0", (environment,))
-            if instances:
-                self.set_state(watermark_key, repr(max(i.last_seen for i in instances)))
+            if seen:
+                newest = max(i.last_seen for i in seen)
+                self.set_state(watermark_key, repr(max(since, newest)))
+                if refresh:
+                    self.set_state(refresh_key, repr(newest))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

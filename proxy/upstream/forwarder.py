@@ -181,7 +181,8 @@ class Forwarder:
         while True:
             try:
                 with self.store.reserve():
-                    more = self.outbox.cut(env, now, chunker, new_batch_id, max_rows=rows)[1]
+                    more = self.outbox.cut(env, now, chunker, new_batch_id, max_rows=rows,
+                                           instance_refresh=self.settings.instance_refresh_interval)[1]
             except sqlite3.OperationalError as exc:
                 if rows > MIN_CUT_ROWS and "full" in str(exc):
                     rows = max(MIN_CUT_ROWS, rows // 4)

@@ -7,6 +7,7 @@ byte-for-byte the body that was sent before, and a body's size is known before i
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from datetime import datetime, timezone
 
 import msgspec
@@ -24,12 +25,19 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+@lru_cache(maxsize=256)
+def hour_stamp(hour: int) -> str:
+    """iso() of an hour: a backlog's rows share a few hours, and formatting each row's took most
+    of the time spent building a cut's items."""
+    return iso(hour)
+
+
 def metric_item(environment: str, row: PendingRow) -> OutboxItem:
     body = {
         "featureName": row.feature_name,
         "appName": row.app_name,
         "environment": environment,
-        "timestamp": iso(row.hour),
+        "timestamp": hour_stamp(row.hour),
         "yes": row.yes,
         "no": row.no,
         "variants": json.loads(row.variants) if row.variants else {},
