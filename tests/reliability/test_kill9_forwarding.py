@@ -114,6 +114,10 @@ async def test_kill_9_under_load_with_forwarding_conserves_every_acknowledged_co
     finally:
         proxy.stop()
 
+    # §9 item 11, the log part: neither the SDK's token nor the upstream's appears in the log.
+    log = proxy.log()
+    assert "replayed" in log and CLIENT_TOKEN.split(".")[-1] not in log and UPSTREAM_DEV.split(".")[-1] not in log
+
     raw, applied = upstream_totals(stub)
     outcomes = ledger.outcome_counts()
     assert outcomes[ACKED] > 100 * CYCLES // 10, outcomes
