@@ -24,7 +24,7 @@ from collections import Counter
 
 import aiohttp
 
-from tests.forwarding import UPSTREAM_DEV, metrics_body
+from tests.forwarding import UPSTREAM_DEV, metrics_body, upstream_env
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess
 
 CYCLES = 50 if os.environ.get("RELIABILITY_LONG") == "1" else 10
@@ -86,14 +86,7 @@ def upstream_totals(stub) -> tuple[Counter, Counter]:
 
 
 async def test_kill_9_under_load_with_forwarding_conserves_every_acknowledged_count(tmp_path, stub):
-    env = {
-        "METRICS_PROXY_UPSTREAM_URL": stub.url,
-        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UPSTREAM_DEV}",
-        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "0.2",
-        "METRICS_PROXY_UPSTREAM_RETRY_INITIAL": "0.05",
-        "METRICS_PROXY_UPSTREAM_RETRY_MAX": "0.2",
-        "METRICS_PROXY_FOLD_INTERVAL": "0.1",
-    }
+    env = {**upstream_env(stub.url), "METRICS_PROXY_FOLD_INTERVAL": "0.1"}
     proxy = ProxyProcess(tmp_path / "data", extra_env=env)
     ledger = Ledger()
     rng = random.Random(20261122)
