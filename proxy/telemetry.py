@@ -65,6 +65,11 @@ class ProxyCollector(Collector):
         for reason, value in sorted(space.dropped_counts.items() if space else ()):
             dropped_counts.add_metric([reason], value)
         yield dropped_counts
+        yield CounterMetricFamily(
+            "metrics_proxy_store_quarantined",
+            "Corrupt databases moved to <data_dir>/quarantine/ at start-up (a fresh one was created)",
+            value=len(self.store.quarantined),
+        )
         if space is not None:
             yield from _size_limit(space)
         writer = self.store.writer

@@ -44,6 +44,18 @@ def forwarding_client(make_client, stub):
     return make
 
 
+def upstream_env(url: str) -> dict[str, str]:
+    """Environment for a `ProxyProcess` forwarding to `url` quickly: flushes every 0.2 s and
+    retries within 0.05-0.2 s."""
+    return {
+        "METRICS_PROXY_UPSTREAM_URL": url,
+        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UPSTREAM_DEV}",
+        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "0.2",
+        "METRICS_PROXY_UPSTREAM_RETRY_INITIAL": "0.05",
+        "METRICS_PROXY_UPSTREAM_RETRY_MAX": "0.2",
+    }
+
+
 def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 

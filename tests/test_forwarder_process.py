@@ -11,18 +11,12 @@ import sys
 import aiohttp
 
 from proxy.store.outbox import status_report
-from tests.forwarding import UPSTREAM_DEV, metrics_body
+from tests.forwarding import metrics_body, upstream_env
 from tests.support import ADMIN_TOKEN, ProxyProcess, client_headers
 
 
 async def start_proxy(proxies, tmp_path, stub, **extra) -> ProxyProcess:
-    env = {
-        "METRICS_PROXY_UPSTREAM_URL": stub.url,
-        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UPSTREAM_DEV}",
-        "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "0.2",
-        "METRICS_PROXY_UPSTREAM_RETRY_INITIAL": "0.05",
-        "METRICS_PROXY_UPSTREAM_RETRY_MAX": "0.2",
-    }
+    env = upstream_env(stub.url)
     env.update({f"METRICS_PROXY_UPSTREAM_{k.upper()}": str(v) for k, v in extra.items()})
     proxy = ProxyProcess(tmp_path / "data", extra_env=env)
     proxies.append(proxy)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from proxy.store import custom_metrics, health, idempotency, impact, queries, upstream_tokens, usage_totals
+from proxy.store import (
+    custom_metrics, health, idempotency, impact, integrity, queries, upstream_tokens, usage_totals,
+)
 from proxy.store.aggregate import Deltas, write_deltas
 from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.store.idempotency import IdempotencyClaim
@@ -48,12 +50,33 @@ class Store:
         self.replayed_entries = 0
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
+        self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
 
     # --- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         started = time.perf_counter()
         log_sqlite_version()
+        problem = integrity.check_before_open(self.path)
+        if problem is not None:
+            self.quarantined.append(integrity.quarantine(self.path, problem))
+        try:
+            db = self._open_writer_and_replay()
+        except sqlite3.DatabaseError as exc:
+            if not integrity.is_corruption(exc):
+                raise
+            self._discard_writer()
+            self.quarantined.append(integrity.quarantine(self.path, str(exc)))
+            db = self._open_writer_and_replay()
+        self.writer.start()
+        self._reader = await open_reader(self.path)
+        log.info(
+            "store %s open in %.0f ms (%s; replayed %d journal entries)",
+            self.path, (time.perf_counter() - started) * 1000,
+            ", ".join(f"{k}={v}" for k, v in durability(db).items()), self.replayed_entries,
+        )
+
+    def _open_writer_and_replay(self) -> sqlite3.Connection:
         db = self._db = open_writer(self.path, self.synchronous)
         migrate(db)
         if self.max_db_size is not None:
@@ -68,13 +91,14 @@ class Store:
         self.writer.last_journal_id = last_id
         self.fold()
         self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too
-        self.writer.start()
-        self._reader = await open_reader(self.path)
-        log.info(
-            "store %s open in %.0f ms (%s; replayed %d journal entries)",
-            self.path, (time.perf_counter() - started) * 1000,
-            ", ".join(f"{k}={v}" for k, v in durability(db).items()), self.replayed_entries,
-        )
+        return db
+
+    def _discard_writer(self) -> None:
+        """Forget a connection to a file about to be quarantined."""
+        if self._db is not None:
+            self._db.close()
+        self._db, self.writer, self.space, self.features = None, None, None, None
+        self.replayed_entries = 0
 
     def _replay(self, db: sqlite3.Connection, deltas: Deltas) -> int:
         """Re-add journal entries that were acknowledged but not folded before the last stop."""
@@ -101,6 +125,7 @@ class Store:
         if self._db is not None:
             self._db.close()
             self._db = None
+            integrity.mark_clean_shutdown(self.path)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import logging
 import random
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
@@ -56,8 +56,12 @@ def new_batch_id() -> str:
 
 
 class Forwarder:
-    def __init__(self, settings: Settings, store: Store, clock: Clock, stats: ForwarderStats) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock, stats: ForwarderStats,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         assert settings.upstream is not None
+        # Waits between retries go through `sleep`, so a test can run a 24 h outage on a clock it
+        # moves (tests/reliability/test_long_outage.py) instead of waiting for it.
+        self.sleep = sleep
         self.settings = settings.upstream
         self.store = store
         self.clock = clock
@@ -274,6 +278,7 @@ class Forwarder:
             wait=self._backoff,
             stop=stop_never,
             before_sleep=self._count_retry,
+            sleep=self.sleep,
             reraise=True,
         )
         async for attempt in retrying:
