@@ -107,7 +107,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(flush.routes())
     app.add_routes(custom.routes())
     app.add_routes(impact_scrape.routes())
-    openapi.install(app)
+    openapi.install(app, tokens=settings.auth == "tokens")
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

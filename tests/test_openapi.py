@@ -67,18 +67,17 @@ async def test_operations_say_their_token_and_error_body(document):
     ingest = document["paths"]["/api/client/metrics"]["post"]["responses"]
     assert {"202", "400", "401", "403", "413", "415", "503"} <= set(ingest)
     raw = document["paths"]["/api/admin/client-metrics/features/{name}/raw"]["get"]["parameters"]
-    hours_back = next(p for p in raw if p["name"] == "hoursBack")
-    assert (hours_back["schema"]["minimum"], hours_back["schema"]["maximum"]) == (1, 48)
+    assert [p["name"] for p in raw] == ["name", "hoursBack"]
 
 
 async def test_the_struct_fields_are_the_schema(document):
     described = document["components"]["schemas"]["ClientMetrics"]
     assert set(described["properties"]) == {f.name for f in msgspec.structs.fields(ClientMetrics)}
     assert described["required"] == ["appName"]
-    # The raw impactMetrics field is documented as what the handler decodes it into.
-    assert described["properties"]["impactMetrics"] == {
-        "type": "array", "items": {"$ref": "#/components/schemas/ImpactMetric"},
-    }
+    # The raw impactMetrics field documents what the handler decodes it into, and admits any JSON
+    # as the handler does (a malformed entry is dropped, the post still counts).
+    impact = described["properties"]["impactMetrics"]
+    assert impact["anyOf"] == [{"type": "array", "items": {"$ref": "#/components/schemas/ImpactMetric"}}, {}]
 
 
 @pytest.mark.parametrize("kind", ["metrics", "register"])
@@ -109,12 +108,12 @@ async def test_bodies_the_proxy_refuses_fail_the_schema_too(client, document):
         {"bucket": {"start": 0, "stop": 0, "toggles": {}}},  # no appName
         {"appName": "a", "bucket": {"start": 0, "stop": 0, "toggles": {"f": {"yes": -1, "no": 0}}}},
         {"appName": "", "bucket": None},
-        {"appName": "a", "impactMetrics": {"not": "a list"}},
+        {"appName": "a", "bucket": {"start": 1e20, "stop": 0}},
+        {"appName": "a", "bucket": {"start": 0, "stop": 10**18}},  # epoch ms beyond the year 9999
     ):
         assert list(validator.iter_errors(bad)), bad
-        if "impactMetrics" not in bad:  # a bad impact entry is dropped, the post still counts
-            response = await client.post("/api/client/metrics", json=bad, headers=client_headers())
-            assert response.status == 400, bad
+        response = await client.post("/api/client/metrics", json=bad, headers=client_headers())
+        assert response.status == 400, bad
 
 
 async def test_the_backstage_answers_match_their_structs(client, document):

@@ -24,6 +24,10 @@ OPENAPI_BYTES = web.AppKey("openapi_bytes", bytes)
 
 # `msgspec.Raw` fields are decoded later, entry by entry; this is what they hold on the wire.
 RAW_FIELD_TYPES: dict[str, Any] = {"impactMetrics": list[ImpactMetric]}
+RAW_FIELD_NOTE = (
+    "What SDKs send here. Accepted leniently: an entry that does not match, or a value that is no "
+    "list, is dropped and counted (impact_metric_invalid) and the post's usage counts still stored."
+)
 
 _TOKEN_ERRORS = {
     401: "no API token in the Authorization header",
@@ -64,6 +68,15 @@ def _described(struct: type) -> type:
                              module=struct.__module__)
 
 
+def _loosen_raw_fields(components: dict[str, Any], structs: list[type]) -> None:
+    """A raw field's schema says what it should hold, yet admits any JSON, as the handler does."""
+    for struct in structs:
+        for info in msgspec.structs.fields(struct):
+            if info.type is msgspec.Raw:
+                properties = components[struct.__name__]["properties"]
+                properties[info.name] = {"anyOf": [properties[info.name], {}], "description": RAW_FIELD_NOTE}
+
+
 def _schema_ref(struct: type) -> dict[str, Any]:
     return {"$ref": REF.format(name=struct.__name__)}
 
@@ -77,7 +90,7 @@ def _error(reason: str) -> dict[str, Any]:
     return {"description": reason, "content": _content(ErrorBody, "application/json")}
 
 
-def _responses(op: Operation) -> dict[str, Any]:
+def _responses(op: Operation, tokens: bool) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if op.answer is None:
         responses["202"] = {"description": "committed to the local store; empty body"}
@@ -86,7 +99,7 @@ def _responses(op: Operation) -> dict[str, Any]:
     if op.not_modified:
         responses["304"] = {"description": "the If-None-Match ETag still matches; empty body"}
     # A token op may also answer 503 while an upstream that must validate a new token is unreachable.
-    statuses = set(op.errors) | ({*_TOKEN_ERRORS, 503} if op.token else set())
+    statuses = set(op.errors) | ({*_TOKEN_ERRORS, 503} if op.token and tokens else set())
     if op.request is not None or op.parameters:
         statuses.add(400)
     for status in sorted(statuses):
@@ -96,13 +109,13 @@ def _responses(op: Operation) -> dict[str, Any]:
     return responses
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+def _operation(op: Operation, tokens: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": f"{op.method}{op.path}",
         "summary": op.summary,
-        "security": [{SECURITY_SCHEME: []}] if op.token else [],
+        "security": [{SECURITY_SCHEME: []}] if op.token and tokens else [],
         "x-token-kind": op.token,  # which of client_tokens / frontend_tokens / admin_tokens
-        "responses": _responses(op),
+        "responses": _responses(op, tokens),
     }
     if op.parameters:
         out["parameters"] = op.parameters
@@ -111,15 +124,17 @@ def _operation(op: Operation) -> dict[str, Any]:
     return out
 
 
-def build_document(operations: list[Operation] = OPERATIONS) -> dict[str, Any]:
+def build_document(tokens: bool = True, operations: list[Operation] = OPERATIONS) -> dict[str, Any]:
+    """The document; `tokens` False describes a proxy with auth = "open", which asks for none."""
     structs = {ErrorBody}
     for op in operations:
         structs.update(t for t in (op.request, op.answer, *op.other_answers.values()) if isinstance(t, type))
     ordered = sorted(structs, key=lambda s: s.__name__)
     _, components = msgspec.json.schema_components([_described(s) for s in ordered], ref_template=REF)
+    _loosen_raw_fields(components, ordered)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method] = _operation(op)
+        paths.setdefault(op.path, {})[op.method] = _operation(op, tokens)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -147,15 +162,15 @@ def _version() -> str:
         return "0+unknown"
 
 
-def document_bytes() -> bytes:
-    return msgspec.json.encode(build_document())
+def document_bytes(tokens: bool = True) -> bytes:
+    return msgspec.json.encode(build_document(tokens))
 
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BYTES], content_type="application/json")
 
 
-def install(app: web.Application) -> None:
+def install(app: web.Application, tokens: bool) -> None:
     """Serve /openapi.json from bytes built now, once."""
-    app[OPENAPI_BYTES] = document_bytes()
+    app[OPENAPI_BYTES] = document_bytes(tokens)
     app.router.add_get("/openapi.json", openapi_json)

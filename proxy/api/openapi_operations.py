@@ -107,8 +107,9 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/api/admin/client-metrics/features/{name}/raw", "Hourly usage of a flag, zero-filled",
               "admin", answer=JSON_OBJECT, errors=(400,), parameters=[
                   _FLAG_NAME,
-                  query_param("hoursBack", {"type": "integer", "minimum": 1, "maximum": 48},
-                              "hours of history (default 24; outside 1..48 the default is used)"),
+                  # Not bounded in the schema: outside 1..48 is no error but the default, as in Unleash.
+                  query_param("hoursBack", {"type": "integer"},
+                              "hours of history, 1..48; default 24, also used for a value outside 1..48"),
               ]),
     Operation("get", "/api/admin/client-metrics/features/{name}", "Last-hour usage and apps of a flag",
               "admin", answer=JSON_OBJECT, parameters=[_FLAG_NAME], errors=(400,)),
