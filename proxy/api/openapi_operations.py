@@ -92,8 +92,10 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/api/admin/metrics/applications", "A page of applications (Unleash 7 shape)", "admin",
               answer=JSON_OBJECT, errors=(400,), parameters=[
                   query_param("query", _NAME, "only apps whose name contains this"),
-                  query_param("offset", {"type": "integer", "minimum": 0}, "apps to skip"),
-                  query_param("limit", {"type": "integer", "minimum": 1}, "page size; above 1000 is capped"),
+                  query_param("offset", {"type": "integer", "minimum": 0}, "apps to skip (empty: 0)",
+                              allowEmptyValue=True),
+                  query_param("limit", {"type": "integer", "minimum": 1},
+                              "page size; above 1000 is capped (empty: 1000)", allowEmptyValue=True),
                   query_param("sortBy", {"type": "string", "enum": list(SORT_COLUMNS)}, "sort column"),
                   query_param("sortOrder", {"type": "string", "enum": ["asc", "desc"]}, "sort direction"),
               ]),
@@ -109,7 +111,8 @@ OPERATIONS: list[Operation] = [
                   _FLAG_NAME,
                   # Not bounded in the schema: outside 1..48 is no error but the default, as in Unleash.
                   query_param("hoursBack", {"type": "integer"},
-                              "hours of history, 1..48; default 24, also used for a value outside 1..48"),
+                              "hours of history, 1..48; default 24, also used for a value outside 1..48",
+                              allowEmptyValue=True),
               ]),
     Operation("get", "/api/admin/client-metrics/features/{name}", "Last-hour usage and apps of a flag",
               "admin", answer=JSON_OBJECT, parameters=[_FLAG_NAME], errors=(400,)),
