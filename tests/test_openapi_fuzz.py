@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections import Counter, defaultdict
 
 import pytest
 import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.core.parameters import ParameterLocation
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -30,6 +33,7 @@ CHECKS = [
     not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
     negative_data_rejection,
 ]
+STATUSES: dict[str, Counter[int]] = defaultdict(Counter)  # per operation, for the report below
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25,
     suppress_health_check=list(HealthCheck),
@@ -68,10 +72,22 @@ def assert_error_body(response) -> None:
     assert all(set(d) <= {"message", "path"} for d in body["details"]), body
 
 
-def _fuzz(case, proxy: ProxyProcess, with_tokens: bool) -> None:
+def _token_header(case, with_tokens: bool) -> dict[str, str] | None:
+    """The right kind of token for the operation, so the fuzz reaches the handler and not only auth;
+    except where the case's headers are deliberately broken, so 401 and 403 get fuzzed too."""
     kind = case.operation.definition.raw.get("x-token-kind")
-    headers = {"Authorization": TOKENS[kind]} if with_tokens and kind else None
+    if not with_tokens or kind is None:
+        return None
+    headers = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+    if headers is not None and headers.mode is GenerationMode.NEGATIVE:
+        return None
+    return {"Authorization": TOKENS[kind]}
+
+
+def _fuzz(case, proxy: ProxyProcess, with_tokens: bool) -> None:
+    headers = _token_header(case, with_tokens)
     response = case.call_and_validate(base_url=proxy.url, headers=headers, checks=CHECKS)
+    STATUSES[case.operation.label][response.status_code] += 1
     assert_error_body(response)
 
 
@@ -101,5 +117,20 @@ def test_fuzz_with_open_auth(case, open_proxy):
 @token_api.parametrize()
 @FUZZ_SETTINGS
 def test_fuzz_with_each_operations_token(case, token_proxy):
-    # The right kind of token for the operation, so the fuzz reaches the handler, not only auth.
     _fuzz(case, token_proxy, with_tokens=True)
+
+
+def test_the_fuzz_reached_the_handlers():
+    """Runs after the fuzz tests above (file order): generated bodies must get past validation and
+    auth, or the fuzz only ever tested the 400 path."""
+    if not STATUSES:
+        pytest.skip("only meaningful in the same run as the fuzz tests above")
+    print({label: dict(counts) for label, counts in sorted(STATUSES.items())})
+    for op in ("POST /api/client/metrics", "POST /api/client/register", "POST /api/client/metrics/bulk",
+               "POST /api/frontend/client/register", "POST /api/client/metrics/custom"):
+        if op in STATUSES:  # not when -k picked other operations
+            assert STATUSES[op][202] > 0, (op, STATUSES[op])
+    for op in ("GET /api/client/features", "GET /api/admin/metrics/applications"):
+        if op in STATUSES:
+            assert STATUSES[op][200] > 0, (op, STATUSES[op])
+    assert sum(counts[401] + counts[403] for counts in STATUSES.values()) > 0
