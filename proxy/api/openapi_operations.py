@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.api.params import MAX_NAME_LENGTH
+from proxy.api.params import MAX_INTEGER, MAX_NAME_LENGTH
 from proxy.schemas.backstage import FlushResult, Health, Readiness
 from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
 from proxy.schemas.custom import CustomMetrics
@@ -92,9 +92,9 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/api/admin/metrics/applications", "A page of applications (Unleash 7 shape)", "admin",
               answer=JSON_OBJECT, errors=(400,), parameters=[
                   query_param("query", _NAME, "only apps whose name contains this"),
-                  query_param("offset", {"type": "integer", "minimum": 0}, "apps to skip (empty: 0)",
+                  query_param("offset", {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}, "apps to skip (empty: 0)",
                               allowEmptyValue=True),
-                  query_param("limit", {"type": "integer", "minimum": 1},
+                  query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_INTEGER},
                               "page size; above 1000 is capped (empty: 1000)", allowEmptyValue=True),
                   query_param("sortBy", {"type": "string", "enum": list(SORT_COLUMNS)}, "sort column"),
                   query_param("sortOrder", {"type": "string", "enum": ["asc", "desc"]}, "sort direction"),
@@ -110,7 +110,7 @@ OPERATIONS: list[Operation] = [
               "admin", answer=JSON_OBJECT, errors=(400,), parameters=[
                   _FLAG_NAME,
                   # Not bounded in the schema: outside 1..48 is no error but the default, as in Unleash.
-                  query_param("hoursBack", {"type": "integer"},
+                  query_param("hoursBack", {"type": "integer", "maximum": MAX_INTEGER},
                               "hours of history, 1..48; default 24, also used for a value outside 1..48",
                               allowEmptyValue=True),
               ]),
