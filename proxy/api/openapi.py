@@ -52,14 +52,14 @@ def _described(struct: type) -> type:
     infos = msgspec.structs.fields(struct)
     if not any(info.type is msgspec.Raw for info in infos):
         return struct
-    fields: list[tuple[str, Any, Any]] = []
+    fields: list[tuple[Any, ...]] = []
     for info in infos:
         if info.type is msgspec.Raw:
             if info.name not in RAW_FIELD_TYPES:
                 raise TypeError(f"{struct.__name__}.{info.name} is raw JSON without a documented type")
             fields.append((info.name, RAW_FIELD_TYPES[info.name] | msgspec.UnsetType, msgspec.UNSET))
         elif info.required:
-            fields.append((info.name, info.type))  # type: ignore[arg-type]
+            fields.append((info.name, info.type))
         else:
             default = info.default if info.default is not msgspec.NODEFAULT else msgspec.field(
                 default_factory=info.default_factory)
@@ -105,7 +105,8 @@ def _responses(op: Operation, tokens: bool) -> dict[str, Any]:
     for status in sorted(statuses):
         responses[str(status)] = _error(_TOKEN_ERRORS.get(status) or _ERROR_REASONS[status])
     for status, struct in op.other_answers.items():
-        responses[str(status)] = {"description": "not ready", "content": _content(struct, "application/json")}
+        responses[str(status)] = {"description": struct.__doc__ or struct.__name__,
+                                  "content": _content(struct, "application/json")}
     return responses
 
 

@@ -12,6 +12,8 @@ class Health(msgspec.Struct, kw_only=True):
 
 
 class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """READY, or NOT_READY (503) with the reason a commit cannot work or documents are missing."""
+
     status: Literal["READY", "NOT_READY"]
     error: str | None = None  # why not ready; absent when ready
 
