@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy import impact_scrape
-from proxy.api import admin, backstage, client, custom, features, flush, reads
+from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
@@ -107,6 +107,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(flush.routes())
     app.add_routes(custom.routes())
     app.add_routes(impact_scrape.routes())
+    openapi.install(app, tokens=settings.auth == "tokens")
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

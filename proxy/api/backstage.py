@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.api.render import json_answer
 from proxy.exposition import text
+from proxy.schemas.backstage import Health, Readiness
 from proxy.scrape import store_families
 from proxy.state import CLOCK, FEATURE_CACHE, REGISTRY, STORE
 from proxy.telemetry import CONTENT_TYPE, render
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "OK"})
+    return json_answer(Health())
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -21,8 +23,8 @@ async def ready(request: web.Request) -> web.Response:
     if error is None and not request.app[FEATURE_CACHE].ready():
         error = "no feature definitions yet for every configured environment (upstream not reached)"
     if error is not None:
-        return web.json_response({"status": "NOT_READY", "error": error}, status=503)
-    return web.json_response({"status": "READY"})
+        return json_answer(Readiness(status="NOT_READY", error=error), status=503)
+    return json_answer(Readiness(status="READY"))
 
 
 async def prometheus(request: web.Request) -> web.Response:

@@ -7,7 +7,9 @@ import asyncio
 from aiohttp import web
 
 from proxy.api.errors import ApiError
+from proxy.api.render import json_answer
 from proxy.auth import TokenKind
+from proxy.schemas.backstage import FlushResult
 from proxy.state import AUTH, FORWARDER, SETTINGS
 
 
@@ -23,7 +25,7 @@ async def flush(request: web.Request) -> web.Response:
     except asyncio.TimeoutError:
         # The sends go on in the background; the caller learns they did not finish in time.
         left, done = forwarder.outbox.pending_batch_count(), False
-    return web.json_response({"finished": done, "batchesLeft": left})
+    return json_answer(FlushResult(finished=done, batchesLeft=left))
 
 
 def routes() -> list[web.RouteDef]:

@@ -32,11 +32,15 @@ def hour_of(seconds: float) -> int:
     return int(seconds // 3600 * 3600)
 
 
-def iso(ts: Timestamp, *, unix_seconds: bool = False) -> str:
+def iso(ts: Timestamp, path: str, *, unix_seconds: bool = False) -> str:
     """A date-time as RFC 3339 text; `started` may come as unix seconds (register)."""
     if isinstance(ts, int):
         seconds = ts if unix_seconds else ts / 1000
-        return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        try:
+            moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):  # beyond year 1..9999: no date-time to store
+            raise bad_data(f"{ts} is not a timestamp between the years 1 and 9999", path) from None
+        return moment.isoformat().replace("+00:00", "Z")
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -84,7 +88,7 @@ def registration_entry(
         sdk_version=body.sdkVersion or sdk_header,
         strategies=strategies,
         interval=body.interval,
-        started=iso(body.started, unix_seconds=True) if body.started is not None else None,
+        started=iso(body.started, "started", unix_seconds=True) if body.started is not None else None,
         client_ip=client_ip,
         projects=projects,
     )
@@ -108,7 +112,7 @@ def bulk_entries(
             CountRow(metric.appName, metric.featureName, hour_of(when), metric.yes, metric.no,
                      metric.variants or None)
         )
-    for app in body.applications:
+    for i, app in enumerate(body.applications):
         env = environment if environment is not None else app.environment
         instances[env].append(
             InstanceSeen(
@@ -117,7 +121,7 @@ def bulk_entries(
                 sdk_version=app.sdkVersion,
                 strategies=_strategies(app.strategies),
                 interval=app.interval,
-                started=iso(app.started) if app.started is not None else None,
+                started=iso(app.started, f"applications[{i}].started") if app.started is not None else None,
                 client_ip=client_ip,
                 projects=app.projects,
             )

@@ -11,5 +11,5 @@ from aiohttp import web
 _encode = msgspec.json.Encoder().encode
 
 
-def json_answer(data: Any) -> web.Response:
-    return web.Response(body=_encode(data), content_type="application/json")
+def json_answer(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
