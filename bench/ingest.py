@@ -27,17 +27,36 @@ def body(app: int, toggles: int) -> str:
     }, separators=(",", ":"))
 
 
-def lua_script(folder: Path, toggles: int, delay_ms: float | None = None) -> Path:
+def lua_script(folder: Path, toggles: int, delay_ms: float | None = None, token: str | None = None,
+               bodies: list[str] | None = None) -> Path:
     """A wrk script cycling through one body per app; with delay_ms it paces each connection."""
-    bodies = ",\n".join("[==[" + body(a, toggles) + "]==]" for a in range(APPS))
+    listed = ",\n".join("[==[" + b + "]==]" for b in (bodies or [body(a, toggles) for a in range(APPS)]))
     pacing = f"function delay() return {delay_ms:.3f} end\n" if delay_ms else ""
-    script = folder / f"post-{toggles}-{delay_ms}.lua"
+    auth = f'wrk.headers["Authorization"] = "{token}"\n' if token else ""
+    script = folder / f"post-{toggles}-{delay_ms}-{bool(token)}.lua"
     script.write_text(
-        f"local bodies = {{\n{bodies}\n}}\nlocal i = 0\n"
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local bodies = {{\n{listed}\n}}\nlocal i = 0\n"
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + auth +
         "function request()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n" + pacing
     )
     return script
+
+
+def peer(folder: Path, seconds: int, proxy_rps: float) -> dict:
+    """The same 20-toggle load against a real Unleash 7.5.1 (the integration tests' server, its
+    per-IP limiter raised). Goal (issue 7): the proxy >= 15x Unleash's req/s, same run."""
+    from bench.peer_unleash import CLIENT_TOKEN, metrics_bodies, peer_unleash
+    from tests.integration.unleash_server import ToolMissing
+
+    try:
+        with peer_unleash() as stack:
+            script = lua_script(folder, 20, token=CLIENT_TOKEN, bodies=[b.decode() for b in metrics_bodies()])
+            url = stack.server.url
+            wrk(url, "/api/client/metrics", script, 2)
+            unleash = wrk(url, "/api/client/metrics", script, seconds)
+    except ToolMissing as exc:
+        return {"skipped": str(exc)}
+    return {"unleash": unleash, "proxy_vs_unleash": round(proxy_rps / unleash["rps"], 1)}
 
 
 def run(quick: bool = False) -> dict:
@@ -61,6 +80,8 @@ def run(quick: bool = False) -> dict:
                 "bare": bare, "proxy": proxy, "proxy_at_half_load": paced,
                 "ratio_vs_bare": round(proxy["rps"] / bare["rps"], 3),
             }
+        if not quick:  # starting Unleash and PostgreSQL does not fit the quick budget
+            results["peer"] = peer(folder, seconds, results["20_toggles"]["proxy"]["rps"])
     return results
 
 
@@ -75,6 +96,13 @@ def report(results: dict) -> None:
               f"{r['proxy_at_half_load']['rps']:>14,.0f}{r['proxy_at_half_load']['p99_ms']:>9.1f}")
         if r["proxy"]["non_2xx"]:
             print(f"  WARNING: {r['proxy']['non_2xx']} non-2xx answers")
+    peer_result = results.get("peer")
+    if peer_result and "unleash" in peer_result:
+        u = peer_result["unleash"]
+        print(f"peer: Unleash 7.5.1 {u['rps']:,.0f} req/s (p99 {u['p99_ms']:.0f} ms, {u['non_2xx']} non-2xx); "
+              f"proxy / Unleash = {peer_result['proxy_vs_unleash']}x (goal >= 15x)")
+    elif peer_result:
+        print(f"peer: skipped ({peer_result['skipped']})")
 
 
 if __name__ == "__main__":
