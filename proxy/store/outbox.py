@@ -349,3 +349,18 @@ def custom_metrics_sent(db: sqlite3.Connection, rows: list[tuple[str, str, float
 
 def drop_pending_custom_metrics(db: sqlite3.Connection) -> int:
     return db.execute("DELETE FROM pending_custom_metrics").rowcount
+
+
+class StatusUnavailable(Exception):
+    """The database file cannot be read as an outbox (e.g. written before the outbox existed)."""
+
+
+def read_status(path) -> dict:
+    """status_report() of the database file at `path`, opened read-only beside a running proxy."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return status_report(db)
+    except sqlite3.OperationalError as exc:
+        raise StatusUnavailable(str(exc)) from exc
+    finally:
+        db.close()

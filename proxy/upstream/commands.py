@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 import urllib.error
@@ -57,21 +56,18 @@ def _age(then: float | None, now: float) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    from proxy.store.outbox import status_report
+    from proxy.store.outbox import StatusUnavailable, read_status
 
     settings = _settings(args)
     path = settings.database_path
     if not path.exists():
         print(f"metrics-proxy: no database at {path}", file=sys.stderr)
         return 2
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
-        report = status_report(db)
-    except sqlite3.OperationalError as exc:  # e.g. a database from before the outbox existed
+        report = read_status(path)
+    except StatusUnavailable as exc:  # e.g. a database from before the outbox existed
         print(f"metrics-proxy: cannot read the outbox in {path}: {exc}", file=sys.stderr)
         return 2
-    finally:
-        db.close()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
