@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -90,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
+    from proxy.state import STORE
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
@@ -99,9 +101,10 @@ def serve(args: argparse.Namespace) -> int:
         __version__, settings.host, settings.port, settings.database_path, settings.auth,
         f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
     )
+    app = create_app(settings)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             access_log=None,
@@ -112,6 +115,15 @@ def serve(args: argparse.Namespace) -> int:
         # Typically the port is taken; everything acknowledged so far is on disk already.
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
+    finally:
+        if app[STORE].is_open:
+            # The shutdown was cut short (e.g. a second SIGTERM during the final flush). Every
+            # acknowledged count is already committed to the journal and is replayed at the next
+            # start, so leaving now is safe; waiting would hang on the store's reader thread.
+            log.warning("shutdown interrupted before the store closed; exiting now "
+                        "(acknowledged counts are in the journal and are replayed at the next start)")
+            logging.shutdown()
+            os._exit(1)
     log.info("stopped")
     return 0
 

@@ -127,6 +127,10 @@ class Store:
             self._db = None
             integrity.mark_clean_shutdown(self.path)
 
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None or self._reader is not None
+
     # --- writing ----------------------------------------------------------------------------
 
     async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
