@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, free_port
+from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, free_port, wait_healthy
 
 
 def post_metrics(url: str, yes: int) -> int:
@@ -72,7 +72,7 @@ def test_sigterm_to_a_wrapper_and_the_proxy_never_hangs_the_process(tmp_path):
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            wait_healthy(url)
+            wait_healthy(url, wrapper)
             if attempt % 2:
                 assert post_metrics(url, attempt) == 202
                 acknowledged += attempt
@@ -91,13 +91,3 @@ def test_sigterm_to_a_wrapper_and_the_proxy_never_hangs_the_process(tmp_path):
     finally:
         proxy.stop()
 
-
-def wait_healthy(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/internal-backstage/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} never became healthy")
