@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy import impact_scrape
 from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
@@ -19,14 +18,28 @@ from proxy.config import Settings
 from proxy.features.lifecycle import cache_for, features_ctx, source_for
 from proxy.features.telemetry import FeatureCollector
 from proxy.housekeeping import housekeeping_ctx
-from proxy.http_metrics import HttpCollector, HttpStats, http_metrics_middleware
+from proxy.observability import impact_scrape
+from proxy.observability.http_metrics import (
+    HttpCollector,
+    HttpStats,
+    http_metrics_middleware,
+)
+from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.state import (
-    AUTH, CLOCK, FEATURE_CACHE, FEATURE_SOURCE, FORWARDER, FORWARDER_STATS, INGEST_STATS, REGISTRY, SETTINGS, STORE,
+    AUTH,
+    CLOCK,
+    FEATURE_CACHE,
+    FEATURE_SOURCE,
+    FORWARDER,
+    FORWARDER_STATS,
+    INGEST_STATS,
+    REGISTRY,
+    SETTINGS,
+    STORE,
 )
 from proxy.store import Store
 from proxy.store.migrations import MigrationError
 from proxy.store.retention import RetentionPolicy
-from proxy.telemetry import IngestStats, build_registry
 from proxy.upstream import forwarder
 from proxy.upstream.stats import ForwarderStats
 from proxy.upstream.token_validation import TokenValidator

@@ -9,8 +9,8 @@ from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.features.cache import FeatureCache
+from proxy.observability.telemetry import IngestStats
 from proxy.store import Store
-from proxy.telemetry import IngestStats
 from proxy.upstream.forwarder import Forwarder
 from proxy.upstream.stats import ForwarderStats
 

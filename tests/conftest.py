@@ -8,7 +8,13 @@ import pytest
 from proxy.app import create_app
 from proxy.clock import ManualClock
 from proxy.config import Settings, UpstreamSettings
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, PROD_TOKEN, ProxyProcess
+from tests.support import (
+    ADMIN_TOKEN,
+    CLIENT_TOKEN,
+    FRONTEND_TOKEN,
+    PROD_TOKEN,
+    ProxyProcess,
+)
 
 # Fixtures of the upstream forwarder tests (stub upstream, forwarding_client).
 pytest_plugins = ["tests.forwarding"]

@@ -12,7 +12,13 @@ import urllib.request
 from pathlib import Path
 
 from proxy.state import STORE
-from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check
+from tests.storage_support import (
+    HOUR,
+    metrics_body,
+    prometheus_value,
+    query,
+    quick_check,
+)
 from tests.support import ProxyProcess, client_headers
 
 SMALL = 384 * 1024

@@ -14,7 +14,13 @@ import pytest
 from proxy.config import ConfigError, load_settings
 from proxy.features.file_source import FeaturesFileError
 from proxy.state import FEATURE_SOURCE
-from tests.support import CLIENT_TOKEN, FIXTURES, FRONTEND_TOKEN, PROD_TOKEN, recorded_requests
+from tests.support import (
+    CLIENT_TOKEN,
+    FIXTURES,
+    FRONTEND_TOKEN,
+    PROD_TOKEN,
+    recorded_requests,
+)
 
 FEATURES_FILE = FIXTURES / "features" / "client-features.json"
 PAYMENTS_TOKEN = "payments:development.payments-secret"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from tests.support import client_headers
 
 
-
 async def post_custom(client, name: str, value: float, **labels) -> None:
     body = {"metrics": [{"name": name, "value": value, "labels": labels}]}
     resp = await client.post("/api/client/metrics/custom", json=body, headers=client_headers())

@@ -6,7 +6,13 @@ from __future__ import annotations
 import sqlite3
 
 from proxy.state import STORE
-from tests.storage_support import HOUR, metrics_body, prometheus_value, query, quick_check
+from tests.storage_support import (
+    HOUR,
+    metrics_body,
+    prometheus_value,
+    query,
+    quick_check,
+)
 from tests.support import client_headers
 
 SMALL = 384 * 1024

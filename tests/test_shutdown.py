@@ -11,7 +11,13 @@ import sys
 import time
 import urllib.request
 
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, free_port, wait_healthy
+from tests.support import (
+    ADMIN_TOKEN,
+    CLIENT_TOKEN,
+    ProxyProcess,
+    free_port,
+    wait_healthy,
+)
 
 
 def post_metrics(url: str, yes: int) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.errors import not_found
-from proxy.api.render import json_answer
 from proxy.api.params import path_name, query_choice, query_int, query_text
+from proxy.api.render import json_answer
 from proxy.auth import TokenKind
 from proxy.state import AUTH, CLOCK, STORE
 from proxy.store import Store, admin_reads

@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.render import json_answer
-from proxy.exposition import text
+from proxy.observability.exposition import text
+from proxy.observability.scrape import store_families
+from proxy.observability.telemetry import CONTENT_TYPE, render
 from proxy.schemas.backstage import Health, Readiness
-from proxy.scrape import store_families
 from proxy.state import CLOCK, FEATURE_CACHE, REGISTRY, STORE
-from proxy.telemetry import CONTENT_TYPE, render
 
 
 async def health(request: web.Request) -> web.Response:

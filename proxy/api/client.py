@@ -16,7 +16,12 @@ from proxy.api.errors import bad_data, unavailable
 from proxy.api.impact import attach_impact
 from proxy.api.ingest import bulk_entries, metrics_entry, registration_entry
 from proxy.auth import TokenKind
-from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.schemas.client import (
+    BulkMetrics,
+    ClientMetrics,
+    ClientRegistration,
+    FrontendRegistration,
+)
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
 from proxy.store import JournalEntry, StorageUnavailable
 from proxy.store.idempotency import MAX_KEY_LENGTH, IdempotencyClaim

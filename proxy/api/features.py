@@ -9,7 +9,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.errors import bad_data, not_found, unavailable
-from proxy.auth import DEFAULT_ENVIRONMENT, Caller, TokenKind, environment_of, presented_token, projects_of
+from proxy.auth import (
+    DEFAULT_ENVIRONMENT,
+    Caller,
+    TokenKind,
+    environment_of,
+    presented_token,
+    projects_of,
+)
 from proxy.features.document import FeatureDocument, FeatureFilter, Rendered
 from proxy.state import AUTH, FEATURE_CACHE
 

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 import msgspec
 
 from proxy.api.custom import sanitise
-from proxy.exposition import format_value
+from proxy.observability.exposition import format_value
 from proxy.schemas.impact import ImpactMetric, ImpactSample
 from proxy.store.custom_metrics import labels_key
 from proxy.store.impact import SeriesGuard

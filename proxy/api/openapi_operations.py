@@ -11,7 +11,12 @@ from typing import Any
 
 from proxy.api.params import MAX_INTEGER, MAX_NAME_LENGTH
 from proxy.schemas.backstage import FlushResult, Health, Readiness
-from proxy.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.schemas.client import (
+    BulkMetrics,
+    ClientMetrics,
+    ClientRegistration,
+    FrontendRegistration,
+)
 from proxy.schemas.custom import CustomMetrics
 from proxy.store.admin_reads import SORT_COLUMNS
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.errors import not_found
-from proxy.api.render import json_answer
 from proxy.api.params import path_name, query_text
+from proxy.api.render import json_answer
 from proxy.auth import TokenKind
 from proxy.state import AUTH, CLOCK, STORE
 from proxy.store import reads

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import aiosqlite
 
-
 # Big enough to need fresh pages, so a full disk (or a reached page limit) fails the probe even
 # when a small row would still fit in a page that has room.
 PROBE_BYTES = 16 * 1024

@@ -13,12 +13,24 @@ from pathlib import Path
 import aiosqlite
 
 from proxy.store import (
-    custom_metrics, health, idempotency, impact, integrity, queries, upstream_tokens, usage_totals,
+    custom_metrics,
+    health,
+    idempotency,
+    impact,
+    integrity,
+    queries,
+    upstream_tokens,
+    usage_totals,
 )
 from proxy.store.aggregate import Deltas, write_deltas
-from proxy.store.database import durability, log_sqlite_version, open_reader, open_writer
-from proxy.store.idempotency import IdempotencyClaim
+from proxy.store.database import (
+    durability,
+    log_sqlite_version,
+    open_reader,
+    open_writer,
+)
 from proxy.store.features import FeatureDocuments
+from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.minute_rollups import write_minute_rollups

@@ -14,8 +14,8 @@ budget, Retry-After being a lower bound.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -30,7 +30,11 @@ from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.store import Store
 from proxy.store.outbox import (
-    Batch, Outbox, custom_metrics_sent, drop_pending_custom_metrics, pending_custom_metrics,
+    Batch,
+    Outbox,
+    custom_metrics_sent,
+    drop_pending_custom_metrics,
+    pending_custom_metrics,
 )
 from proxy.upstream.client import SendResult, UpstreamClient
 from proxy.upstream.payload import encode_body, halves, make_chunker

@@ -7,8 +7,8 @@ byte-for-byte the body that was sent before, and a body's size is known before i
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import msgspec
 

@@ -19,9 +19,14 @@ pytest.importorskip(
 )
 
 from tests.integration.conftest import KNOWN_FLAGS  # noqa: E402
-from tests.integration.unleash_server import CLIENT_TOKEN as UNLEASH_CLIENT_TOKEN, Usage  # noqa: E402
+from tests.integration.unleash_server import CLIENT_TOKEN as UNLEASH_CLIENT_TOKEN  # noqa: E402
+from tests.integration.unleash_server import Usage
 from tests.integration.usage_model import (  # noqa: E402
-    expected_usage, iso_now, observed_usage, restamped, wait_for_usage,
+    expected_usage,
+    iso_now,
+    observed_usage,
+    restamped,
+    wait_for_usage,
 )
 from tests.support import CLIENT_TOKEN, PAYLOADS, ProxyProcess, recorded_requests  # noqa: E402
 

@@ -12,7 +12,12 @@ import pytest
 
 from tests.integration.conftest import KNOWN_FLAGS
 from tests.integration.unleash_server import CLIENT_TOKEN, Usage
-from tests.integration.usage_model import expected_usage, iso_now, restamped, wait_for_usage
+from tests.integration.usage_model import (
+    expected_usage,
+    iso_now,
+    restamped,
+    wait_for_usage,
+)
 from tests.support import PAYLOADS
 
 pytestmark = pytest.mark.integration

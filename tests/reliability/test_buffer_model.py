@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
-from hypothesis import HealthCheck, event, settings, strategies as st
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from proxy.clock import ManualClock

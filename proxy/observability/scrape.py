@@ -1,6 +1,6 @@
 """The families a scrape reads from the store: outbox state, database size, per-flag usage and
-custom metrics. Rendered by hand (proxy/exposition.py); the low-cardinality counters of the
-process come from the prometheus_client registry (proxy/telemetry.py, proxy/http_metrics.py)."""
+custom metrics. Rendered by hand (proxy/observability/exposition.py); the low-cardinality counters of the
+process come from the prometheus_client registry (observability/telemetry.py, http_metrics.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from itertools import groupby
 
 from aiohttp import web
 
-from proxy.exposition import family, usage_family
+from proxy.observability.exposition import family, usage_family
 from proxy.state import AUTH, CLOCK, SETTINGS, STORE
 
 CUSTOM_HELP = "Custom metric reported through metrics-proxy"

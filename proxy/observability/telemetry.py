@@ -11,16 +11,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
-from proxy.exposition import cumulative_buckets
+from proxy.observability.exposition import cumulative_buckets
 from proxy.store.writer import BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS
 
 if TYPE_CHECKING:
     from proxy.store import Store
-    from proxy.upstream.stats import ForwarderStats
     from proxy.store.space import BoundedSpace
+    from proxy.upstream.stats import ForwarderStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

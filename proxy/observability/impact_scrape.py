@@ -11,11 +11,11 @@ from itertools import groupby
 
 from aiohttp import web
 
-from proxy.exposition import format_value, header, label_text, text
+from proxy.observability.exposition import format_value, header, label_text, text
+from proxy.observability.telemetry import CONTENT_TYPE
 from proxy.state import STORE
 from proxy.store.impact import merge
 from proxy.store.journal import ImpactRow
-from proxy.telemetry import CONTENT_TYPE
 
 
 def _exposed_labels(environment: str, row: ImpactRow) -> tuple[tuple[str, str], ...]:
