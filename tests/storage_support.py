@@ -10,6 +10,10 @@ from proxy.store.migrations import LATEST
 HOUR = 3600
 
 
+# A store bound small enough to fill in a test, with room for the empty schema's pages.
+SMALL_STORE = 384 * 1024
+
+
 def metrics_body(hour_start: float, flags: list[str], yes: int, no: int = 1, app: str = "app") -> dict:
     """A /api/client/metrics body whose bucket ends inside the hour starting at `hour_start`."""
     stop_ms = int(hour_start * 1000) + 1000

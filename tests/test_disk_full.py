@@ -14,6 +14,7 @@ from pathlib import Path
 from proxy.state import STORE
 from tests.storage_support import (
     HOUR,
+    SMALL_STORE,
     metrics_body,
     prometheus_value,
     query,
@@ -21,7 +22,6 @@ from tests.storage_support import (
 )
 from tests.support import ProxyProcess, client_headers
 
-SMALL = 384 * 1024
 FLAGS_PER_POST = 20
 
 
@@ -61,7 +61,7 @@ def stored_flags(db_path) -> dict[str, int]:
 
 
 async def test_full_store_answers_503_and_keeps_exactly_the_acknowledged_counts(make_client, clock):
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     hour = clock.now() // HOUR * HOUR
     acked, refused, failures = await fill_until_refused(client, hour)
@@ -75,11 +75,11 @@ async def test_full_store_answers_503_and_keeps_exactly_the_acknowledged_counts(
     assert query(db_path, "SELECT count(*) FROM journal") == [(0,)]
     assert quick_check(db_path) == "ok"
     page_size, pages = store.pragma("page_size"), store.pragma("page_count")
-    assert page_size * pages <= SMALL
+    assert page_size * pages <= SMALL_STORE
 
     text = await (await client.get("/internal-backstage/prometheus")).text()
-    assert prometheus_value(text, "metrics_proxy_db_limit_bytes") == SMALL
-    assert 0 < prometheus_value(text, "metrics_proxy_db_used_bytes") <= SMALL
+    assert prometheus_value(text, "metrics_proxy_db_limit_bytes") == SMALL_STORE
+    assert 0 < prometheus_value(text, "metrics_proxy_db_used_bytes") <= SMALL_STORE
     assert prometheus_value(text, "metrics_proxy_sqlite_commit_failures_total") == failures
     assert prometheus_value(text, "metrics_proxy_ingest_counts_total") == sum(acked.values())
 
@@ -91,7 +91,7 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
     so the fold cannot run; the next group gets SQLITE_FULL from SQLite itself in the middle of its
     inserts and is rolled back whole (503 for each request). After a restart with a larger limit
     the journal is folded: exactly the acknowledged counts, nothing of the refused requests."""
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     hour = clock.now() // HOUR * HOUR
     acked: dict[str, int] = {}
     statuses = []
@@ -115,7 +115,7 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
     await client.close()
     assert query(db_path, "SELECT count(*) FROM pending_counts") == [(0,)]  # all still in the journal
 
-    client = await make_client(max_db_size=16 * SMALL)
+    client = await make_client(max_db_size=16 * SMALL_STORE)
     assert client.server.app[STORE].fold()
     assert stored_flags(db_path) == acked
     assert query(db_path, "SELECT count(*) FROM journal") == [(0,)]
@@ -123,13 +123,13 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
 
 
 async def test_ingest_resumes_after_the_limit_is_raised_and_the_proxy_restarted(make_client, clock):
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     hour = clock.now() // HOUR * HOUR
     acked, refused, _ = await fill_until_refused(client, hour)
     db_path = client.server.app[STORE].path
     await client.close()
 
-    client = await make_client(max_db_size=4 * SMALL)
+    client = await make_client(max_db_size=4 * SMALL_STORE)
     retry = sorted(refused)[:FLAGS_PER_POST]  # an SDK resending the counts it kept after the 503
     resp = await client.post("/api/client/metrics", json=metrics_body(hour, retry, yes=7), headers=client_headers())
     assert resp.status == 202
@@ -144,7 +144,7 @@ async def test_ingest_resumes_after_the_limit_is_raised_and_the_proxy_restarted(
 async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
     """SDKs report the same flags every hour while the upstream is down: the outbox grows hour by
     hour until the store refuses; once the forwarder has delivered it, ingest resumes."""
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 1000 * HOUR
     flags = [f"flag-{j:02d}" for j in range(FLAGS_PER_POST)]
@@ -182,7 +182,7 @@ def post_metrics(proxy, body: dict) -> int:
 
 def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path):
     data_dir = tmp_path / "data"
-    small = {"METRICS_PROXY_MAX_DB_SIZE": str(SMALL), "METRICS_PROXY_FOLD_INTERVAL": "3600"}
+    small = {"METRICS_PROXY_MAX_DB_SIZE": str(SMALL_STORE), "METRICS_PROXY_FOLD_INTERVAL": "3600"}
     hour = time.time() // HOUR * HOUR
     acked: dict[str, int] = {}
     proxy = ProxyProcess(data_dir, extra_env=small).start()
@@ -201,7 +201,7 @@ def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path
         assert post_metrics(proxy, metrics_body(hour, ["while-full"], yes=1)) == 503
         assert proxy.terminate() == 0
 
-        proxy = ProxyProcess(data_dir, port=proxy.port, extra_env={"METRICS_PROXY_MAX_DB_SIZE": str(8 * SMALL)}).start()
+        proxy = ProxyProcess(data_dir, port=proxy.port, extra_env={"METRICS_PROXY_MAX_DB_SIZE": str(8 * SMALL_STORE)}).start()
         assert post_metrics(proxy, metrics_body(hour, ["after-raise"], yes=1)) == 202
         acked["after-raise"] = 2
         assert proxy.terminate() == 0
@@ -213,7 +213,7 @@ def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path
 
 
 async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_limit(make_client, clock):
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     budget = store.space.limit.budget
     wal_path = Path(str(store.path) + "-wal")
@@ -238,7 +238,7 @@ async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_lim
         if statuses[-5:] == [503] * 5:
             break
     assert statuses[0] == 202 and statuses[-5:] == [503] * 5  # accepted until the log passed its share
-    assert peak <= SMALL
+    assert peak <= SMALL_STORE
 
     reader.close()  # the reader lets go: checkpoints catch up and ingest resumes
     for n in range(1000, 1010):
@@ -252,7 +252,7 @@ async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_lim
 
 
 async def test_ready_says_not_ready_while_a_full_store_refuses_ingest(make_client, clock):
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     assert (await client.get("/internal-backstage/ready")).status == 200
     await fill_until_refused(client, clock.now() // HOUR * HOUR)
     resp = await client.get("/internal-backstage/ready")

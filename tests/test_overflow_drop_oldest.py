@@ -8,6 +8,7 @@ import sqlite3
 from proxy.state import STORE
 from tests.storage_support import (
     HOUR,
+    SMALL_STORE,
     metrics_body,
     prometheus_value,
     query,
@@ -15,7 +16,6 @@ from tests.storage_support import (
 )
 from tests.support import client_headers
 
-SMALL = 384 * 1024
 # synchronous=NORMAL only to spare the fsyncs: durability is not what these tests measure.
 FLAGS = [f"flag-{j:02d}" for j in range(20)]
 
@@ -42,7 +42,7 @@ async def dropped_metric(client) -> float | None:
 
 
 async def test_oldest_hours_are_dropped_first_and_every_dropped_count_is_counted(make_client, clock):
-    client = await make_client(max_db_size=SMALL, overflow_policy="drop_oldest", synchronous="NORMAL")
+    client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     acked = await post_hours(client, first_hour, range(150))
@@ -59,12 +59,12 @@ async def test_oldest_hours_are_dropped_first_and_every_dropped_count_is_counted
     assert await dropped_metric(client) == dropped
     # The history of a dropped hour goes with it; that is what makes room for the next fold.
     assert {h for (h,) in query(store.path, "SELECT DISTINCT hour FROM hourly_counts")} == set(pending)
-    assert store.pragma("page_count") * store.pragma("page_size") <= SMALL
+    assert store.pragma("page_count") * store.pragma("page_size") <= SMALL_STORE
     assert quick_check(store.path) == "ok"
 
 
 async def test_delivered_history_is_dropped_before_undelivered_counts(make_client, clock):
-    client = await make_client(max_db_size=SMALL, overflow_policy="drop_oldest", synchronous="NORMAL")
+    client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     delivered = await post_hours(client, first_hour, range(0, 20))
@@ -90,7 +90,7 @@ async def test_delivered_history_is_dropped_before_undelivered_counts(make_clien
 
 
 async def test_refuse_policy_never_drops(make_client, clock):
-    client = await make_client(max_db_size=SMALL)
+    client = await make_client(max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     acked, statuses = {}, []

@@ -92,9 +92,6 @@ class ProxyCollector(Collector):
             buckets=cumulative_buckets(BATCH_SIZE_BUCKETS, stats.batch_sizes),
             sum_value=stats.requests,
         )
-        yield CounterMetricFamily(
-            "metrics_proxy_sqlite_commit_seconds", "Time spent in journal commits", value=stats.commit_seconds
-        )
         yield HistogramMetricFamily(
             "metrics_proxy_sqlite_commit_duration_seconds",
             "Duration of journal group commits",
