@@ -9,6 +9,12 @@
  *
  * Undo records need no fsync of their own: the host never really loses power, only the process dies.
  * Record: struct undo_header, then saved_len bytes that were at `offset`.
+ *
+ * Interposed: open/open64/openat/openat64 (to learn which inodes are watched, and to record an
+ * O_TRUNC), write/pwrite/pwrite64, ftruncate/ftruncate64, fsync/fdatasync, unlink: every call the
+ * system libsqlite3 makes to change a file (`nm -D libsqlite3.so.0`: pwrite64, ftruncate64,
+ * fdatasync, write). close() is not: writes are matched to watched files by inode on each call,
+ * so a closed and reused fd number cannot be confused with the file it used to name.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
