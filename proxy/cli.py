@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -89,6 +90,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(config_file=args.config, flags=flags)
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.state import STORE
@@ -96,9 +105,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     log = logging.getLogger("proxy")
+    loop = new_event_loop(settings.event_loop)
     log.info(
-        "metrics-proxy %s listening on %s:%d, data in %s, auth %s, %s",
+        "metrics-proxy %s listening on %s:%d, data in %s, auth %s, event loop %s.%s, %s",
         __version__, settings.host, settings.port, settings.database_path, settings.auth,
+        type(loop).__module__, type(loop).__qualname__,
         f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
     )
     app = create_app(settings)
@@ -110,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
             access_log=None,
             print=None,
             shutdown_timeout=20,
+            loop=loop,
         )
     except OSError as exc:
         # Typically the port is taken; everything acknowledged so far is on disk already.

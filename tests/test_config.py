@@ -111,3 +111,27 @@ def test_a_taken_port_is_one_clear_error_line(tmp_path):
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("setting", "loop_class"), [
+    (None, "uvloop.Loop"),  # the default
+    ("asyncio", "asyncio.unix_events._UnixSelectorEventLoop"),
+])
+def test_serve_runs_on_the_configured_event_loop(tmp_path, setting, loop_class):
+    import urllib.request
+
+    from tests.support import CLIENT_TOKEN, ProxyProcess
+
+    env = {"METRICS_PROXY_EVENT_LOOP": setting} if setting else {}
+    proxy = ProxyProcess(tmp_path / "data", extra_env=env).start()
+    try:
+        post = urllib.request.Request(
+            proxy.url + "/api/client/metrics", method="POST",
+            data=b'{"appName":"a","bucket":{"start":0,"stop":1,"toggles":{"f":{"yes":1}}}}',
+            headers={"Authorization": CLIENT_TOKEN, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(post, timeout=10) as answer:
+            assert answer.status == 202
+    finally:
+        proxy.terminate()
+    assert f"event loop {loop_class}," in proxy.log_path.read_text()
