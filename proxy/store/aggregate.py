@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from proxy.store.impact import ImpactDeltas
-from proxy.store.journal import InstanceSeen, JournalEntry
+from proxy.store.journal import ImpactRow, InstanceSeen, JournalEntry
 
 CountKey = tuple[str, str, str, int]  # environment, app, feature, hour (or minute)
 SeenKey = tuple[str, str, str]
@@ -45,6 +45,10 @@ class Deltas:
     instances: dict[InstanceKey, tuple[float, float, InstanceSeen]] = field(default_factory=dict)
     impact: ImpactDeltas = field(default_factory=ImpactDeltas)
     entries: int = 0
+    # An upper bound of the bytes the next fold can add to the tables (new keys, new variant
+    # names, instance records, impact samples); counts added to known keys grow nothing. The
+    # writer folds before this outgrows the reserve a fold may use (store/limits.py).
+    fold_bytes: int = 0
     _views: tuple | None = None
 
     def __bool__(self) -> bool:
@@ -67,6 +71,8 @@ class Deltas:
             if agg is None:
                 group[row.feature_name] = [row.yes, row.no, dict(row.variants) if row.variants else None,
                                            received, received]
+                self.fold_bytes += COUNT_KEY_TABLES * (ROW_OVERHEAD + len(env) + len(row.app_name)
+                                                       + len(row.feature_name)) + _variant_bytes(row.variants)
                 continue
             agg[0] += row.yes
             agg[1] += row.no
@@ -74,19 +80,29 @@ class Deltas:
             if row.variants:
                 if agg[2] is None:
                     agg[2] = dict(row.variants)
+                    self.fold_bytes += _variant_bytes(row.variants)
                 else:
                     variants = agg[2]
                     for name, count in row.variants.items():
-                        variants[name] = variants.get(name, 0) + count
+                        known_count = variants.get(name)
+                        if known_count is None:
+                            variants[name] = count
+                            self.fold_bytes += VARIANT_TABLES * (len(name) + VARIANT_OVERHEAD)
+                        else:
+                            variants[name] = known_count + count
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
             if known is None:
                 self.instances[ikey] = (received, received, inst)
+                self.fold_bytes += _instance_bytes(env, inst)
             else:
+                if inst.strategies is not None or inst.projects is not None:  # a register: may grow the row
+                    self.fold_bytes += _instance_bytes(env, inst)
                 self.instances[ikey] = (min(known[0], received), max(known[1], received), _merge_instance(known[2], inst))
         if entry.impact:
             self.impact.add(env, entry.impact)
+            self.fold_bytes += sum(_impact_bytes(env, row) for row in entry.impact)
         self.entries += 1
         self._views = None
 
@@ -139,6 +155,39 @@ class Deltas:
     def seen(self) -> dict[SeenKey, list]:
         """(environment, app, flag) -> [first received, last received]."""
         return self._derive()[2]
+
+
+# Bounds behind Deltas.fold_bytes (tests/test_fold_bound.py checks them on a real file). A count
+# key gets a row in each of hourly_counts, pending_counts, minute_counts, flag_seen, usage_totals,
+# minute_flag_totals and minute_app_totals, plus entries in their secondary indexes: 10 rows' worth;
+# a variant name is stored in the hourly and pending rows' JSON. The overheads cover the numbers,
+# record headers and cell pointers generously; page fill is accounted for in limits.py.
+COUNT_KEY_TABLES = 10
+ROW_OVERHEAD = 64
+VARIANT_TABLES = 2
+VARIANT_OVERHEAD = 16
+INSTANCE_OVERHEAD = 128
+IMPACT_TABLES = 2  # impact_metrics and pending_impact_metrics
+IMPACT_OVERHEAD = 128
+IMPACT_BUCKET_BYTES = 32
+
+
+def _variant_bytes(variants: dict[str, int] | None) -> int:
+    if not variants:
+        return 0
+    return VARIANT_TABLES * sum(len(name) + VARIANT_OVERHEAD for name in variants)
+
+
+def _instance_bytes(env: str, inst: InstanceSeen) -> int:
+    text = sum(len(value) for value in (env, inst.app_name, inst.instance_id, inst.sdk_version, inst.started,
+                                         inst.client_ip) if value)
+    lists = sum(len(value) + 4 for value in (*(inst.strategies or ()), *(inst.projects or ())))
+    return INSTANCE_OVERHEAD + text + lists
+
+
+def _impact_bytes(env: str, row: ImpactRow) -> int:
+    text = len(env) + len(row.app_name) + len(row.name) + len(row.help) + 2 * len(row.labels)
+    return IMPACT_TABLES * (IMPACT_OVERHEAD + text + IMPACT_BUCKET_BYTES * len(row.buckets or ()))
 
 
 def _merge_instance(old: InstanceSeen, new: InstanceSeen) -> InstanceSeen:

@@ -12,10 +12,14 @@ indexes, so a fold needs several times the journal's pages before it frees them)
   inside their pages, which a count of freed pages would not show, so only the fold itself can
   tell that a drop made enough room. When nothing more may be dropped it folds into the reserve,
   and ingest is refused from then on until pages are freed;
-- the writer folds inline once the unfolded journal reaches `fold_after_bytes` (the reserve over
-  FOLD_EXPANSION, a generous bound on the bytes of table rows one journal byte becomes), so a
-  fold into the reserve fits. One that still does not rolls back whole and is retried later with
-  the journal rows kept: an acknowledged count is never lost to a full disk.
+- the writer folds inline once the unfolded deltas' bound on the table bytes they add
+  (`Deltas.fold_bytes`: new keys, variant names, instances, impact samples; counts added to known
+  keys add nothing) reaches `fold_after_bytes`, the reserve over PAGE_FILL_SLACK (b-tree pages
+  split half full), so a fold into the reserve fits. SDK keys are hot, so under steady traffic
+  this rarely comes before the fold interval; bounding the journal's bytes instead folded every
+  few MB of posts, ~300 ms each with 200-flag bodies. A fold that still does not fit rolls back
+  whole and is retried later with the journal rows kept: an acknowledged count is never lost to
+  a full disk.
 
 The fold deletes the folded journal rows after writing the counts, so the journal's pages come
 back free after every fold and the next appends do not need new pages.
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 
 RESERVE_FRACTION = 0.10
 MIN_RESERVE_PAGES = 16
-FOLD_EXPANSION = 16
+PAGE_FILL_SLACK = 2
 WAL_FRACTION = 0.125
 MIN_WAL_PAGES = 8
 MAX_WAL_BYTES = 64 * 1024 * 1024
@@ -64,7 +68,7 @@ class PageBudget:
 
     @property
     def fold_after_bytes(self) -> int:
-        return (self.hard_pages - self.high_water_pages) * self.page_size // FOLD_EXPANSION
+        return (self.hard_pages - self.high_water_pages) * self.page_size // PAGE_FILL_SLACK
 
     @classmethod
     def for_size(cls, max_bytes: int, page_size: int) -> PageBudget:

@@ -185,7 +185,6 @@ class Store:
             log.error("fold of %d journal entries failed, will retry: %s", writer.deltas.entries, exc)
             return False
         writer.deltas = Deltas()
-        writer.unfolded_bytes = 0
         self.folds += 1
         return True
 

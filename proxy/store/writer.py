@@ -86,9 +86,6 @@ class GroupCommitWriter:
         self.deltas = deltas
         self._next_id = next_journal_id
         self._space = space
-        # With a size limit the journal is folded inline once its unfolded entries reach
-        # space.fold_after_bytes, so a fold fits in the space reserved for it; fold resets this.
-        self.unfolded_bytes = 0
         self.idempotency_window = idempotency_window
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
@@ -138,7 +135,8 @@ class GroupCommitWriter:
         batch = self._queue[:MAX_REQUESTS_PER_COMMIT]
         del self._queue[:MAX_REQUESTS_PER_COMMIT]
         space = self._space
-        if space is not None and self.unfolded_bytes >= space.fold_after_bytes:
+        if space is not None and self.deltas.fold_bytes >= space.fold_after_bytes:
+            # Fold inline while the fold still fits in the space reserved for it (limits.py).
             space.fold()
         started = time.perf_counter()
         attempt = 0
@@ -205,5 +203,4 @@ class GroupCommitWriter:
         except BaseException:
             self._next_id = first_id
             raise
-        self.unfolded_bytes += sum(len(blob) for _, blob in rows)
         return stored
