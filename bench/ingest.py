@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import cli, proxy_server, server, wrk
+from proxy.config import Settings
 
 APPS = 64
 
@@ -61,7 +62,7 @@ def peer(folder: Path, seconds: int, proxy_rps: float) -> dict:
 
 def run(quick: bool = False) -> dict:
     seconds = 5 if quick else 15
-    results: dict = {"seconds_per_run": seconds, "connections": 64}
+    results: dict = {"seconds_per_run": seconds, "connections": 64, "event_loop": Settings().event_loop}
     bare_cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "{port}"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -86,7 +87,8 @@ def run(quick: bool = False) -> dict:
 
 
 def report(results: dict) -> None:
-    print(f"ingest: POST /api/client/metrics, 64 connections, {results['seconds_per_run']} s per run")
+    print(f"ingest: POST /api/client/metrics, 64 connections, {results['seconds_per_run']} s per run, "
+          f"{results.get('event_loop', 'asyncio')} event loop (proxy and bare alike)")
     print(f"{'body':<12}{'bare req/s':>12}{'proxy req/s':>13}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'@half: req/s':>14}{'p99 ms':>9}")
     for toggles in (20, 200):

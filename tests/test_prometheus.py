@@ -12,7 +12,7 @@ import pytest
 
 from proxy.store.migrations import MIGRATIONS, migrate
 from tests.scrape_support import metrics_body, samples
-from tests.support import PROD_TOKEN, client_headers
+from tests.support import ADMIN_TOKEN, PROD_TOKEN, client_headers
 
 
 async def scrape(client, path: str = "/internal-backstage/prometheus") -> str:
@@ -131,6 +131,18 @@ async def test_ingest_families_count_commits(client):
     durations = samples(text, "metrics_proxy_sqlite_commit_duration_seconds_bucket")
     assert durations['{le="+Inf"}'] == commits
     assert samples(text, "metrics_proxy_sqlite_commit_duration_seconds_sum")[""] > 0
+
+
+async def test_folds_are_counted_and_timed(client):
+    await post(client, metrics_body("web", {"f": (1, 0)}))
+    before = samples(await scrape(client), "metrics_proxy_folds_total")[""]
+    await post(client, metrics_body("web", {"f": (1, 0)}))
+    await client.get("/api/client/metrics/feature-toggles", headers={"Authorization": ADMIN_TOKEN})  # reads fold
+    text = await scrape(client)
+    folds = samples(text, "metrics_proxy_folds_total")[""]
+    assert folds > before
+    assert samples(text, "metrics_proxy_fold_duration_seconds_bucket")['{le="+Inf"}'] == folds
+    assert samples(text, "metrics_proxy_fold_duration_seconds_sum")[""] > 0
 
 
 PROMTOOL = shutil.which("promtool")

@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from proxy.observability.exposition import cumulative_buckets
-from proxy.store.writer import BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS
+from proxy.store.writer import BATCH_SIZE_BUCKETS, Durations
 
 if TYPE_CHECKING:
     from proxy.store import Store
@@ -92,18 +92,27 @@ class ProxyCollector(Collector):
             buckets=cumulative_buckets(BATCH_SIZE_BUCKETS, stats.batch_sizes),
             sum_value=stats.requests,
         )
-        yield HistogramMetricFamily(
-            "metrics_proxy_sqlite_commit_duration_seconds",
-            "Duration of journal group commits",
-            buckets=cumulative_buckets(COMMIT_SECONDS_BUCKETS, stats.commit_durations),
-            sum_value=stats.commit_seconds,
+        yield _duration_histogram(
+            "metrics_proxy_sqlite_commit_duration_seconds", "Duration of journal group commits", stats.durations,
         )
         yield CounterMetricFamily("metrics_proxy_folds", "Folds of the journal into the tables", value=self.store.folds)
+        yield _duration_histogram(
+            "metrics_proxy_fold_duration_seconds",
+            "Duration of folds of the journal into the tables (ingest waits while one runs)",
+            self.store.fold_durations,
+        )
         yield CounterMetricFamily(
             "metrics_proxy_idempotent_replays",
             "Bulk posts with an already recorded Idempotency-Key: answered 202, not counted again",
             value=stats.replays,
         )
+
+
+def _duration_histogram(name: str, documentation: str, durations: Durations) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=cumulative_buckets(durations.bounds, durations.counts),
+        sum_value=durations.total_seconds,
+    )
 
 
 def _size_limit(space: BoundedSpace):

@@ -36,11 +36,12 @@ from proxy.store.migrations import migrate
 from proxy.store.minute_rollups import write_minute_rollups
 from proxy.store.retention import RetentionPolicy, prune_history
 from proxy.store.space import BoundedSpace
-from proxy.store.writer import GroupCommitWriter, StorageUnavailable
+from proxy.store.writer import Durations, GroupCommitWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 REPLAY_CHUNK = 10_000
+FOLD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Store:
@@ -59,6 +60,7 @@ class Store:
         self.writer: GroupCommitWriter | None = None
         self.features: FeatureDocuments | None = None
         self.folds = 0
+        self.fold_durations = Durations(FOLD_SECONDS_BUCKETS)
         self.replayed_entries = 0
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
@@ -174,6 +176,7 @@ class Store:
             clear_folded_journal(db, writer.last_journal_id)
             db.execute("COMMIT")
 
+        started = time.perf_counter()
         try:
             if self.space is not None:
                 self.space.fold_within_limit(fold_once)
@@ -186,6 +189,7 @@ class Store:
             return False
         writer.deltas = Deltas()
         self.folds += 1
+        self.fold_durations.record(time.perf_counter() - started)
         return True
 
     def reserve(self) -> contextlib.AbstractContextManager[None]:

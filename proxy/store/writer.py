@@ -38,22 +38,35 @@ class StorageUnavailable(Exception):
 
 
 @dataclass(slots=True)
+class Durations:
+    """Durations by bucket (non-cumulative, last slot = slower than every bound) and their sum."""
+
+    bounds: tuple[float, ...] = COMMIT_SECONDS_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def record(self, seconds: float) -> None:
+        self.total_seconds += seconds
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+
+
+@dataclass(slots=True)
 class CommitStats:
     commits: int = 0
     requests: int = 0
     failed_commits: int = 0
     replays: int = 0  # requests answered from a remembered Idempotency-Key, not counted again
-    commit_seconds: float = 0.0
     # Cumulative counts of commits by how many requests they carried (for a histogram).
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
-    # Commits by duration (non-cumulative, last slot = slower than every bound).
-    commit_durations: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_SECONDS_BUCKETS) + 1))
+    durations: Durations = field(default_factory=Durations)
 
     def record(self, size: int, seconds: float) -> None:
         self.commits += 1
         self.requests += size
-        self.commit_seconds += seconds
-        self.commit_durations[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
+        self.durations.record(seconds)
         for i, bound in enumerate(BATCH_SIZE_BUCKETS):
             if size <= bound:
                 self.batch_sizes[i] += 1
