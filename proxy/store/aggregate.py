@@ -9,7 +9,7 @@ after a crash, exactly the unfolded journal rows are replayed, never one twice.
 
 from __future__ import annotations
 
-import json
+import msgspec
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -21,16 +21,21 @@ SeenKey = tuple[str, str, str]
 InstanceKey = tuple[str, str, str]  # app, instance, environment
 
 
+# msgspec rather than the json module: several times faster on the fold's hot path, same compact text.
+_decode_variants = msgspec.json.Decoder(dict[str, int]).decode
+_encode_json = msgspec.json.Encoder().encode
+
+
 def variants_add(old: str | None, new: str | None) -> str | None:
     """SQL function: the sum of two JSON variant-count objects."""
     if not new:
         return old
     if not old:
         return new
-    merged = json.loads(old)
-    for name, count in json.loads(new).items():
+    merged = _decode_variants(old)
+    for name, count in _decode_variants(new).items():
         merged[name] = merged.get(name, 0) + count
-    return json.dumps(merged, separators=(",", ":"))
+    return _encode_json(merged).decode()
 
 
 # Rows of one request share environment, app, hour and minute: group by that, then by flag, so
@@ -243,7 +248,7 @@ _INSTANCE_UPSERT = """
 
 
 def _json(value: object) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _encode_json(value).decode()
 
 
 def write_deltas(db: sqlite3.Connection, deltas: Deltas) -> None:
