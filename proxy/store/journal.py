@@ -2,6 +2,8 @@
 
 Handlers turn a validated body into a JournalEntry; the group-commit writer stores it (msgpack) and
 the 202 goes out after that commit. The fold and the start-up replay read the same records.
+Plain data, never in a reference cycle: untracked by the cyclic GC (`gc=False`), like the wire
+Structs they are built from.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sqlite3
 import msgspec
 
 
-class CountRow(msgspec.Struct, array_like=True):
+class CountRow(msgspec.Struct, array_like=True, gc=False):
     app_name: str
     feature_name: str
     hour: int  # epoch seconds of the UTC hour the counts belong to (bucket.stop, as Unleash)
@@ -20,7 +22,7 @@ class CountRow(msgspec.Struct, array_like=True):
     variants: dict[str, int] | None = None
 
 
-class InstanceSeen(msgspec.Struct, array_like=True):
+class InstanceSeen(msgspec.Struct, array_like=True, gc=False):
     app_name: str
     instance_id: str
     sdk_version: str | None = None
@@ -31,7 +33,7 @@ class InstanceSeen(msgspec.Struct, array_like=True):
     projects: list[str] | None = None
 
 
-class ImpactRow(msgspec.Struct, array_like=True):
+class ImpactRow(msgspec.Struct, array_like=True, gc=False):
     """One impact-metric sample as an SDK sent it (merged in the fold: proxy/store/impact.py)."""
 
     app_name: str
@@ -45,7 +47,7 @@ class ImpactRow(msgspec.Struct, array_like=True):
     buckets: list[tuple[str, int]] | None = None  # histogram: (le as text, cumulative count)
 
 
-class JournalEntry(msgspec.Struct, array_like=True):
+class JournalEntry(msgspec.Struct, array_like=True, gc=False):
     environment: str
     received: float  # epoch seconds when the proxy accepted it; drives the per-minute windows
     counts: list[CountRow] = []
