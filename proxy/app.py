@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
+from proxy.api.answer_cache import AnswerCache
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
@@ -26,6 +27,7 @@ from proxy.observability.http_metrics import (
 )
 from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.state import (
+    ANSWER_CACHE,
     AUTH,
     CLOCK,
     FEATURE_CACHE,
@@ -92,6 +94,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
     )
     app[AUTH] = Authenticator(settings)
+    app[ANSWER_CACHE] = AnswerCache(settings.read_cache_max_bytes, settings.read_cache_max_entries)
     if settings.upstream is not None and settings.auth == "tokens":
         validator = TokenValidator(
             settings.upstream.url, settings.upstream.request_timeout, settings.token_revalidation_interval,

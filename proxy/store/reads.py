@@ -15,11 +15,12 @@ from urllib.parse import quote
 import aiosqlite
 import msgspec
 
-from proxy.store.queries import minute_floor
+from proxy.store.queries import Windowed, leaves_window, minute_floor
 from proxy.store.store import Store
 
 SEEN_TOGGLES_WINDOW = 3600
 APPLICATIONS_WINDOW = 2 * 86400
+
 
 # One row per application known from its SDK instances: first registration, last sighting and the
 # strategies its most recent registration declared (Unleash keeps the latest list, not a union).
@@ -56,7 +57,7 @@ async def fresh_reader(store: Store) -> aiosqlite.Connection:
     return store.reader
 
 
-async def seen_toggles(store: Store, now: float) -> msgspec.Raw:
+async def seen_toggles(store: Store, now: float) -> Windowed:
     """`[{appName, seenToggles, metricsCount}]`: flags each app reported within the last hour.
 
     Built as JSON by SQLite: with 100 apps x 1,000 flags, shaping 100,000 rows in Python took
@@ -78,34 +79,40 @@ async def seen_toggles(store: Store, now: float) -> msgspec.Raw:
                   FROM per_app LEFT JOIN counted ON counted.app_name = per_app.app_name
                  ORDER BY per_app.app_name)
            SELECT json_group_array(json_object('appName', app_name, 'seenToggles', json(toggles),
-                                               'metricsCount', total))
+                                               'metricsCount', total)),
+                  (SELECT min(last_seen) FROM flag_seen WHERE last_seen >= :since)
              FROM answer""",
         {"since": since, "minute": minute_floor(since)},
     )
-    return msgspec.Raw(rows[0][0].encode())
+    answer, oldest = rows[0]
+    # metricsCount sums whole minutes: it also moves when the next minute begins
+    return Windowed(msgspec.Raw(answer.encode()),
+                    leaves_window(oldest, SEEN_TOGGLES_WINDOW, minute_floor(now) + 60))
 
 
-async def applications(store: Store, now: float, strategy: str | None) -> list[dict[str, Any]]:
+async def applications(store: Store, now: float, strategy: str | None) -> Windowed:
     """Applications seen in the last two days, optionally only those implementing `strategy`."""
     db = await fresh_reader(store)
     rows = await db.execute_fetchall(
         f"""WITH {APPS_CTE}
-            SELECT app_name, strategies, created_at FROM apps
+            SELECT app_name, strategies, created_at, last_seen FROM apps
              WHERE last_seen >= :since
                AND (:strategy IS NULL
                     OR EXISTS (SELECT 1 FROM json_each(apps.strategies) WHERE value = :strategy))
              ORDER BY app_name""",
         {"since": now - APPLICATIONS_WINDOW, "strategy": strategy},
     )
-    return [
+    found = [
         {
             "appName": app,
             "strategies": json_list(strategies),
             "createdAt": iso_ms(created),
             "links": {"appDetails": f"/api/client/applications/{quote(app, safe='')}"},
         }
-        for app, strategies, created in rows
+        for app, strategies, created, _ in rows
     ]
+    oldest = min((seen for *_, seen in rows), default=None)
+    return Windowed({"applications": found}, leaves_window(oldest, APPLICATIONS_WINDOW))
 
 
 async def application(store: Store, app: str) -> dict[str, Any] | None:
