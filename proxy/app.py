@@ -25,6 +25,7 @@ from proxy.observability.http_metrics import (
     HttpStats,
     http_metrics_middleware,
 )
+from proxy.observability.read_cache import AnswerCacheCollector
 from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.state import (
     ANSWER_CACHE,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[FORWARDER_STATS] = ForwarderStats()
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS])
     app[REGISTRY].register(HttpCollector(http_stats))
+    app[REGISTRY].register(AnswerCacheCollector(app[ANSWER_CACHE]))
     app.cleanup_ctx.append(_store_ctx)
     if settings.upstream is not None:
         app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])
