@@ -83,7 +83,7 @@ def free_port() -> int:
 
 def start_proxy(data_dir: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN, METRICS_PROXY_CLIENT_TOKENS=CLIENT_TOKEN,
-               METRICS_PROXY_LOG_LEVEL="WARNING",
+               METRICS_PROXY_LOG_LEVEL="WARNING", METRICS_PROXY_MAX_DB_SIZE=str(8 * 1024**3),
                METRICS_PROXY_PRUNE_INTERVAL="3600")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--data-dir", str(data_dir)], env=env
