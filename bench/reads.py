@@ -42,6 +42,7 @@ CHANGE = {"appName": "app-007", "instanceId": "app-007-1",
           "bucket": {"start": "2026-01-01T00:00:00Z", "stop": "2026-01-01T00:00:10Z",
                      "toggles": {"flag-0042": {"yes": 1, "no": 0}}}}
 GOAL_RATIO = 10.0
+HEALTH, HEALTH_AGAIN = "health (trivial)", "health (at the end)"
 HOURS = 48
 ENTRIES_PER_FOLD = 50
 
@@ -108,7 +109,7 @@ async def wait_healthy(session: aiohttp.ClientSession, base: str, proc: subproce
 
 def endpoints() -> dict[str, str]:
     return {
-        "health (trivial)": "/internal-backstage/health",
+        HEALTH: "/internal-backstage/health",
         "feature-toggles": "/api/client/metrics/feature-toggles",
         "seen-toggles": "/api/client/seen-toggles",
         "client applications": "/api/client/applications?strategyName=flexibleRollout",
@@ -193,10 +194,14 @@ async def run_async(quick: bool) -> dict:
                 await wait_healthy(session, base, proc)
                 results = {name: await measure(session, base, path, samples, budget, cold_samples)
                            for name, path in endpoints().items()}
+                # Health again after the reads: a stall early in the run (the machine is shared)
+                # must not make the baseline slow and every ratio look better than it is.
+                results[HEALTH_AGAIN] = await measure(session, base, endpoints()[HEALTH], samples, budget,
+                                                      cold_samples)
         finally:
             proc.terminate()
             proc.wait(30)
-    baseline = results["health (trivial)"]
+    baseline = min(results[HEALTH], results[HEALTH_AGAIN], key=lambda f: f["p99_ms"])
     for figures in results.values():
         figures["p99_ratio"] = figures["p99_ms"] / baseline["p99_ms"]
         figures["cold_max_ratio"] = figures["cold_max_ms"] / baseline["p99_ms"]
@@ -231,7 +236,7 @@ def print_table(report: dict) -> None:
         print(f"{name:<22} {f['cold_p50_ms']:>9.2f} {f['cold_max_ms']:>9.2f} {f['cold_max_ratio']:>13.1f}x | "
               f"{f['p50_ms']:>9.2f} {f['p99_ms']:>9.2f} {f['p99_ratio']:>14.1f}x | "
               f"{f['bytes']:>10} {f['wire_bytes']:>10}  {met}")
-    print("cold: n =", report["endpoints"]["health (trivial)"]["cold_samples"],
+    print("ratios against the lower of the two health p99s; cold: n =", report["endpoints"][HEALTH]["cold_samples"],
           "reads, each after a post; warm: repeated reads (cache hits while the data and window hold)")
 
 
