@@ -5,6 +5,12 @@ The store is filled through `Store.append` + `Store.fold` (the ingest path minus
 p50/p99 of `/internal-backstage/health` measured in the same run; the goal is every read endpoint's
 p99 under 10x the trivial endpoint's. `--quick` uses 10 apps x 100 flags.
 
+Requests send `Accept-Encoding: gzip` and are not decompressed while timed (what an HTTP client
+that accepts gzip receives); the table prints the answer's size and the bytes on the wire. Read
+answers are cached until the data changes, so the warm figures are mostly cache hits: beside them
+are the cold figures, each the first read after a one-count post changed the data (the SQL path,
+encoding and compression included).
+
     python -m bench.reads [--quick]
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import socket
@@ -28,7 +35,14 @@ from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_TOKEN = "*:*.bench-admin-secret"
+CLIENT_TOKEN = "default:development.bench-client-secret"
+COLD_SAMPLES = (5, 10)  # quick, full
+# The post that makes every cached answer stale before a cold read: one count of a stored flag.
+CHANGE = {"appName": "app-007", "instanceId": "app-007-1",
+          "bucket": {"start": "2026-01-01T00:00:00Z", "stop": "2026-01-01T00:00:10Z",
+                     "toggles": {"flag-0042": {"yes": 1, "no": 0}}}}
 GOAL_RATIO = 10.0
+HEALTH, HEALTH_AGAIN = "health (trivial)", "health (at the end)"
 HOURS = 48
 ENTRIES_PER_FOLD = 50
 
@@ -69,7 +83,8 @@ def free_port() -> int:
 
 
 def start_proxy(data_dir: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN, METRICS_PROXY_LOG_LEVEL="WARNING",
+    env = dict(os.environ, METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN, METRICS_PROXY_CLIENT_TOKENS=CLIENT_TOKEN,
+               METRICS_PROXY_LOG_LEVEL="WARNING", METRICS_PROXY_MAX_DB_SIZE=str(8 * 1024**3),
                METRICS_PROXY_PRUNE_INTERVAL="3600")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--data-dir", str(data_dir)], env=env
@@ -94,7 +109,7 @@ async def wait_healthy(session: aiohttp.ClientSession, base: str, proc: subproce
 
 def endpoints() -> dict[str, str]:
     return {
-        "health (trivial)": "/internal-backstage/health",
+        HEALTH: "/internal-backstage/health",
         "feature-toggles": "/api/client/metrics/feature-toggles",
         "seen-toggles": "/api/client/seen-toggles",
         "client applications": "/api/client/applications?strategyName=flexibleRollout",
@@ -109,34 +124,61 @@ def endpoints() -> dict[str, str]:
     }
 
 
-async def measure(session: aiohttp.ClientSession, url: str, samples: int, budget: float) -> dict[str, float]:
-    """Sequential requests (after 3 warm-ups) until `samples` or `budget` seconds, at least 20."""
-    headers = {"Authorization": ADMIN_TOKEN}
+async def change_data(session: aiohttp.ClientSession, base: str) -> None:
+    async with session.post(base + "/api/client/metrics", json=CHANGE,
+                            headers={"Authorization": CLIENT_TOKEN}) as response:
+        assert response.status == 202, (response.status, await response.text())
+
+
+async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes, str | None]:
+    headers = {"Authorization": ADMIN_TOKEN, "Accept-Encoding": "gzip"}
+    t0 = time.perf_counter()
+    async with session.get(url, headers=headers) as response:
+        body = await response.read()
+        assert response.status == 200, (url, response.status, body[:200])
+    return (time.perf_counter() - t0) * 1000, body, response.headers.get("Content-Encoding")
+
+
+def percentile(timings: list[float], share: float) -> float:
+    ordered = sorted(timings)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def measure(session: aiohttp.ClientSession, base: str, path: str, samples: int, budget: float,
+                  cold_samples: int) -> dict[str, float]:
+    """Cold: `cold_samples` reads, each right after a post changed the data. Warm: sequential
+    requests (after 3 warm-ups) until `samples` or `budget` seconds, at least 20."""
+    url = base + path
+    cold: list[float] = []
+    for _ in range(cold_samples):
+        await change_data(session, base)
+        elapsed, _, _ = await timed_get(session, url)
+        cold.append(elapsed)
     for _ in range(3):
-        async with session.get(url, headers=headers) as response:
-            await response.read()
+        await timed_get(session, url)
     timings: list[float] = []
-    size = 0
     started = time.perf_counter()
     while len(timings) < samples and (len(timings) < 20 or time.perf_counter() - started < budget):
-        t0 = time.perf_counter()
-        async with session.get(url, headers=headers) as response:
-            body = await response.read()
-            assert response.status == 200, (url, response.status, body[:200])
-        timings.append((time.perf_counter() - t0) * 1000)
-        size = len(body)
-    timings.sort()
+        elapsed, body, encoding = await timed_get(session, url)
+        timings.append(elapsed)
+    raw = gzip.decompress(body) if encoding == "gzip" else body
     return {
         "samples": len(timings),
         "p50_ms": statistics.median(timings),
-        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
-        "bytes": size,
+        "p99_ms": percentile(timings, 0.99),
+        "cold_samples": len(cold),
+        "cold_p50_ms": statistics.median(cold),
+        "cold_max_ms": max(cold),
+        "bytes": len(raw),
+        "wire_bytes": len(body),
+        "content_encoding": encoding or "identity",
     }
 
 
 async def run_async(quick: bool) -> dict:
     apps, flags = sizes(quick)
     samples, budget = (200, 5.0) if quick else (300, 20.0)
+    cold_samples = COLD_SAMPLES[0 if quick else 1]
     with tempfile.TemporaryDirectory(prefix="bench-reads-") as tmp:
         data_dir = Path(tmp)
         now = time.time()
@@ -147,20 +189,26 @@ async def run_async(quick: bool) -> dict:
         proc = start_proxy(data_dir, port)
         base = f"http://127.0.0.1:{port}"
         try:
-            async with aiohttp.ClientSession() as session:
+            # auto_decompress=False: the timings and wire sizes are what a gzip-accepting client gets
+            async with aiohttp.ClientSession(auto_decompress=False) as session:
                 await wait_healthy(session, base, proc)
-                results = {name: await measure(session, base + path, samples, budget)
+                results = {name: await measure(session, base, path, samples, budget, cold_samples)
                            for name, path in endpoints().items()}
+                # Health again after the reads: a stall early in the run (the machine is shared)
+                # must not make the baseline slow and every ratio look better than it is.
+                results[HEALTH_AGAIN] = await measure(session, base, endpoints()[HEALTH], samples, budget,
+                                                      cold_samples)
         finally:
             proc.terminate()
             proc.wait(30)
-    baseline = results["health (trivial)"]
+    baseline = min(results[HEALTH], results[HEALTH_AGAIN], key=lambda f: f["p99_ms"])
     for figures in results.values():
         figures["p99_ratio"] = figures["p99_ms"] / baseline["p99_ms"]
+        figures["cold_max_ratio"] = figures["cold_max_ms"] / baseline["p99_ms"]
     return {
         "bench": "reads", "quick": quick, "apps": apps, "flags": flags, "hours": HOURS,
         "hourly_rows": apps * flags * HOURS, "fill_seconds": round(fill_seconds, 1),
-        "goal": f"every read endpoint p99 < {GOAL_RATIO:g}x health p99", "endpoints": results,
+        "goal": f"every read endpoint p99 < {GOAL_RATIO:g}x health p99 (warm)", "endpoints": results,
         "goal_met": {name: f["p99_ratio"] < GOAL_RATIO for name, f in results.items()},
     }
 
@@ -180,10 +228,16 @@ def report(results: dict) -> None:
 def print_table(report: dict) -> None:
     print(f"{report['apps']} apps x {report['flags']} flags x {report['hours']} h = "
           f"{report['hourly_rows']:,} hourly rows (filled in {report['fill_seconds']} s)")
-    print(f"{'endpoint':<22} {'p50 ms':>9} {'p99 ms':>9} {'p99/health':>11} {'bytes':>10}  goal <{GOAL_RATIO:g}x")
+    print(f"{'':<22} {'cold (first read after a change)':>34} | {'warm':>35} |")
+    print(f"{'endpoint':<22} {'p50 ms':>9} {'max ms':>9} {'max/health':>14} | {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'p99/health':>15} | {'bytes':>10} {'wire bytes':>10}  goal <{GOAL_RATIO:g}x")
     for name, f in report["endpoints"].items():
         met = "yes" if report["goal_met"][name] else "NO"
-        print(f"{name:<22} {f['p50_ms']:>9.2f} {f['p99_ms']:>9.2f} {f['p99_ratio']:>10.1f}x {f['bytes']:>10}  {met}")
+        print(f"{name:<22} {f['cold_p50_ms']:>9.2f} {f['cold_max_ms']:>9.2f} {f['cold_max_ratio']:>13.1f}x | "
+              f"{f['p50_ms']:>9.2f} {f['p99_ms']:>9.2f} {f['p99_ratio']:>14.1f}x | "
+              f"{f['bytes']:>10} {f['wire_bytes']:>10}  {met}")
+    print("ratios against the lower of the two health p99s; cold: n =", report["endpoints"][HEALTH]["cold_samples"],
+          "reads, each after a post; warm: repeated reads (cache hits while the data and window hold)")
 
 
 def main() -> None:

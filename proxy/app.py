@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
+from proxy.api.answer_cache import AnswerCache
 from proxy.api.errors import error_middleware
 from proxy.auth import Authenticator
 from proxy.clock import Clock
@@ -24,8 +25,10 @@ from proxy.observability.http_metrics import (
     HttpStats,
     http_metrics_middleware,
 )
+from proxy.observability.read_cache import AnswerCacheCollector
 from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.state import (
+    ANSWER_CACHE,
     AUTH,
     CLOCK,
     FEATURE_CACHE,
@@ -92,6 +95,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
     )
     app[AUTH] = Authenticator(settings)
+    app[ANSWER_CACHE] = AnswerCache(settings.read_cache_max_bytes, settings.read_cache_max_entries)
     if settings.upstream is not None and settings.auth == "tokens":
         validator = TokenValidator(
             settings.upstream.url, settings.upstream.request_timeout, settings.token_revalidation_interval,
@@ -103,6 +107,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[FORWARDER_STATS] = ForwarderStats()
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS])
     app[REGISTRY].register(HttpCollector(http_stats))
+    app[REGISTRY].register(AnswerCacheCollector(app[ANSWER_CACHE]))
     app.cleanup_ctx.append(_store_ctx)
     if settings.upstream is not None:
         app[FORWARDER] = forwarder.Forwarder(settings, app[STORE], app[CLOCK], app[FORWARDER_STATS])

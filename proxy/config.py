@@ -96,6 +96,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     minute_retention_minutes: Annotated[int, msgspec.Meta(ge=2)] = 60
     instance_retention_hours: Annotated[int, msgspec.Meta(ge=1)] = 48
     prune_interval: PositiveSeconds = 60.0
+    # Encoded read answers kept for repeated reads until the data or their time window changes:
+    # at most this many bytes (identity and gzip variants together; 0 keeps none) and entries.
+    read_cache_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
+    read_cache_max_entries: Annotated[int, msgspec.Meta(ge=1)] = 1000
     upstream: UpstreamSettings | None = None
     # Feature definitions served at /api/client/features when there is no upstream: a client
     # features document (JSON), reloaded when it changes. With an upstream it is ignored.

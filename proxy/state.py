@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from proxy.api.answer_cache import AnswerCache
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
@@ -23,6 +24,7 @@ REGISTRY = web.AppKey("prometheus_registry", CollectorRegistry)
 FORWARDER_STATS = web.AppKey("forwarder_stats", ForwarderStats)
 FORWARDER = web.AppKey("forwarder", Forwarder)  # only set when [upstream] is configured
 FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
+ANSWER_CACHE = web.AppKey("answer_cache", AnswerCache)  # encoded read answers
 # The source of feature documents (proxy.features.lifecycle.FeatureSource) or None; typed loosely
 # because lifecycle imports this module.
 FEATURE_SOURCE = web.AppKey("feature_source", object)

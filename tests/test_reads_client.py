@@ -148,3 +148,22 @@ async def test_read_endpoints_need_an_admin_token(proxy, path):
 async def test_empty_strategy_filter_is_400(proxy):
     body = await get_json(proxy, "/api/client/applications?strategyName=", status=400)
     assert body["details"][0]["path"] == "strategyName"
+
+
+async def test_seen_apps_keeps_a_flag_whose_app_instances_were_pruned(make_client, make_settings, clock):
+    from proxy.app import retention_policy
+    from proxy.state import STORE
+
+    clock.set(RECORDED_AT)
+    proxy = await make_client(instance_retention_hours=1)
+    await post(proxy, "/api/client/register", register("app-a", ["default"]))
+    await post(proxy, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 1}}))
+    clock.advance(2 * 3600)
+    settings = make_settings(instance_retention_hours=1)
+    proxy.app[STORE].fold()
+    deleted = await proxy.app[STORE].prune(retention_policy(settings), clock.now())
+    assert deleted["instances"] == 1, deleted
+    body = await get_json(proxy, "/api/client/seen-apps")
+    [entry] = body["f1"]
+    assert entry["appName"] == "app-a" and entry["strategies"] == []
+    assert entry["createdAt"] == entry["updatedAt"] == "2026-11-22T18:25:00.000Z"

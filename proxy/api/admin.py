@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_choice, query_int, query_text
-from proxy.api.render import json_answer
 from proxy.auth import TokenKind
-from proxy.state import AUTH, CLOCK, STORE
+from proxy.state import AUTH, STORE
 from proxy.store import Store, admin_reads
 from proxy.store.admin_reads import SORT_COLUMNS, ApplicationsQuery
 
@@ -34,7 +34,9 @@ async def applications(request: web.Request) -> web.Response:
         sort_by=query_choice(request, "sortBy", tuple(SORT_COLUMNS), "appName"),
         sort_order=query_choice(request, "sortOrder", ("asc", "desc"), "asc"),  # type: ignore[arg-type]
     )
-    return json_answer(await admin_reads.applications_page(request.app[STORE], query))
+    store = request.app[STORE]
+    return await cached_answer(request, ("admin-applications", query),
+                               lambda _now: admin_reads.applications_page(store, query))
 
 
 def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | None]]):
@@ -42,11 +44,15 @@ def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | Non
 
     async def handler(request: web.Request) -> web.Response:
         await _admin(request)
-        name = path_name(request, "appName")
-        found = await read(request.app[STORE], name)
-        if found is None:
-            raise not_found(f"no application named {name!r} has registered with this proxy")
-        return json_answer(found)
+        store, name = request.app[STORE], path_name(request, "appName")
+
+        async def compute(_now: float) -> dict[str, Any]:
+            found = await read(store, name)
+            if found is None:
+                raise not_found(f"no application named {name!r} has registered with this proxy")
+            return found
+
+        return await cached_answer(request, (f"admin-{read.__name__}", name), compute)
 
     return handler
 
@@ -54,8 +60,9 @@ def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | Non
 async def instances(request: web.Request) -> web.Response:
     await _admin(request)
     name, environment = path_name(request, "appName"), path_name(request, "environment")
-    found = await admin_reads.instances(request.app[STORE], name, environment, request.app[CLOCK].now())
-    return json_answer({"instances": found})
+    store = request.app[STORE]
+    return await cached_answer(request, ("instances", name, environment),
+                               lambda now: admin_reads.instances(store, name, environment, now))
 
 
 async def raw_usage(request: web.Request) -> web.Response:
@@ -64,14 +71,16 @@ async def raw_usage(request: web.Request) -> web.Response:
     hours_back = query_int(request, "hoursBack", HOURS_BACK_DEFAULT)
     if not 1 <= hours_back <= HOURS_BACK_MAX:
         hours_back = HOURS_BACK_DEFAULT  # out of range falls back to the default, as in Unleash
-    data = await admin_reads.raw_usage(request.app[STORE], flag, hours_back, request.app[CLOCK].now())
-    return json_answer({"version": 1, "maturity": "stable", "data": data})
+    store = request.app[STORE]
+    return await cached_answer(request, ("raw-usage", flag, hours_back),
+                               lambda now: admin_reads.raw_usage(store, flag, hours_back, now))
 
 
 async def feature_summary(request: web.Request) -> web.Response:
     await _admin(request)
-    flag = path_name(request, "name")
-    return json_answer(await admin_reads.feature_summary(request.app[STORE], flag, request.app[CLOCK].now()))
+    store, flag = request.app[STORE], path_name(request, "name")
+    return await cached_answer(request, ("feature-summary", flag),
+                               lambda now: admin_reads.feature_summary(store, flag, now))
 
 
 def routes() -> list[web.RouteDef]:

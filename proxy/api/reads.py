@@ -1,52 +1,59 @@
 """The original Unleash metrics read API, answered from the local store (admin token, or
-auth = "open"). Shapes follow Unleash's old docs/api/metrics-api.md."""
+auth = "open"). Shapes follow Unleash's old docs/api/metrics-api.md. Answers go through the answer
+cache (proxy/api/cached_read.py), keyed by route and parsed parameters."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_text
-from proxy.api.render import json_answer
 from proxy.auth import TokenKind
-from proxy.state import AUTH, CLOCK, STORE
+from proxy.state import AUTH, STORE
 from proxy.store import reads
 
 
+async def _admin(request: web.Request) -> None:
+    await request.app[AUTH].require(request, TokenKind.ADMIN)
+
+
 async def feature_toggles(request: web.Request) -> web.Response:
-    app = request.app
-    await app[AUTH].require(request, TokenKind.ADMIN)
-    return json_answer(await app[STORE].feature_toggle_windows(app[CLOCK].now()))
+    await _admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("feature-toggles",), store.feature_toggle_windows)
 
 
 async def seen_toggles(request: web.Request) -> web.Response:
-    app = request.app
-    await app[AUTH].require(request, TokenKind.ADMIN)
-    return json_answer(await reads.seen_toggles(app[STORE], app[CLOCK].now()))
+    await _admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("seen-toggles",), lambda now: reads.seen_toggles(store, now))
 
 
 async def applications(request: web.Request) -> web.Response:
-    app = request.app
-    await app[AUTH].require(request, TokenKind.ADMIN)
-    strategy = query_text(request, "strategyName")
-    found = await reads.applications(app[STORE], app[CLOCK].now(), strategy)
-    return json_answer({"applications": found})
+    await _admin(request)
+    store, strategy = request.app[STORE], query_text(request, "strategyName")
+    return await cached_answer(request, ("applications", strategy),
+                               lambda now: reads.applications(store, now, strategy))
 
 
 async def application(request: web.Request) -> web.Response:
-    app = request.app
-    await app[AUTH].require(request, TokenKind.ADMIN)
-    name = path_name(request, "appName")
-    found = await reads.application(app[STORE], name)
-    if found is None:
-        raise not_found(f"no application named {name!r} has reported to this proxy")
-    return json_answer(found)
+    await _admin(request)
+    store, name = request.app[STORE], path_name(request, "appName")
+
+    async def compute(_now: float):
+        found = await reads.application(store, name)
+        if found is None:
+            raise not_found(f"no application named {name!r} has reported to this proxy")
+        return found
+
+    return await cached_answer(request, ("application", name), compute)
 
 
 async def seen_apps(request: web.Request) -> web.Response:
-    app = request.app
-    await app[AUTH].require(request, TokenKind.ADMIN)
-    return json_answer(await reads.seen_apps(app[STORE]))
+    await _admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("seen-apps",), lambda _now: reads.seen_apps(store))
 
 
 def routes() -> list[web.RouteDef]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from proxy.store.queries import Windowed, leaves_window
 from proxy.store.reads import APPS_CTE, SQL_ISO_MS, fresh_reader, iso_ms, json_list
 from proxy.store.store import Store
 
@@ -170,7 +171,7 @@ async def application_overview(store: Store, app: str) -> dict[str, Any] | None:
     }
 
 
-async def instances(store: Store, app: str, environment: str, now: float) -> list[dict[str, Any]]:
+async def instances(store: Store, app: str, environment: str, now: float) -> Windowed:
     """Instances of `app` in `environment` seen in the last 24 hours, newest first."""
     db = await fresh_reader(store)
     rows = await db.execute_fetchall(
@@ -179,13 +180,15 @@ async def instances(store: Store, app: str, environment: str, now: float) -> lis
             ORDER BY last_seen DESC, instance_id""",
         (app, environment, now - INSTANCES_WINDOW),
     )
-    return [
+    found = [
         {"instanceId": instance, "clientIp": ip, "sdkVersion": version, "lastSeen": iso_ms(seen)}
         for instance, ip, version, seen in rows
     ]
+    oldest = rows[-1][3] if rows else None  # newest first
+    return Windowed({"instances": found}, leaves_window(oldest, INSTANCES_WINDOW))
 
 
-async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> msgspec.Raw:
+async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> Windowed:
     """One row per hour x app x environment over the last `hours_back` hours (current hour
     included), zero-filled for the apps and environments that reported the flag in that window.
 
@@ -218,10 +221,11 @@ async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> msg
              FROM filled""",
         {"newest": newest, "oldest": oldest, "flag": flag, "max_apps": RAW_MAX_APPS},
     )
-    return msgspec.Raw(rows[0][0].encode())
+    data = msgspec.Raw(rows[0][0].encode())
+    return Windowed({"version": 1, "maturity": "stable", "data": data}, newest + 3600)
 
 
-async def feature_summary(store: Store, flag: str, now: float) -> dict[str, Any]:
+async def feature_summary(store: Store, flag: str, now: float) -> Windowed:
     """Usage per environment in the hour buckets of the last hour, and the apps that reported it."""
     db = await fresh_reader(store)
     since = now - 3600
@@ -235,7 +239,9 @@ async def feature_summary(store: Store, flag: str, now: float) -> dict[str, Any]
             ORDER BY app_name""",
         (flag, since),
     )
-    return {
+    # Hour buckets h >= since stay in while since <= h: until the oldest one's start is an hour ago.
+    oldest_hour = -(-since // 3600) * 3600
+    return Windowed({
         "version": 1,
         "maturity": "stable",
         "featureName": flag,
@@ -243,4 +249,4 @@ async def feature_summary(store: Store, flag: str, now: float) -> dict[str, Any]
             {"environment": env, "timestamp": iso_ms(hour), "yes": yes, "no": no} for env, hour, yes, no in usage
         ],
         "seenApplications": [app for (app,) in apps],
-    }
+    }, oldest_hour + 3600)

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, NamedTuple
+
 import aiosqlite
+
+
+class Windowed(NamedTuple):
+    """An answer over a window ending "now", and the first moment at which the clock moving on
+    can change it (a row leaves the window, a minute or hour bucket boundary passes) while the
+    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py)."""
+
+    answer: Any
+    valid_until: float
+
+
+def leaves_window(oldest_inside: float | None, window: float, otherwise: float = math.inf) -> float:
+    """When the oldest row inside a window `>= now - window` drops out of it."""
+    return otherwise if oldest_inside is None else min(otherwise, oldest_inside + window)
 
 
 def minute_floor(seconds: float) -> int:

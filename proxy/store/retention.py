@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PRUNE_CHUNK_ROWS = 2000
@@ -67,13 +68,16 @@ def prune_chunk(db: sqlite3.Connection, table: str, cutoff: float, limit: int = 
 
 
 async def prune_history(db: sqlite3.Connection, policy: RetentionPolicy, now: float,
-                        limit: int = PRUNE_CHUNK_ROWS) -> dict[str, int]:
-    """Prune every history table down to the policy, chunk by chunk; returns rows deleted per table."""
+                        limit: int = PRUNE_CHUNK_ROWS, changed: Callable[[], None] = lambda: None) -> dict[str, int]:
+    """Prune every history table down to the policy, chunk by chunk; returns rows deleted per table.
+    `changed` is called after every chunk that deleted rows (read answers cached before are stale)."""
     deleted: dict[str, int] = {}
     for table, cutoff in policy.cutoffs(now).items():
         total = 0
         while True:
             gone = prune_chunk(db, table, cutoff, limit)
+            if gone:
+                changed()
             total += gone
             if gone < limit:
                 break

@@ -61,6 +61,9 @@ class Store:
         self.features: FeatureDocuments | None = None
         self.folds = 0
         self.fold_durations = Durations(FOLD_SECONDS_BUCKETS)
+        # Changes whenever the tables the read endpoints answer from may have changed (a fold, a
+        # pruning chunk); read answers cached under one value are never served under another.
+        self.data_version = 0
         self.replayed_entries = 0
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
@@ -187,6 +190,9 @@ class Store:
                 db.execute("ROLLBACK")
             log.error("fold of %d journal entries failed, will retry: %s", writer.deltas.entries, exc)
             return False
+        finally:
+            # Also after a failure: drop_oldest may have committed the deletion of an hour first.
+            self.data_version += 1
         writer.deltas = Deltas()
         self.folds += 1
         self.fold_durations.record(time.perf_counter() - started)
@@ -209,7 +215,10 @@ class Store:
     async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
         """Drop read history older than the policy (never the outbox); rows deleted per table."""
         assert self._db is not None, "store is not open"
-        return await prune_history(self._db, policy, now)
+        return await prune_history(self._db, policy, now, changed=self._history_changed)
+
+    def _history_changed(self) -> None:
+        self.data_version += 1
 
     async def run_pruner(self, policy: RetentionPolicy, now: Callable[[], float], interval: float) -> None:
         while True:
@@ -235,9 +244,10 @@ class Store:
         assert self._reader is not None, "store is not open"
         return self._reader
 
-    async def feature_toggle_windows(self, now: float) -> dict[str, dict[str, dict[str, int]]]:
+    async def feature_toggle_windows(self, now: float) -> queries.Windowed:
         self.fold()  # reads see every acknowledged count
-        return await queries.feature_toggle_windows(self.reader, now)
+        windows = await queries.feature_toggle_windows(self.reader, now)
+        return queries.Windowed(windows, queries.minute_floor(now) + 60)  # both windows move by the minute
 
     async def totals(self) -> list[tuple[str, str, str, int, int]]:
         """(environment, app, feature, yes, no) over all stored hours."""
