@@ -108,7 +108,7 @@ def outage_then_recovery(upstream: Recorder, data_dir: Path, total: int, timeout
         started_rss = proc_memory(proxy.pid)
         # The first tick cuts every pending row before its first send: a refused send means the cut is done.
         wait_until(lambda: upstream.stats()["requests"] > 0, timeout, "the first (refused) send")
-        cut = proxy.observability.scrape()
+        cut = proxy.scrape()
         during_outage = proc_memory(proxy.pid)
         sampler = RssSampler(proxy.pid)
         sampler.start()
@@ -119,7 +119,7 @@ def outage_then_recovery(upstream: Recorder, data_dir: Path, total: int, timeout
         drain_seconds = time.perf_counter() - recovered
         drain_peak = sampler.stop()
         after = proc_memory(proxy.pid)
-        left = proxy.observability.scrape()
+        left = proxy.scrape()
     received = upstream.stats()
     return {
         "drain_seconds": round(drain_seconds, 2),
