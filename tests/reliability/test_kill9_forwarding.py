@@ -19,44 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import Counter
 
 import aiohttp
 
-from tests.forwarding import UPSTREAM_DEV, metrics_body, upstream_env
+from tests.forwarding import UPSTREAM_DEV, upstream_env
+from tests.reliability.ledger import ACKED, REFUSED, UNKNOWN, Ledger, load
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess
 
 CYCLES = 50 if os.environ.get("RELIABILITY_LONG") == "1" else 10
 WORKERS = 8
-ACKED, REFUSED, UNKNOWN = "acked", "refused", "unknown"
-
-
-class Ledger:
-    """What the load generator knows about each request: its flag, its count, its answer."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, tuple[int, str]] = {}  # flag -> (yes, outcome)
-
-    def outcome_counts(self) -> Counter:
-        return Counter(outcome for _, outcome in self.requests.values())
-
-
-async def load(url: str, ledger: Ledger, stop: asyncio.Event, cycle: int, worker: int) -> None:
-    rng = random.Random(cycle * 1000 + worker)
-    async with aiohttp.ClientSession(headers={"Authorization": CLIENT_TOKEN}) as session:
-        n = 0
-        while not stop.is_set():
-            flag, yes = f"c{cycle}-w{worker}-r{n}", rng.randint(1, 9)
-            n += 1
-            body = metrics_body({flag: (yes, 0)}, time.time(), app=f"app-{worker % 3}", instance=f"i-{worker}")
-            ledger.requests[flag] = (yes, UNKNOWN)
-            try:
-                async with session.post(url + "/api/client/metrics", json=body) as response:
-                    status = response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return  # the proxy died under this request: its outcome stays unknown
-            ledger.requests[flag] = (yes, ACKED if status == 202 else REFUSED)
 
 
 async def drain(proxy: ProxyProcess) -> None:
@@ -112,19 +84,19 @@ async def test_kill_9_under_load_with_forwarding_conserves_every_acknowledged_co
     assert "replayed" in log and CLIENT_TOKEN.split(".")[-1] not in log and UPSTREAM_DEV.split(".")[-1] not in log
 
     raw, applied = upstream_totals(stub)
-    outcomes = ledger.outcome_counts()
+    outcomes = ledger.outcomes()
     assert outcomes[ACKED] > 100 * CYCLES // 10, outcomes
     assert delivered_under_load[-1] > 0, "the forwarder must have been sending while the kills came"
-    assert set(raw) <= set(ledger.requests), "the upstream got a count nobody sent"
+    assert set(raw) <= set(ledger.posts), "the upstream got a count nobody sent"
     wrong = []
-    for flag, (yes, outcome) in ledger.requests.items():
-        allowed = {ACKED: {yes}, REFUSED: {0}, UNKNOWN: {0, yes}}[outcome]
+    for flag, (yes, outcome) in ledger.posts.items():
+        allowed = ledger.allowed(flag)
         if applied[flag] not in allowed or raw[flag] < applied[flag]:
             wrong.append((flag, yes, outcome, applied[flag], raw[flag]))
     assert not wrong, wrong[:20]
-    acked = sum(yes for yes, outcome in ledger.requests.values() if outcome == ACKED)
+    acked = sum(yes for yes, outcome in ledger.posts.values() if outcome == ACKED)
     assert sum(raw.values()) >= acked
-    in_doubt = [f for f, (_, o) in ledger.requests.items() if o == UNKNOWN]
+    in_doubt = [f for f, (_, o) in ledger.posts.items() if o == UNKNOWN]
     print(f"{CYCLES} kills: {outcomes[ACKED]} requests acknowledged ({acked} counts), {len(in_doubt)} in flight at a "
           f"kill ({sum(1 for f in in_doubt if applied[f])} of them stored), {outcomes[REFUSED]} refused; "
           f"{len(stub.delivered())} upstream posts, {sum(raw.values()) - sum(applied.values())} counts resent "

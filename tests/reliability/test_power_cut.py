@@ -4,8 +4,9 @@ under `synchronous = FULL`, and the simulator is shown to catch the loss `NORMAL
 A real `python -m proxy serve` runs with the LD_PRELOAD shim of `power_cut.py`, which keeps an
 undo record of every write to its data directory until the file is synced. Concurrent SDKs post
 metrics, each post under a flag of its own; the proxy is SIGKILLed mid-load (at a random moment,
-or every third cycle inside a checkpoint) and `cut_power` takes back every write since each
-file's last fsync (or, every other cycle, all but a random prefix of them), as a power loss would. Then a proxy WITHOUT the shim starts on the same directory and the
+or aimed inside a commit or a checkpoint, while a file has unsynced writes) and `cut_power` takes
+back every write since each file's last fsync (or, every other cycle, all but a random prefix of
+them), as a power loss would. Then a proxy WITHOUT the shim starts on the same directory and the
 per-flag totals are read back: under FULL every post answered 202 is there exactly once, a post
 whose answer was lost to the kill is there once or not at all, nothing else is. The files must
 pass `PRAGMA quick_check` as the cut left them, and the proxy must not quarantine them.
@@ -24,14 +25,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from proxy.store.integrity import quick_check
-from tests.forwarding import metrics_body
+from tests.reliability.ledger import ACKED, REFUSED, UNKNOWN, Ledger, load
 from tests.reliability.power_cut import (
     PowerCut,
     build_shim,
@@ -39,13 +39,12 @@ from tests.reliability.power_cut import (
     cut_power,
     shim_env,
 )
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess
+from tests.support import ADMIN_TOKEN, ProxyProcess
 
 LONG = os.environ.get("RELIABILITY_LONG") == "1"
 FULL_CYCLES = 30 if LONG else 6
 NORMAL_CYCLES = 10 if LONG else 4
 WORKERS = 12
-ACKED, REFUSED, UNKNOWN = "acked", "refused", "unknown"
 DB_NAME = "metrics-proxy.db"
 
 
@@ -131,33 +130,6 @@ def test_a_partial_cut_keeps_the_first_unsynced_writes_in_order(tmp_path, shim):
     assert cut.lost_writes == {"a.bin": 2, "sub/b.bin": 0, "c.bin": 0}
 
 
-class Ledger:
-    """Each post's flag, count and answer."""
-
-    def __init__(self) -> None:
-        self.posts: dict[str, tuple[int, str]] = {}  # flag -> (yes, outcome)
-
-    def outcomes(self) -> Counter:
-        return Counter(outcome for _, outcome in self.posts.values())
-
-
-async def load(url: str, ledger: Ledger, stop: asyncio.Event, cycle: int, worker: int) -> None:
-    rng = random.Random(cycle * 1000 + worker)
-    async with aiohttp.ClientSession(headers={"Authorization": CLIENT_TOKEN}) as session:
-        n = 0
-        while not stop.is_set():
-            flag, yes = f"c{cycle}-w{worker}-r{n}", rng.randint(1, 9)
-            n += 1
-            body = metrics_body({flag: (yes, 0)}, time.time(), app=f"app-{worker % 3}", instance=f"i-{worker}")
-            ledger.posts[flag] = (yes, UNKNOWN)
-            try:
-                async with session.post(url + "/api/client/metrics", json=body) as response:
-                    status = response.status
-            except (TimeoutError, aiohttp.ClientError):
-                return  # the power went under this post: its outcome stays unknown
-            ledger.posts[flag] = (yes, ACKED if status == 202 else REFUSED)
-
-
 async def stored_counts(url: str) -> dict[str, int]:
     async with (aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session,
                 session.get(url + "/api/client/metrics/feature-toggles") as response):
@@ -177,12 +149,13 @@ def check_as_cut(data_dir: Path, scratch: Path) -> str | None:
     return quick_check(scratch / DB_NAME)
 
 
-def kill_inside_checkpoint(proxy: ProxyProcess, db_undo_log: Path, timeout: float = 5.0) -> None:
-    """SIGKILL as soon as the database file has unsynced writes: only a checkpoint writes it (or
-    at `timeout`). Random kills rarely land there, a checkpoint is a few ms every 1000 WAL pages."""
+def kill_with_unsynced_writes(proxy: ProxyProcess, undo_log: Path, timeout: float = 5.0) -> None:
+    """SIGKILL as soon as the file of `undo_log` has unsynced writes (or at `timeout`). For the
+    -wal file that is inside a commit, between its write and its fsync; for the database file,
+    inside a checkpoint (a few ms every 1000 WAL pages). Random kills land there only by luck."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if db_undo_log.exists() and db_undo_log.stat().st_size > 0:
+        if undo_log.exists() and undo_log.stat().st_size > 0:
             break
         time.sleep(0.0005)
     proxy.kill()
@@ -218,7 +191,10 @@ async def power_cut_cycles(tmp_path: Path, shim: Path, synchronous: str, cycles:
             stop = asyncio.Event()
             workers = [asyncio.create_task(load(powered.url, ledger, stop, cycle, w)) for w in range(WORKERS)]
             if cycle % 3 == 2:  # into a checkpoint: database pages written, not yet synced
-                await asyncio.to_thread(kill_inside_checkpoint, powered, undo_dir / (DB_NAME + ".undo"))
+                await asyncio.to_thread(kill_with_unsynced_writes, powered, undo_dir / (DB_NAME + ".undo"))
+            elif cycle % 3 == 1:  # into a commit: -wal frames written, not yet synced
+                await asyncio.sleep(rng.uniform(0.2, 0.6))
+                await asyncio.to_thread(kill_with_unsynced_writes, powered, undo_dir / (DB_NAME + "-wal.undo"))
             else:
                 await asyncio.sleep(rng.uniform(0.4, 1.2))
                 await asyncio.to_thread(powered.kill)
