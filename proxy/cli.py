@@ -34,6 +34,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where the SQLite database lives (default ./data)")
     p.add_argument("--auth", choices=["tokens", "open"], help='"tokens" (default) or "open" for local development')
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--workers", type=int, help="processes taking ingest on the port (default 1; 2 uses two cores)")
+    # Internal: the primary starts its ingest workers with it (proxy/workers/supervisor.py).
+    p.add_argument("--worker-index", dest="worker_index", type=int, help=argparse.SUPPRESS)
 
 
 def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
@@ -85,16 +88,34 @@ def configure_logging(level: str) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level")}
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level", "workers")}
     return load_settings(config_file=args.config, flags=flags)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve_worker(settings: Settings, index: int) -> int:
+    """An ingest worker (`workers` > 1): started by the primary, never by hand."""
+    from proxy.workers.app import create_worker_app
+
+    log = logging.getLogger("proxy")
+    if not 1 <= index < settings.workers:
+        log.error("--worker-index %d is outside 1..%d", index, settings.workers - 1)
+        return 2
+    log.info("worker %d listening on %s:%d (ingest into %s; everything else passed to the primary)",
+             index, settings.host, settings.port, settings.shard_path(index))
+    web.run_app(create_worker_app(settings, index), host=settings.host, port=settings.port, reuse_port=True,
+                access_log=None, print=None, shutdown_timeout=20)
+    log.info("worker %d stopped", index)
+    return 0
+
+
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from proxy.app import create_app
     from proxy.state import STORE
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
+    if args.worker_index is not None:
+        return serve_worker(settings, args.worker_index)
     log = logging.getLogger("proxy")
     log.info(
         "metrics-proxy %s listening on %s:%d, data in %s, auth %s, %s",
@@ -102,6 +123,15 @@ def serve(args: argparse.Namespace) -> int:
         f"upstream {settings.upstream.url}" if settings.upstream else "standalone (no upstream)",
     )
     app = create_app(settings)
+    extra: dict = {}
+    if settings.workers > 1:
+        from proxy.workers.passthrough import primary_socket_path
+        from proxy.workers.supervisor import SERVE_ARGV, hold_data_dir
+
+        hold_data_dir(settings.database_path.parent)
+        app[SERVE_ARGV] = list(argv or sys.argv[1:])
+        extra = {"reuse_port": True, "path": str(primary_socket_path(settings.database_path.parent))}
+        log.info("primary with %d ingest workers on the same port", settings.workers - 1)
     try:
         web.run_app(
             app,
@@ -110,6 +140,7 @@ def serve(args: argparse.Namespace) -> int:
             access_log=None,
             print=None,
             shutdown_timeout=20,
+            **extra,
         )
     except OSError as exc:
         # Typically the port is taken; everything acknowledged so far is on disk already.
@@ -136,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "serve":
-            return serve(args)
+            return serve(args, argv)
         if args.command in ("health", "ready"):
             return probe_command(args)
         return args.run(args)

@@ -35,6 +35,7 @@ from proxy.store.journal import JournalEntry, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.minute_rollups import write_minute_rollups
 from proxy.store.retention import RetentionPolicy, prune_history
+from proxy.store.shards import ShardReader
 from proxy.store.space import BoundedSpace
 from proxy.store.writer import GroupCommitWriter, StorageUnavailable
 
@@ -63,6 +64,8 @@ class Store:
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
         self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
+        # Journal files of ingest workers beside the database, folded in with the own journal.
+        self.shards = ShardReader(path.parent)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -99,6 +102,8 @@ class Store:
         self.features = FeatureDocuments(db)
         deltas = Deltas()
         last_id = self._replay(db, deltas)
+        self.shards.load(db)
+        self.replayed_entries += self.shards.pull(deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
@@ -131,6 +136,7 @@ class Store:
             await self.writer.stop()
         if self._db is not None:
             self.fold()
+        self.shards.close()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -162,7 +168,10 @@ class Store:
         Returns False when the transaction failed (the deltas and the journal both stay, so
         nothing is lost and the next fold tries again)."""
         writer, db = self.writer, self._db
-        if writer is None or db is None or not writer.deltas:
+        if writer is None or db is None:
+            return True
+        self.shards.pull(writer.deltas)
+        if not writer.deltas and not self.shards.has_unrecorded:
             return True
 
         def fold_once() -> None:
@@ -172,6 +181,7 @@ class Store:
             impact.write_impact(db, writer.deltas.impact)
             write_minute_rollups(db, writer.deltas)
             db.execute("DELETE FROM journal WHERE id <= ?", (writer.last_journal_id,))
+            self.shards.record(db)
             db.execute("COMMIT")
 
         try:
@@ -184,6 +194,7 @@ class Store:
                 db.execute("ROLLBACK")
             log.error("fold of %d journal entries failed, will retry: %s", writer.deltas.entries, exc)
             return False
+        self.shards.committed()
         writer.deltas = Deltas()
         writer.unfolded_bytes = 0
         self.folds += 1
@@ -284,6 +295,10 @@ class Store:
         except sqlite3.Error as exc:
             return f"the database cannot write: {exc}"
         return None
+
+    def refusing_ingest(self) -> bool:
+        """The store is full under overflow_policy "refuse": journal appends are refused."""
+        return self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room()
 
     def load_upstream_tokens(self) -> dict[str, upstream_tokens.TokenVerdict]:
         return upstream_tokens.load(self._db) if self._db is not None else {}

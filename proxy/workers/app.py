@@ -1,0 +1,77 @@
+"""The ingest worker's application: the same handlers for the hot ingest routes, committing to the
+worker's own journal file; every other request is passed to the primary (passthrough.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api import client
+from proxy.api.errors import error_middleware
+from proxy.auth import Authenticator, presented_token
+from proxy.clock import Clock
+from proxy.config import Settings
+from proxy.observability.http_metrics import HttpStats, http_metrics_middleware
+from proxy.observability.telemetry import IngestStats
+from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.workers.passthrough import PassThrough, primary_socket_path
+from proxy.workers.shard_store import ShardStore
+
+log = logging.getLogger(__name__)
+
+# The routes a worker answers itself; bulk is passed on (its Idempotency-Keys live in the primary).
+INGEST_ROUTES = frozenset({
+    "/api/client/metrics", "/api/frontend/client/metrics", "/api/client/register", "/api/frontend/client/register",
+})
+PASS_THROUGH = web.AppKey("pass_through", PassThrough)
+
+
+def _unlisted_tokens_go_to_primary(auth: Authenticator, pass_through: PassThrough):
+    """With an upstream, tokens not in the config are validated by the primary (its verdict cache
+    and upstream calls stay in one place): a post with such a token is passed on whole."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        token = presented_token(request)
+        if token and not auth.lists(token):
+            return await pass_through(request)
+        return await handler(request)
+
+    return middleware
+
+
+async def _shard_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[STORE]
+    await store.open()
+    upkeep = asyncio.create_task(store.run_upkeep(app[SETTINGS].fold_interval), name="shard-upkeep")
+    yield
+    upkeep.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await upkeep
+    await store.close()
+    log.info("worker %s stopped; every acknowledged count is in %s", store.name, store.path)
+
+
+def create_worker_app(settings: Settings, index: int, clock: Clock | None = None) -> web.Application:
+    auth = Authenticator(settings)
+    pass_through = PassThrough(primary_socket_path(settings.database_path.parent))
+    middlewares = [http_metrics_middleware(HttpStats()), error_middleware]
+    if settings.upstream is not None and settings.auth == "tokens":
+        middlewares.append(_unlisted_tokens_go_to_primary(auth, pass_through))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_size + 1)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or Clock()
+    app[AUTH] = auth
+    app[INGEST_STATS] = IngestStats()
+    app[STORE] = ShardStore(settings.shard_path(index), settings.database_path, settings.synchronous)  # type: ignore[assignment]
+    app[PASS_THROUGH] = pass_through
+    app.cleanup_ctx.append(_shard_ctx)
+    app.on_cleanup.append(pass_through.close)
+    app.add_routes([route for route in client.routes() if route.path in INGEST_ROUTES])
+    app.router.add_route("*", "/{tail:.*}", pass_through)
+    return app

@@ -1,0 +1,125 @@
+"""What an ingest worker's handlers reach as `app[STORE]`: a group commit into the worker's own
+journal file. No merge into deltas and no fold here: the primary pulls the rows and folds them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+from proxy.store import impact
+from proxy.store.database import open_writer
+from proxy.store.idempotency import IdempotencyClaim
+from proxy.store.journal import JournalEntry
+from proxy.store.migrations import migrate
+from proxy.store.shards import (
+    next_shard_id,
+    open_read_only,
+    read_watermark,
+    shard_name,
+    trim_shard,
+)
+from proxy.store.writer import GroupCommitWriter, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+REFUSED_FILE = "ingest-refused"  # exists in the data folder while the primary refuses ingest
+REFUSAL_CHECK_SECONDS = 1.0
+
+
+def refusal_marker(data_dir: Path) -> Path:
+    return data_dir / REFUSED_FILE
+
+
+class _NoMerge:
+    """Stands in for Deltas in the worker's GroupCommitWriter: merging is the primary's job."""
+
+    entries = 0
+
+    def add(self, entry: JournalEntry) -> None:
+        pass
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class ShardStore:
+    def __init__(self, shard_path: Path, primary_path: Path, synchronous: str) -> None:
+        self.path = shard_path
+        self.name = shard_name(shard_path)
+        self.primary_path = primary_path
+        self.synchronous = synchronous
+        self.writer: GroupCommitWriter | None = None
+        self.impact_guard = impact.SeriesGuard(set())
+        self.open_error: str | None = None
+        self.refusing = False
+        self.trimmed = 0
+        self._db: sqlite3.Connection | None = None
+        self._primary: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        db = self._db = open_writer(self.path, self.synchronous)
+        migrate(db)
+        # The primary created its database (and the watermark table) before starting workers.
+        self._primary = open_read_only(self.primary_path)
+        watermark = read_watermark(self._primary, self.name)
+        self.trimmed += trim_shard(db, watermark)
+        self.writer = GroupCommitWriter(db, _NoMerge(), next_shard_id(db, watermark))  # type: ignore[arg-type]
+        self.writer.start()
+        self._refresh_impact_series()
+        self._check_refusal()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()  # commits what is queued: every 202 sent is on disk
+        for db in (self._db, self._primary):
+            if db is not None:
+                db.close()
+        self._db = self._primary = None
+
+    async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
+        if self.writer is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
+        if self.refusing:
+            raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
+        return await self.writer.append(entries, claim)
+
+    # --- upkeep ---------------------------------------------------------------------------
+
+    def trim(self) -> int:
+        """Delete the rows the primary has folded (at or below its watermark for this shard)."""
+        assert self._db is not None and self._primary is not None
+        deleted = trim_shard(self._db, read_watermark(self._primary, self.name))
+        self.trimmed += deleted
+        return deleted
+
+    def _refresh_impact_series(self) -> None:
+        # Series admitted by the other processes; the limit is checked per process (README).
+        assert self._primary is not None
+        self.impact_guard.keys |= impact.SeriesGuard.load(self._primary).keys
+
+    def _check_refusal(self) -> None:
+        refusing = refusal_marker(self.path.parent).exists()
+        if refusing != self.refusing:
+            log.warning("worker %s: the primary %s ingest", self.name,
+                        "refuses (store full)" if refusing else "accepts again")
+        self.refusing = refusing
+
+    async def run_upkeep(self, trim_interval: float) -> None:
+        since_trim = 0.0
+        while True:
+            await asyncio.sleep(REFUSAL_CHECK_SECONDS)
+            self._check_refusal()
+            since_trim += REFUSAL_CHECK_SECONDS
+            if since_trim >= trim_interval:
+                since_trim = 0.0
+                try:
+                    self.trim()
+                    self._refresh_impact_series()
+                except sqlite3.Error as exc:  # e.g. the primary is mid-checkpoint: next time
+                    log.warning("worker %s: trimming its journal failed: %s", self.name, exc)
