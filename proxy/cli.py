@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -94,16 +95,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def serve_worker(settings: Settings, index: int) -> int:
     """An ingest worker (`workers` > 1): started by the primary, never by hand."""
-    from proxy.workers.app import create_worker_app
+    from proxy.workers.app import create_worker_app, run_worker
 
     log = logging.getLogger("proxy")
     if not 1 <= index < settings.workers:
         log.error("--worker-index %d is outside 1..%d", index, settings.workers - 1)
         return 2
-    log.info("worker %d listening on %s:%d (ingest into %s; everything else passed to the primary)",
-             index, settings.host, settings.port, settings.shard_path(index))
-    web.run_app(create_worker_app(settings, index), host=settings.host, port=settings.port, reuse_port=True,
-                access_log=None, print=None, shutdown_timeout=20)
+    asyncio.run(run_worker(create_worker_app(settings, index), settings, index))
     log.info("worker %d stopped", index)
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 INGEST_ROUTES = frozenset({
     "/api/client/metrics", "/api/frontend/client/metrics", "/api/client/register", "/api/frontend/client/register",
 })
+SHUTDOWN_SECONDS = 20.0
 PASS_THROUGH = web.AppKey("pass_through", PassThrough)
 
 
@@ -75,3 +77,21 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     app.add_routes([route for route in client.routes() if route.path in INGEST_ROUTES])
     app.router.add_route("*", "/{tail:.*}", pass_through)
     return app
+
+
+async def run_worker(app: web.Application, settings: Settings, index: int) -> None:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests and commit what is queued."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+        await site.start()
+        log.info("worker %d listening on %s:%d (ingest into %s; everything else passed to the primary)",
+                 index, settings.host, settings.port, settings.shard_path(index))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -4,9 +4,11 @@ journal file. No merge into deltas and no fold here: the primary pulls the rows 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from proxy.store import impact
 from proxy.store.database import open_writer
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 REFUSED_FILE = "ingest-refused"  # exists in the data folder while the primary refuses ingest
 REFUSAL_CHECK_SECONDS = 1.0
+LOCK_WAIT_SECONDS = 10.0
 
 
 def refusal_marker(data_dir: Path) -> Path:
@@ -57,12 +60,14 @@ class ShardStore:
         self.trimmed = 0
         self._db: sqlite3.Connection | None = None
         self._primary: sqlite3.Connection | None = None
+        self._lock: IO[str] | None = None
 
     @property
     def is_open(self) -> bool:
         return self._db is not None
 
     async def open(self) -> None:
+        await self._lock_shard()
         db = self._db = open_writer(self.path, self.synchronous)
         migrate(db)
         # The primary created its database (and the watermark table) before starting workers.
@@ -74,6 +79,18 @@ class ShardStore:
         self._refresh_impact_series()
         self._check_refusal()
 
+    async def _lock_shard(self) -> None:
+        """Be the shard's only writer: a worker of a primary that was just killed may take a
+        moment to die (PR_SET_PDEATHSIG); the kernel drops its lock when it does."""
+        self._lock = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115, ASYNC230 - held while open
+        for _ in range(int(LOCK_WAIT_SECONDS / 0.05)):
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.path} is held by another process")
+
     async def close(self) -> None:
         if self.writer is not None:
             await self.writer.stop()  # commits what is queued: every 202 sent is on disk
@@ -81,6 +98,9 @@ class ShardStore:
             if db is not None:
                 db.close()
         self._db = self._primary = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
         if self.writer is None:
