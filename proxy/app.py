@@ -95,6 +95,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[STORE] = Store(
         settings.database_path, settings.synchronous, max_db_size=settings.max_db_size,
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
+        ingest_processes=settings.workers,
     )
     app[AUTH] = Authenticator(settings)
     if settings.upstream is not None and settings.auth == "tokens":

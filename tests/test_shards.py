@@ -75,7 +75,7 @@ async def test_a_crash_between_pull_and_fold_counts_the_rows_once(tmp_path):
     store.fold()
     await shard.append([entry(2)])
     await shard.append([entry(4)])
-    assert store.shards.pull(store.writer.deltas) == 2  # pulled into memory, not folded
+    assert store.shards.pull(store.writer.deltas)[0] == 2  # pulled into memory, not folded
     crash(store)
     await abandon_reader(store)
     assert watermark(primary) == 1

@@ -11,6 +11,8 @@ import signal
 import sqlite3
 
 import aiohttp
+
+from tests.storage_support import SMALL_STORE
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, wait_for_log
 
 CONNECTIONS = 32
@@ -71,7 +73,7 @@ async def post_until(url: str, ledger: Ledger, stop: asyncio.Event, seed: int) -
             try:
                 async with session.post(url + "/api/client/metrics", json=metrics(f"app-{seed}", yes)) as resp:
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ledger.unknown += yes
                 return
             if status == 202:
@@ -151,7 +153,7 @@ async def test_kill_9_of_the_worker_loses_nothing_and_it_is_restarted(tmp_path):
         stored = await stored_yes(proxy.url)
         assert ledger.acked <= stored <= ledger.acked + ledger.unknown
         wait_for_log(proxy, LISTENING, 2)
-        assert "worker 1 (pid %d) exited unexpectedly" % first in proxy.log()
+        assert f"worker 1 (pid {first}) exited unexpectedly" in proxy.log()
         (_, second) = worker_pids(proxy)
         assert alive(second) and not alive(first)
         # The restarted worker continues above every id its predecessor used.
@@ -186,5 +188,42 @@ async def test_sigterm_under_load_stops_both_cleanly_and_loses_nothing(tmp_path)
     try:
         assert re.findall(r"replayed (\d+) journal entries", proxy.log())[-1] == "0"
         assert ledger.acked <= await stored_yes(proxy.url) <= ledger.acked + ledger.unknown
+    finally:
+        proxy.stop()
+
+
+async def test_workers_refuse_too_when_the_primary_store_is_full(tmp_path):
+    """max_db_size with "refuse": once the primary refuses, the worker answers the same 503."""
+    proxy = ProxyProcess(tmp_path / "data", extra_env={"METRICS_PROXY_WORKERS": "2",
+                                                       "METRICS_PROXY_MAX_DB_SIZE": str(SMALL_STORE)}).start()
+    wait_for_log(proxy, LISTENING)
+
+    async def post_fresh(n: int) -> tuple[int, dict | None]:
+        flags = {f"r{n:04d}-flag-{j:02d}": {"yes": 1, "no": 0} for j in range(20)}
+        body = {"appName": "app", "bucket": {"start": 1795371578000, "stop": 1795371579000, "toggles": flags}}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            async with session.post(proxy.url + "/api/client/metrics", json=body,
+                                    headers={"Authorization": CLIENT_TOKEN}) as resp:
+                return resp.status, (await resp.json() if resp.status == 503 else None)
+
+    try:
+        acked, in_a_row, n = 0, 0, 0
+        while in_a_row < 10:
+            n += 1
+            assert n < 3000, "the store never filled up"
+            status, _ = await post_fresh(n)
+            if status == 202:
+                acked += 20
+                in_a_row = 0
+            else:
+                assert status == 503
+                in_a_row += 1
+        await asyncio.sleep(2.5)  # the worker reads the primary's refusal once a second
+        answers = await asyncio.gather(*(post_fresh(10_000 + k) for k in range(24)))
+        assert [status for status, _ in answers] == [503] * 24
+        assert all(body["name"] == "ServiceUnavailableError" and "full" in body["message"] for _, body in answers)
+        assert (proxy.data_dir / "ingest-refused").exists()
+        assert await stored_yes(proxy.url) == acked  # every acknowledged count, from both processes
+        assert shard_watermark(proxy) > 0
     finally:
         proxy.stop()

@@ -75,6 +75,12 @@ class PageBudget:
         return cls(page_size, hard, max(hard - reserve, 1), wal)
 
 
+def shard_backlog_limit(max_bytes: int, page_size: int, ingest_processes: int) -> int:
+    """With ingest workers: the most unfolded journal bytes each process may hold, so that all of
+    them together still fold into the reserve (the primary's writer folds at the same share)."""
+    return PageBudget.for_size(max_bytes, page_size).fold_after_bytes // ingest_processes
+
+
 class SizeLimit:
     """Sets and switches `max_page_count` on the writer connection.
 

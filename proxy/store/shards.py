@@ -57,38 +57,41 @@ class ShardReader:
         self._committed = committed_watermarks(db)
         self._pulled = dict(self._committed)
 
-    def pull(self, deltas: Deltas) -> int:
-        """Add every shard row above the pulled mark to `deltas`; returns how many were added.
+    def pull(self, deltas: Deltas) -> tuple[int, int]:
+        """Add every shard row above the pulled mark to `deltas`; returns how many rows and bytes.
         A shard that cannot be read now (being created, locked) is skipped until the next pull."""
-        added = 0
+        added = size = 0
         for path in sorted(self.data_dir.glob(SHARD_GLOB)):
             name = shard_name(path)
             try:
-                added += self._pull_one(name, path, deltas)
+                rows, nbytes = self._pull_one(name, path, deltas)
             except sqlite3.Error as exc:
                 log.debug("shard %s not readable now (%s); will pull it later", name, exc)
                 self._forget(name)
+                continue
+            added, size = added + rows, size + nbytes
         self.pulled_entries += added
-        return added
+        return added, size
 
-    def _pull_one(self, name: str, path: Path, deltas: Deltas) -> int:
+    def _pull_one(self, name: str, path: Path, deltas: Deltas) -> tuple[int, int]:
         db = self._connections.get(name)
         if db is None:
             db = self._connections[name] = open_read_only(path)
         last = self._pulled.get(name, 0)
-        added = 0
+        added = size = 0
         while True:
             rows = db.execute("SELECT id, entry FROM journal WHERE id > ? ORDER BY id LIMIT ?",
                               (last, PULL_CHUNK)).fetchall()
             for row_id, blob in rows:
                 deltas.add(decode_entry(blob))
                 last = row_id
+                size += len(blob)
             added += len(rows)
             # Record progress per chunk: the rows are in `deltas` now, whatever happens next.
             if rows:
                 self._pulled[name] = last
             if len(rows) < PULL_CHUNK:
-                return added
+                return added, size
 
     @property
     def has_unrecorded(self) -> bool:
@@ -130,6 +133,11 @@ def next_shard_id(shard: sqlite3.Connection, watermark: int) -> int:
     and reusing such an id would hide a new row below the primary's mark."""
     top = shard.execute("SELECT max(id) FROM journal").fetchone()[0] or 0
     return max(top, watermark) + 1
+
+
+def backlog_bytes(shard: sqlite3.Connection, watermark: int) -> int:
+    """Bytes of the rows the primary has not folded yet."""
+    return shard.execute("SELECT coalesce(sum(length(entry)), 0) FROM journal WHERE id > ?", (watermark,)).fetchone()[0]
 
 
 def trim_shard(shard: sqlite3.Connection, watermark: int) -> int:

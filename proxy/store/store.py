@@ -48,12 +48,16 @@ class Store:
     def __init__(
         self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
         overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
+        ingest_processes: int = 1,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.max_db_size = max_db_size
         self.overflow_policy = overflow_policy
         self.idempotency_window = idempotency_window
+        # With ingest workers, each process may hold an equal share of the journal bytes whose
+        # fold fits the space reserved for it (shard_backlog_limit, store/limits.py).
+        self.ingest_processes = ingest_processes
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -99,11 +103,12 @@ class Store:
                 db, self.max_db_size, self.overflow_policy, self.fold,
                 lambda: self.writer is not None and bool(self.writer.deltas),
             )
+            self.space.fold_after_bytes //= self.ingest_processes
         self.features = FeatureDocuments(db)
         deltas = Deltas()
         last_id = self._replay(db, deltas)
         self.shards.load(db)
-        self.replayed_entries += self.shards.pull(deltas)
+        self.replayed_entries += self.shards.pull(deltas)[0]
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
@@ -199,6 +204,22 @@ class Store:
         writer.unfolded_bytes = 0
         self.folds += 1
         return True
+
+    def pull_shards(self) -> None:
+        """Bring the workers' new journal rows into the deltas; fold once the unfolded bytes reach
+        the primary's share, so a fold always fits the space reserved for it (as for its own
+        journal) and each worker's backlog is folded soon after it reaches its share."""
+        writer = self.writer
+        if writer is None:
+            return
+        writer.unfolded_bytes += self.shards.pull(writer.deltas)[1]
+        if self.space is not None and writer.unfolded_bytes >= self.space.fold_after_bytes:
+            self.fold()
+
+    async def run_shard_puller(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.pull_shards()
 
     def reserve(self) -> contextlib.AbstractContextManager[None]:
         """Let the enclosed writes use the space kept above the ingest high-water mark.

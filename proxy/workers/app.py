@@ -70,7 +70,10 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     app[CLOCK] = clock or Clock()
     app[AUTH] = auth
     app[INGEST_STATS] = IngestStats()
-    app[STORE] = ShardStore(settings.shard_path(index), settings.database_path, settings.synchronous)  # type: ignore[assignment]
+    app[STORE] = ShardStore(  # type: ignore[assignment]
+        settings.shard_path(index), settings.database_path, settings.synchronous,
+        max_db_size=settings.max_db_size, ingest_processes=settings.workers,
+    )
     app[PASS_THROUGH] = pass_through
     app.cleanup_ctx.append(_shard_ctx)
     app.on_cleanup.append(pass_through.close)

@@ -14,8 +14,10 @@ from proxy.store import impact
 from proxy.store.database import open_writer
 from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry
+from proxy.store.limits import shard_backlog_limit
 from proxy.store.migrations import migrate
 from proxy.store.shards import (
+    backlog_bytes,
     next_shard_id,
     open_read_only,
     read_watermark,
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REFUSED_FILE = "ingest-refused"  # exists in the data folder while the primary refuses ingest
 REFUSAL_CHECK_SECONDS = 1.0
+SYNC_SECONDS = 0.25  # the worker's backlog check; the primary pulls shards as often
 LOCK_WAIT_SECONDS = 10.0
 
 
@@ -48,7 +51,13 @@ class _NoMerge:
 
 
 class ShardStore:
-    def __init__(self, shard_path: Path, primary_path: Path, synchronous: str) -> None:
+    """`max_db_size` and `ingest_processes` bound the worker's unfolded journal (backlog) to its
+    share of what the primary can fold into the space it reserves (store/limits.py); above it,
+    ingest is refused until the primary has folded the rows (it pulls them every
+    SYNC_SECONDS and folds at its own share)."""
+
+    def __init__(self, shard_path: Path, primary_path: Path, synchronous: str,
+                 max_db_size: int | None = None, ingest_processes: int = 2) -> None:
         self.path = shard_path
         self.name = shard_name(shard_path)
         self.primary_path = primary_path
@@ -58,6 +67,11 @@ class ShardStore:
         self.open_error: str | None = None
         self.refusing = False
         self.trimmed = 0
+        self.max_db_size = max_db_size
+        self.ingest_processes = ingest_processes
+        self.backlog_limit: int | None = None
+        self._backlog_at_sync = 0  # bytes above the watermark at the last sync
+        self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
         self._db: sqlite3.Connection | None = None
         self._primary: sqlite3.Connection | None = None
         self._lock: IO[str] | None = None
@@ -76,6 +90,10 @@ class ShardStore:
         self.trimmed += trim_shard(db, watermark)
         self.writer = GroupCommitWriter(db, _NoMerge(), next_shard_id(db, watermark))  # type: ignore[arg-type]
         self.writer.start()
+        if self.max_db_size is not None:
+            page_size = self._primary.execute("PRAGMA page_size").fetchone()[0]
+            self.backlog_limit = shard_backlog_limit(self.max_db_size, page_size, self.ingest_processes)
+        self.sync(watermark)
         self._refresh_impact_series()
         self._check_refusal()
 
@@ -107,7 +125,15 @@ class ShardStore:
             raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
         if self.refusing:
             raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
+        if self.backlog_limit is not None and self.backlog() >= self.backlog_limit:
+            raise StorageUnavailable("the journal waits for the main process to fold it", disk_full=False)
         return await self.writer.append(entries, claim)
+
+    def backlog(self) -> int:
+        """Unfolded bytes: exact at the last sync, plus everything committed since (an upper
+        bound: rows folded since the sync still count until the next one)."""
+        assert self.writer is not None
+        return self._backlog_at_sync + self.writer.unfolded_bytes - self._written_at_sync
 
     # --- upkeep ---------------------------------------------------------------------------
 
@@ -117,6 +143,14 @@ class ShardStore:
         deleted = trim_shard(self._db, read_watermark(self._primary, self.name))
         self.trimmed += deleted
         return deleted
+
+    def sync(self, watermark: int | None = None) -> None:
+        """Measure the backlog against the primary's current watermark."""
+        assert self._db is not None and self._primary is not None and self.writer is not None
+        if watermark is None:
+            watermark = read_watermark(self._primary, self.name)
+        self._written_at_sync = self.writer.unfolded_bytes
+        self._backlog_at_sync = backlog_bytes(self._db, watermark)
 
     def _refresh_impact_series(self) -> None:
         # Series admitted by the other processes; the limit is checked per process (README).
@@ -133,13 +167,14 @@ class ShardStore:
     async def run_upkeep(self, trim_interval: float) -> None:
         since_trim = 0.0
         while True:
-            await asyncio.sleep(REFUSAL_CHECK_SECONDS)
+            await asyncio.sleep(SYNC_SECONDS)
             self._check_refusal()
-            since_trim += REFUSAL_CHECK_SECONDS
-            if since_trim >= trim_interval:
-                since_trim = 0.0
-                try:
+            since_trim += SYNC_SECONDS
+            try:
+                if since_trim >= trim_interval:
+                    since_trim = 0.0
                     self.trim()
                     self._refresh_impact_series()
-                except sqlite3.Error as exc:  # e.g. the primary is mid-checkpoint: next time
-                    log.warning("worker %s: trimming its journal failed: %s", self.name, exc)
+                self.sync()
+            except sqlite3.Error as exc:  # e.g. the primary is mid-checkpoint: next time
+                log.warning("worker %s: journal upkeep failed, will retry: %s", self.name, exc)

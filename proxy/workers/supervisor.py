@@ -20,7 +20,11 @@ from aiohttp import web
 from proxy.config import ConfigError
 from proxy.state import SETTINGS, STORE
 from proxy.workers.passthrough import primary_socket_path
-from proxy.workers.shard_store import REFUSAL_CHECK_SECONDS, refusal_marker
+from proxy.workers.shard_store import (
+    REFUSAL_CHECK_SECONDS,
+    SYNC_SECONDS,
+    refusal_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +151,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*(supervisor.keep_running(k) for k in range(1, supervisor.count + 1)))
 
     tasks = [asyncio.create_task(start(), name="ingest-workers"),
-             asyncio.create_task(_publish_refusal(app), name="refusal-publisher")]
+             asyncio.create_task(_publish_refusal(app), name="refusal-publisher"),
+             asyncio.create_task(app[STORE].run_shard_puller(SYNC_SECONDS), name="shard-puller")]
     yield
     await supervisor.stop()
     for task in tasks:
