@@ -42,4 +42,4 @@ def test_the_limit_is_shared_by_the_wal_the_reserve_and_what_ingest_may_fill():
     assert (default.wal_pages, default.hard_pages, default.high_water_pages) == (16384, 245760, 221184)
     tiny = PageBudget.for_size(256 * 1024, 4096)  # never under 8 pages of log, 16 of reserve
     assert (tiny.wal_pages, tiny.hard_pages, tiny.high_water_pages) == (8, 56, 40)
-    assert tiny.fold_after_bytes == 16 * 4096 // 16
+    assert tiny.fold_after_bytes == 16 * 4096 // 20

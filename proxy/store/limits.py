@@ -39,7 +39,9 @@ from dataclasses import dataclass
 
 RESERVE_FRACTION = 0.10
 MIN_RESERVE_PAGES = 16
-FOLD_EXPANSION = 16
+# 16 proved too tight: with one more table in the schema (shard_watermarks) a fold of a full
+# small store no longer fitted its reserve (tests/test_disk_full.py).
+FOLD_EXPANSION = 20
 WAL_FRACTION = 0.125
 MIN_WAL_PAGES = 8
 MAX_WAL_BYTES = 64 * 1024 * 1024
