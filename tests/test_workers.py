@@ -11,9 +11,11 @@ import signal
 import sqlite3
 
 import aiohttp
+from aiohttp import web
 
 from tests.storage_support import SMALL_STORE
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, wait_for_log
+from tests.test_token_validation import UPSTREAM_CLIENT, FakeUnleash
 
 CONNECTIONS = 32
 LISTENING = "worker 1 listening"
@@ -225,5 +227,29 @@ async def test_workers_refuse_too_when_the_primary_store_is_full(tmp_path):
         assert (proxy.data_dir / "ingest-refused").exists()
         assert await stored_yes(proxy.url) == acked  # every acknowledged count, from both processes
         assert shard_watermark(proxy) > 0
+    finally:
+        proxy.stop()
+
+
+async def test_tokens_checked_with_the_upstream_are_validated_by_the_primary_only(tmp_path, aiohttp_server):
+    """A worker passes a post whose token is not configured to the primary, which asks the
+    upstream once and keeps the verdict; the counts land exactly once either way."""
+    fake = FakeUnleash()
+    upstream_app = web.Application()
+    upstream_app.router.add_post("/edge/validate", fake.validate)
+    server = await aiohttp_server(upstream_app)
+    proxy = ProxyProcess(tmp_path / "data", extra_env={
+        "METRICS_PROXY_WORKERS": "2", "METRICS_PROXY_UPSTREAM_URL": str(server.make_url("/api")),
+        "METRICS_PROXY_UPSTREAM_TOKENS": f"development={UPSTREAM_CLIENT}",
+    }).start()
+    wait_for_log(proxy, LISTENING)
+    try:
+        for n in range(1, 17):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                async with session.post(proxy.url + "/api/client/metrics", json=metrics("upstream-app", n),
+                                        headers={"Authorization": UPSTREAM_CLIENT}) as resp:
+                    assert resp.status == 202, await resp.text()
+        assert await stored_yes(proxy.url) == sum(range(1, 17))
+        assert fake.asked == [UPSTREAM_CLIENT]
     finally:
         proxy.stop()
