@@ -82,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, process: str = "") -> None:
+    # With ingest workers all processes share one stream: their lines name the process.
+    tag = f"[{process}] " if process else ""
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", stream=sys.stderr
     )
 
 
@@ -111,7 +113,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from proxy.state import STORE
 
     settings = settings_from_args(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")
     if args.worker_index is not None:
         return serve_worker(settings, args.worker_index)
     log = logging.getLogger("proxy")
