@@ -14,7 +14,7 @@ from proxy.store import impact
 from proxy.store.database import open_writer
 from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry
-from proxy.store.limits import shard_backlog_limit
+from proxy.store.limits import PageBudget, shard_backlog_limit
 from proxy.store.migrations import migrate
 from proxy.store.shards import (
     backlog_bytes,
@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 REFUSED_FILE = "ingest-refused"  # exists in the data folder while the primary refuses ingest
 REFUSAL_CHECK_SECONDS = 1.0
-SYNC_SECONDS = 0.25  # the worker's backlog check; the primary pulls shards as often
+SYNC_SECONDS = 0.1  # the worker's backlog check; the primary pulls shards as often
+BACKLOG_POLL_SECONDS = 0.02
+ROOM_CHECK_SECONDS = 0.002
+BACKLOG_WAIT_SECONDS = 10.0
 LOCK_WAIT_SECONDS = 10.0
 
 
@@ -72,6 +75,11 @@ class ShardStore:
         self.backlog_limit: int | None = None
         self._backlog_at_sync = 0  # bytes above the watermark at the last sync
         self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
+        self._synced_at = 0.0
+        self._high_water_pages: int | None = None
+        self._room = True
+        self._room_checked_at = -1.0
+        self.backlog_waits = 0  # requests that waited for the primary's fold
         self._db: sqlite3.Connection | None = None
         self._primary: sqlite3.Connection | None = None
         self._lock: IO[str] | None = None
@@ -93,6 +101,7 @@ class ShardStore:
         if self.max_db_size is not None:
             page_size = self._primary.execute("PRAGMA page_size").fetchone()[0]
             self.backlog_limit = shard_backlog_limit(self.max_db_size, page_size, self.ingest_processes)
+            self._high_water_pages = PageBudget.for_size(self.max_db_size, page_size).high_water_pages
         self.sync(watermark)
         self._refresh_impact_series()
         self._check_refusal()
@@ -123,11 +132,44 @@ class ShardStore:
     async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
         if self.writer is None:
             raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
-        if self.refusing:
+        if self.refusing or not self._primary_has_room():
             raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
         if self.backlog_limit is not None and self.backlog() >= self.backlog_limit:
-            raise StorageUnavailable("the journal waits for the main process to fold it", disk_full=False)
+            await self._wait_for_fold()
         return await self.writer.append(entries, claim)
+
+    async def _wait_for_fold(self) -> None:
+        """Back-pressure: hold the request until the primary has folded enough of the backlog
+        (it pulls every SYNC_SECONDS and folds at its share); 503 only if that takes too long."""
+        assert self.backlog_limit is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BACKLOG_WAIT_SECONDS
+        self.backlog_waits += 1
+        while self.backlog() >= self.backlog_limit:
+            if loop.time() > deadline:
+                raise StorageUnavailable("the main process has not folded this worker's journal in time",
+                                         disk_full=False)
+            await asyncio.sleep(BACKLOG_POLL_SECONDS)
+            if loop.time() - self._synced_at >= BACKLOG_POLL_SECONDS:
+                self.sync()
+
+    def _primary_has_room(self) -> bool:
+        """The primary's admission check (pages in use at most its high-water mark), read from its
+        database at most every ROOM_CHECK_SECONDS: once the primary folds into its reserve, the
+        worker stops within that time instead of at the next refusal-marker check."""
+        if self._high_water_pages is None:
+            return True
+        now = asyncio.get_running_loop().time()
+        if now - self._room_checked_at >= ROOM_CHECK_SECONDS:
+            assert self._primary is not None
+            try:
+                pages = self._primary.execute("PRAGMA page_count").fetchone()[0]
+                free = self._primary.execute("PRAGMA freelist_count").fetchone()[0]
+            except sqlite3.Error:
+                return self._room  # the last answer; the marker file still applies
+            self._room = pages - free <= self._high_water_pages
+            self._room_checked_at = now
+        return self._room
 
     def backlog(self) -> int:
         """Unfolded bytes: exact at the last sync, plus everything committed since (an upper
@@ -150,6 +192,7 @@ class ShardStore:
         if watermark is None:
             watermark = read_watermark(self._primary, self.name)
         self._written_at_sync = self.writer.unfolded_bytes
+        self._synced_at = asyncio.get_running_loop().time()
         self._backlog_at_sync = backlog_bytes(self._db, watermark)
 
     def _refresh_impact_series(self) -> None:
