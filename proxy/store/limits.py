@@ -68,6 +68,14 @@ class PageBudget:
     def fold_after_bytes(self) -> int:
         return (self.hard_pages - self.high_water_pages) * self.page_size // FOLD_EXPANSION
 
+    def allowance(self, used_pages: int, ingest_processes: int) -> int:
+        """With ingest workers: the unfolded journal bytes each process may hold. The reserve's
+        share, or while the store is far from full a share of what still folds below the
+        high-water mark: the folds of all of them together then still fit (the reserve covers one
+        of fold_after_bytes after whatever the room below the mark took)."""
+        below = max(self.high_water_pages - used_pages, 0) * self.page_size // FOLD_EXPANSION
+        return max(self.fold_after_bytes, below) // ingest_processes
+
     @classmethod
     def for_size(cls, max_bytes: int, page_size: int) -> PageBudget:
         total = max_bytes // page_size
@@ -75,12 +83,6 @@ class PageBudget:
         hard = max(total - wal, 1)
         reserve = max(int(hard * RESERVE_FRACTION), MIN_RESERVE_PAGES)
         return cls(page_size, hard, max(hard - reserve, 1), wal)
-
-
-def shard_backlog_limit(max_bytes: int, page_size: int, ingest_processes: int) -> int:
-    """With ingest workers: the most unfolded journal bytes each process may hold, so that all of
-    them together still fold into the reserve (the primary's writer folds at the same share)."""
-    return PageBudget.for_size(max_bytes, page_size).fold_after_bytes // ingest_processes
 
 
 class SizeLimit:

@@ -58,6 +58,7 @@ class Store:
         # With ingest workers, each process may hold an equal share of the journal bytes whose
         # fold fits the space reserved for it (shard_backlog_limit, store/limits.py).
         self.ingest_processes = ingest_processes
+        self._shard_unfolded = 0  # bytes pulled from shards since the last fold
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -200,20 +201,26 @@ class Store:
             log.error("fold of %d journal entries failed, will retry: %s", writer.deltas.entries, exc)
             return False
         self.shards.committed()
+        self._shard_unfolded = 0
         writer.deltas = Deltas()
         writer.unfolded_bytes = 0
         self.folds += 1
         return True
 
     def pull_shards(self) -> None:
-        """Bring the workers' new journal rows into the deltas; fold once the unfolded bytes reach
-        the primary's share, so a fold always fits the space reserved for it (as for its own
-        journal) and each worker's backlog is folded soon after it reaches its share."""
-        writer = self.writer
+        """Bring the workers' new journal rows into the deltas. With a size limit every process
+        may hold its allowance of unfolded journal (PageBudget.allowance): the writer folds its
+        own at it, and the workers' rows are folded once they reach theirs, so that a fold always
+        fits (as with one process) and a worker waiting at its allowance moves on soon."""
+        writer, space = self.writer, self.space
         if writer is None:
             return
-        writer.unfolded_bytes += self.shards.pull(writer.deltas)[1]
-        if self.space is not None and writer.unfolded_bytes >= self.space.fold_after_bytes:
+        self._shard_unfolded += self.shards.pull(writer.deltas)[1]
+        if space is None:
+            return
+        pages, free = space.limit.pages()
+        space.fold_after_bytes = space.limit.budget.allowance(pages - free, self.ingest_processes)
+        if self._shard_unfolded >= space.fold_after_bytes * (self.ingest_processes - 1):
             self.fold()
 
     async def run_shard_puller(self, interval: float) -> None:

@@ -14,7 +14,7 @@ from proxy.store import impact
 from proxy.store.database import open_writer
 from proxy.store.idempotency import IdempotencyClaim
 from proxy.store.journal import JournalEntry
-from proxy.store.limits import PageBudget, shard_backlog_limit
+from proxy.store.limits import PageBudget
 from proxy.store.migrations import migrate
 from proxy.store.shards import (
     backlog_bytes,
@@ -76,7 +76,7 @@ class ShardStore:
         self._backlog_at_sync = 0  # bytes above the watermark at the last sync
         self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
         self._synced_at = 0.0
-        self._high_water_pages: int | None = None
+        self._budget: PageBudget | None = None
         self._room = True
         self._room_checked_at = -1.0
         self.backlog_waits = 0  # requests that waited for the primary's fold
@@ -100,8 +100,8 @@ class ShardStore:
         self.writer.start()
         if self.max_db_size is not None:
             page_size = self._primary.execute("PRAGMA page_size").fetchone()[0]
-            self.backlog_limit = shard_backlog_limit(self.max_db_size, page_size, self.ingest_processes)
-            self._high_water_pages = PageBudget.for_size(self.max_db_size, page_size).high_water_pages
+            self._budget = PageBudget.for_size(self.max_db_size, page_size)
+            self.backlog_limit = self._budget.fold_after_bytes // self.ingest_processes
         self.sync(watermark)
         self._refresh_impact_series()
         self._check_refusal()
@@ -136,6 +136,8 @@ class ShardStore:
             raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
         if self.backlog_limit is not None and self.backlog() >= self.backlog_limit:
             await self._wait_for_fold()
+            if not self._primary_has_room():
+                raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
         return await self.writer.append(entries, claim)
 
     async def _wait_for_fold(self) -> None:
@@ -145,7 +147,7 @@ class ShardStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKLOG_WAIT_SECONDS
         self.backlog_waits += 1
-        while self.backlog() >= self.backlog_limit:
+        while self.backlog() >= self.backlog_limit and self._primary_has_room():
             if loop.time() > deadline:
                 raise StorageUnavailable("the main process has not folded this worker's journal in time",
                                          disk_full=False)
@@ -157,7 +159,7 @@ class ShardStore:
         """The primary's admission check (pages in use at most its high-water mark), read from its
         database at most every ROOM_CHECK_SECONDS: once the primary folds into its reserve, the
         worker stops within that time instead of at the next refusal-marker check."""
-        if self._high_water_pages is None:
+        if self._budget is None:
             return True
         now = asyncio.get_running_loop().time()
         if now - self._room_checked_at >= ROOM_CHECK_SECONDS:
@@ -167,7 +169,8 @@ class ShardStore:
                 free = self._primary.execute("PRAGMA freelist_count").fetchone()[0]
             except sqlite3.Error:
                 return self._room  # the last answer; the marker file still applies
-            self._room = pages - free <= self._high_water_pages
+            self._room = pages - free <= self._budget.high_water_pages
+            self.backlog_limit = self._budget.allowance(pages - free, self.ingest_processes)
             self._room_checked_at = now
         return self._room
 
