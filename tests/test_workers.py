@@ -132,6 +132,18 @@ async def test_reads_bulk_and_registrations_work_on_every_connection(tmp_path):
                                        headers={"Authorization": CLIENT_TOKEN}) as resp:
                     assert resp.status == 403  # status and error body come back from the primary as-is
                     assert (await resp.json())["name"] == "ForbiddenError"
+        # Bulk posts passed on keep the client's address (the primary believes the worker's header).
+        for n in range(16):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                chained = {"applications": [{"appName": "edge", "instanceId": f"edge-{n}",
+                                             "environment": "development"}], "metrics": []}
+                async with session.post(proxy.url + "/api/client/metrics/bulk", json=chained,
+                                        headers={"Authorization": CLIENT_TOKEN}) as resp:
+                    assert resp.status == 202
+        async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
+            async with session.get(proxy.url + "/api/admin/metrics/instances/edge/environment/development") as resp:
+                seen = (await resp.json())["instances"]
+        assert len(seen) == 16 and {i["clientIp"] for i in seen} == {"127.0.0.1"}
         # The same Idempotency-Key over 16 connections (both processes): counted once.
         async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
             async with session.get(proxy.url + "/api/client/metrics/feature-toggles") as resp:
