@@ -46,6 +46,8 @@ from proxy.store.retention import RetentionPolicy
 from proxy.upstream import forwarder
 from proxy.upstream.stats import ForwarderStats
 from proxy.upstream.token_validation import TokenValidator
+from proxy.workers.passthrough import client_address_middleware
+from proxy.workers.supervisor import workers_ctx
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,11 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     # client_max_size is a backstop; handlers enforce max_body_size themselves and answer 413.
     http_stats = HttpStats()
+    middlewares = [http_metrics_middleware(http_stats), error_middleware]
+    if settings.workers > 1:
+        middlewares.insert(0, client_address_middleware)
     app = web.Application(
-        middlewares=[http_metrics_middleware(http_stats), error_middleware],
+        middlewares=middlewares,
         client_max_size=settings.max_body_size + 1,
     )
     app[SETTINGS] = settings
@@ -93,6 +98,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[STORE] = Store(
         settings.database_path, settings.synchronous, max_db_size=settings.max_db_size,
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
+        ingest_processes=settings.workers,
     )
     app[AUTH] = Authenticator(settings)
     app[ANSWER_CACHE] = AnswerCache(settings.read_cache_max_bytes, settings.read_cache_max_entries)
@@ -126,6 +132,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.add_routes(custom.routes())
     app.add_routes(impact_scrape.routes())
     openapi.install(app, tokens=settings.auth == "tokens")
+    if settings.workers > 1:
+        app.cleanup_ctx.append(workers_ctx)  # last: starts after the store opens, stops before it closes
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

@@ -72,6 +72,10 @@ class Authenticator:
         # Set by the app when an upstream is configured: tokens not listed here are checked there.
         self.validator: TokenValidator | None = None
 
+    def lists(self, token: str) -> bool:
+        """The token is one of the configured ones (no upstream check needed)."""
+        return token in self._tokens
+
     @property
     def has_tokens(self) -> bool:
         return bool(self._tokens) or self.validator is not None

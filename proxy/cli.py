@@ -36,6 +36,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where the SQLite database lives (default ./data)")
     p.add_argument("--auth", choices=["tokens", "open"], help='"tokens" (default) or "open" for local development')
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--workers", type=int, help="processes taking ingest on the port (default 1; 2 uses two cores)")
+    # Internal: the primary starts its ingest workers with it (proxy/workers/supervisor.py).
+    p.add_argument("--worker-index", dest="worker_index", type=int, help=argparse.SUPPRESS)
 
 
 def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
@@ -80,14 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, process: str = "") -> None:
+    # With ingest workers all processes share one stream: their lines name the process.
+    tag = f"[{process}] " if process else ""
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", stream=sys.stderr
     )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level")}
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level", "workers")}
     return load_settings(config_file=args.config, flags=flags)
 
 
@@ -112,12 +117,32 @@ async def _freeze_startup_objects(app: web.Application) -> None:
     gc.freeze()
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve_worker(settings: Settings, index: int) -> int:
+    """An ingest worker (`workers` > 1): started by the primary, never by hand."""
+    from proxy.workers.app import create_worker_app, run_worker
+
+    log = logging.getLogger("proxy")
+    if not 1 <= index < settings.workers:
+        log.error("--worker-index %d is outside 1..%d", index, settings.workers - 1)
+        return 2
+    gc.set_threshold(*GC_THRESHOLDS)
+    app = create_worker_app(settings, index)
+    gc.collect()
+    gc.freeze()
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as runner:
+        runner.run(run_worker(app, settings, index))
+    log.info("worker %d stopped", index)
+    return 0
+
+
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from proxy.app import create_app
     from proxy.state import STORE
 
     settings = settings_from_args(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")
+    if args.worker_index is not None:
+        return serve_worker(settings, args.worker_index)
     log = logging.getLogger("proxy")
     loop = new_event_loop(settings.event_loop)
     log.info(
@@ -129,6 +154,15 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     gc.set_threshold(*GC_THRESHOLDS)
     app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts opened the store
+    extra: dict = {}
+    if settings.workers > 1:
+        from proxy.workers.passthrough import primary_socket_path
+        from proxy.workers.supervisor import SERVE_ARGV, hold_data_dir
+
+        hold_data_dir(settings.database_path.parent)
+        app[SERVE_ARGV] = list(argv or sys.argv[1:])
+        extra = {"reuse_port": True, "path": str(primary_socket_path(settings.database_path.parent))}
+        log.info("primary with %d ingest workers on the same port", settings.workers - 1)
     try:
         web.run_app(
             app,
@@ -138,6 +172,7 @@ def serve(args: argparse.Namespace) -> int:
             print=None,
             shutdown_timeout=20,
             loop=loop,
+            **extra,
         )
     except OSError as exc:
         # Typically the port is taken; everything acknowledged so far is on disk already.
@@ -164,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "serve":
-            return serve(args)
+            return serve(args, argv)
         if args.command in ("health", "ready"):
             return probe_command(args)
         return args.run(args)

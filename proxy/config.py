@@ -71,6 +71,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # awaited commit than the standard loop (bench/ingest.py measures both); "asyncio" is the
     # fallback for platforms without uvloop.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Processes that take ingest: this one (the primary, which does everything else) plus
+    # workers - 1 ingest workers on the same port (SO_REUSEPORT), each committing to its own
+    # journal file that the primary folds (proxy/workers/). 2 uses both cores of a 2-core box.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     # Bound on the SQLite database and its -wal file (SQLite enforces the database's part with
     # max_page_count). Ingest is refused, or makes room (overflow_policy), at a high-water mark
     # below it; see store/limits.py.
@@ -110,6 +114,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     @property
     def database_path(self) -> Path:
         return Path(self.data_dir) / "metrics-proxy.db"
+
+    def shard_path(self, worker_index: int) -> Path:
+        """The journal file ingest worker `worker_index` (1..workers-1) alone writes."""
+        return Path(self.data_dir) / f"ingest-{worker_index}.db"
 
 
 def _list_fields() -> set[str]:

@@ -111,3 +111,12 @@ class ProxyProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def wait_for_log(proxy: ProxyProcess, text: str, count: int = 1, timeout: float = 15.0) -> None:
+    """Until `text` has appeared `count` times in the proxy's log (e.g. a worker listening)."""
+    deadline = time.monotonic() + timeout
+    while proxy.log().count(text) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{text!r} x{count} not in the log: {proxy.log()[-2000:]}")
+        time.sleep(0.05)

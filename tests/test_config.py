@@ -135,3 +135,16 @@ def test_serve_runs_on_the_configured_event_loop(tmp_path, setting, loop_class):
     finally:
         proxy.terminate()
     assert f"event loop {loop_class}," in proxy.log_path.read_text()
+
+
+def test_workers_from_file_env_and_flag_within_bounds(tmp_path):
+    path = write(tmp_path, "workers = 3\n")
+    assert load_settings(environ={}).workers == 1
+    assert load_settings(path, environ={}).workers == 3
+    assert load_settings(path, environ={"METRICS_PROXY_WORKERS": "2"}).workers == 2
+    assert load_settings(path, flags={"workers": 4}, environ={"METRICS_PROXY_WORKERS": "2"}).workers == 4
+    for bad in ("0", "17"):
+        with pytest.raises(ConfigError, match="invalid option workers"):
+            load_settings(environ={"METRICS_PROXY_WORKERS": bad})
+    help_text = subprocess.run([sys.executable, "-m", "proxy", "serve", "--help"], capture_output=True, text=True).stdout
+    assert "--workers" in help_text and "--worker-index" not in help_text

@@ -10,13 +10,16 @@ import asyncio
 import os
 import random
 import re
+import sqlite3
 
 import aiohttp
+import pytest
 
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess
+from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, wait_for_log
 
 CYCLES = int(os.environ.get("CRASH_CYCLES", "4"))
 WORKERS = 16
+WORKER_LISTENING = "worker 1 listening"
 
 
 class Ledger:
@@ -55,12 +58,21 @@ async def stored_total(url: str) -> int:
     return sum(v["yes"] for v in data["lastHour"].values())
 
 
-async def test_kill_9_under_load_never_loses_an_acknowledged_count(tmp_path):
-    proxy = ProxyProcess(tmp_path / "data")
+def start(proxy: ProxyProcess, processes: int, starts: int) -> None:
+    proxy.start()
+    if processes > 1:  # the ingest worker takes connections too before the load begins
+        wait_for_log(proxy, WORKER_LISTENING, starts)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_kill_9_under_load_never_loses_an_acknowledged_count(tmp_path, processes):
+    """With `workers = 2` the kill hits the primary: its worker dies with it (PR_SET_PDEATHSIG) and
+    the counts the worker acknowledged are replayed from its shard at the next start."""
+    proxy = ProxyProcess(tmp_path / "data", extra_env={"METRICS_PROXY_WORKERS": str(processes)})
     ledger = Ledger()
     rng = random.Random(1234)
     try:
-        proxy.start()
+        start(proxy, processes, 1)
         for cycle in range(CYCLES):
             stop = asyncio.Event()
             workers = [asyncio.create_task(load(proxy.url, ledger, stop, seed=cycle * 100 + w)) for w in range(WORKERS)]
@@ -68,7 +80,7 @@ async def test_kill_9_under_load_never_loses_an_acknowledged_count(tmp_path):
             proxy.kill()  # SIGKILL mid-load: no shutdown code runs
             stop.set()
             await asyncio.gather(*workers)
-            proxy.start()
+            start(proxy, processes, cycle + 2)
             stored = await stored_total(proxy.url)
             assert ledger.acked > 0
             assert ledger.acked <= stored <= ledger.acked + ledger.unknown, (cycle, ledger.acked, stored, ledger.unknown)
@@ -77,3 +89,7 @@ async def test_kill_9_under_load_never_loses_an_acknowledged_count(tmp_path):
     # The kills really landed between a commit and its fold: acknowledged work was replayed.
     replayed = [int(n) for n in re.findall(r"replayed (\d+) journal entries", proxy.log())]
     assert len(replayed) == CYCLES + 1 and sum(replayed) > 0
+    if processes > 1:  # the worker took its share of the load (rows of its shard were folded)
+        with sqlite3.connect(tmp_path / "data" / "metrics-proxy.db") as db:
+            (last_id,) = db.execute("SELECT last_id FROM shard_watermarks WHERE shard = 'ingest-1'").fetchone()
+        assert last_id > 0

@@ -43,3 +43,5 @@ def test_the_limit_is_shared_by_the_wal_the_reserve_and_what_ingest_may_fill():
     tiny = PageBudget.for_size(256 * 1024, 4096)  # never under 8 pages of log, 16 of reserve
     assert (tiny.wal_pages, tiny.hard_pages, tiny.high_water_pages) == (8, 56, 40)
     assert tiny.fold_after_bytes == 16 * 4096 // 2
+    assert tiny.allowance(used_pages=56, ingest_processes=2) == 16 * 4096 // 20 // 2  # full: the reserve's share
+    assert tiny.allowance(used_pages=0, ingest_processes=2) == 40 * 4096 // 20 // 2  # empty: the room below the mark

@@ -44,6 +44,10 @@ from dataclasses import dataclass
 RESERVE_FRACTION = 0.10
 MIN_RESERVE_PAGES = 16
 PAGE_FILL_SLACK = 2
+# Ingest workers (proxy/workers/) hold journal rows the primary has not merged yet, so their share
+# of the reserve is bounded on journal bytes: one journal byte becomes at most this many bytes of
+# table rows (16 proved too tight for a full small store's fold, tests/test_disk_full.py).
+FOLD_EXPANSION = 20
 WAL_FRACTION = 0.125
 MIN_WAL_PAGES = 8
 MAX_WAL_BYTES = 64 * 1024 * 1024
@@ -69,6 +73,14 @@ class PageBudget:
     @property
     def fold_after_bytes(self) -> int:
         return (self.hard_pages - self.high_water_pages) * self.page_size // PAGE_FILL_SLACK
+
+    def allowance(self, used_pages: int, ingest_processes: int) -> int:
+        """With ingest workers: the unfolded journal bytes each worker may hold. The reserve's
+        share, or while the store is far from full a share of what still folds below the
+        high-water mark: the folds of all of them together then still fit."""
+        reserve = (self.hard_pages - self.high_water_pages) * self.page_size
+        below = max(self.high_water_pages - used_pages, 0) * self.page_size
+        return max(reserve, below) // FOLD_EXPANSION // ingest_processes
 
     @classmethod
     def for_size(cls, max_bytes: int, page_size: int) -> PageBudget:

@@ -220,6 +220,15 @@ MIGRATIONS: list[str] = [
     INSERT INTO minute_app_totals (app_name, minute, yes, no)
         SELECT app_name, minute, sum(yes), sum(no) FROM minute_counts GROUP BY app_name, minute;
     """,
+    # 8: with ingest workers, the last journal id of each worker's journal file (shard) folded
+    # into this database, written in the fold's transaction: a shard row counts iff its id is
+    # above its shard's mark (proxy/store/shards.py).
+    """
+    CREATE TABLE shard_watermarks (
+        shard TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -35,6 +35,7 @@ from proxy.store.journal import JournalEntry, clear_folded_journal, decode_entry
 from proxy.store.migrations import migrate
 from proxy.store.minute_rollups import write_minute_rollups
 from proxy.store.retention import RetentionPolicy, prune_history
+from proxy.store.shards import ShardReader
 from proxy.store.space import BoundedSpace
 from proxy.store.writer import Durations, GroupCommitWriter, StorageUnavailable
 
@@ -48,12 +49,17 @@ class Store:
     def __init__(
         self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
         overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
+        ingest_processes: int = 1,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.max_db_size = max_db_size
         self.overflow_policy = overflow_policy
         self.idempotency_window = idempotency_window
+        # With ingest workers, each process may hold an equal share of the journal bytes whose
+        # fold fits the space reserved for it (shard_backlog_limit, store/limits.py).
+        self.ingest_processes = ingest_processes
+        self._shard_unfolded = 0  # bytes pulled from shards since the last fold
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -68,6 +74,8 @@ class Store:
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
         self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
+        # Journal files of ingest workers beside the database, folded in with the own journal.
+        self.shards = ShardReader(path.parent)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -101,9 +109,12 @@ class Store:
                 db, self.max_db_size, self.overflow_policy, self.fold,
                 lambda: self.writer is not None and bool(self.writer.deltas),
             )
+            self.space.fold_after_bytes //= self.ingest_processes
         self.features = FeatureDocuments(db)
         deltas = Deltas()
         last_id = self._replay(db, deltas)
+        self.shards.load(db)
+        self.replayed_entries += self.shards.pull(deltas)[0]
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
@@ -136,6 +147,7 @@ class Store:
             await self.writer.stop()
         if self._db is not None:
             self.fold()
+        self.shards.close()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -167,7 +179,10 @@ class Store:
         Returns False when the transaction failed (the deltas and the journal both stay, so
         nothing is lost and the next fold tries again)."""
         writer, db = self.writer, self._db
-        if writer is None or db is None or not writer.deltas:
+        if writer is None or db is None:
+            return True
+        self.shards.pull(writer.deltas)
+        if not writer.deltas and not self.shards.has_unrecorded:
             return True
 
         def fold_once() -> None:
@@ -177,6 +192,7 @@ class Store:
             impact.write_impact(db, writer.deltas.impact)
             write_minute_rollups(db, writer.deltas)
             clear_folded_journal(db, writer.last_journal_id)
+            self.shards.record(db)
             db.execute("COMMIT")
 
         started = time.perf_counter()
@@ -193,10 +209,34 @@ class Store:
         finally:
             # Also after a failure: drop_oldest may have committed the deletion of an hour first.
             self.data_version += 1
+        self.shards.committed()
+        self._shard_unfolded = 0
         writer.deltas = Deltas()
+        writer.unfolded_bytes = 0
         self.folds += 1
         self.fold_durations.record(time.perf_counter() - started)
         return True
+
+    def pull_shards(self) -> None:
+        """Bring the workers' new journal rows into the deltas. With a size limit every process
+        may hold its allowance of unfolded journal (PageBudget.allowance): the writer folds its
+        own at it, and the workers' rows are folded once they reach theirs, so that a fold always
+        fits (as with one process) and a worker waiting at its allowance moves on soon."""
+        writer, space = self.writer, self.space
+        if writer is None:
+            return
+        self._shard_unfolded += self.shards.pull(writer.deltas)[1]
+        if space is None:
+            return
+        pages, free = space.limit.pages()
+        allowance = space.limit.budget.allowance(pages - free, self.ingest_processes)
+        if self._shard_unfolded >= allowance * (self.ingest_processes - 1):
+            self.fold()
+
+    async def run_shard_puller(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.pull_shards()
 
     def reserve(self) -> contextlib.AbstractContextManager[None]:
         """Let the enclosed writes use the space kept above the ingest high-water mark.
@@ -297,6 +337,10 @@ class Store:
         except sqlite3.Error as exc:
             return f"the database cannot write: {exc}"
         return None
+
+    def refusing_ingest(self) -> bool:
+        """The store is full under overflow_policy "refuse": journal appends are refused."""
+        return self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room()
 
     def load_upstream_tokens(self) -> dict[str, upstream_tokens.TokenVerdict]:
         return upstream_tokens.load(self._db) if self._db is not None else {}

@@ -99,6 +99,10 @@ class GroupCommitWriter:
         self.deltas = deltas
         self._next_id = next_journal_id
         self._space = space
+        # Journal bytes committed since the last fold: an ingest worker, which never folds, bounds
+        # its backlog with it (proxy/workers/shard_store.py); the primary's own inline fold goes by
+        # deltas.fold_bytes instead.
+        self.unfolded_bytes = 0
         self.idempotency_window = idempotency_window
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
@@ -210,10 +214,12 @@ class GroupCommitWriter:
                     rows.append((self._next_id, encode_entry(entry)))
                     self._next_id += 1
             db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
+            written = sum(len(blob) for _, blob in rows)
             if new_claims:
                 idempotency.remember(db, new_claims)
             db.execute("COMMIT")
         except BaseException:
             self._next_id = first_id
             raise
+        self.unfolded_bytes += written
         return stored

@@ -1,0 +1,100 @@
+"""The ingest worker's application: the same handlers for the hot ingest routes, committing to the
+worker's own journal file; every other request is passed to the primary (passthrough.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api import client
+from proxy.api.errors import error_middleware
+from proxy.auth import Authenticator, presented_token
+from proxy.clock import Clock
+from proxy.config import Settings
+from proxy.observability.http_metrics import HttpStats, http_metrics_middleware
+from proxy.observability.telemetry import IngestStats
+from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.workers.passthrough import PassThrough, primary_socket_path
+from proxy.workers.shard_store import ShardStore
+
+log = logging.getLogger(__name__)
+
+# The routes a worker answers itself; bulk is passed on (its Idempotency-Keys live in the primary).
+INGEST_ROUTES = frozenset({
+    "/api/client/metrics", "/api/frontend/client/metrics", "/api/client/register", "/api/frontend/client/register",
+})
+SHUTDOWN_SECONDS = 20.0
+PASS_THROUGH = web.AppKey("pass_through", PassThrough)
+
+
+def _unlisted_tokens_go_to_primary(auth: Authenticator, pass_through: PassThrough):
+    """With an upstream, tokens not in the config are validated by the primary (its verdict cache
+    and upstream calls stay in one place): a post with such a token is passed on whole."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        token = presented_token(request)
+        if token and not auth.lists(token):
+            return await pass_through(request)
+        return await handler(request)
+
+    return middleware
+
+
+async def _shard_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[STORE]
+    await store.open()
+    upkeep = asyncio.create_task(store.run_upkeep(app[SETTINGS].fold_interval), name="shard-upkeep")
+    yield
+    upkeep.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await upkeep
+    await store.close()
+    log.info("worker %s stopped; every acknowledged count is in %s", store.name, store.path)
+
+
+def create_worker_app(settings: Settings, index: int, clock: Clock | None = None) -> web.Application:
+    auth = Authenticator(settings)
+    pass_through = PassThrough(primary_socket_path(settings.database_path.parent))
+    middlewares = [http_metrics_middleware(HttpStats()), error_middleware]
+    if settings.upstream is not None and settings.auth == "tokens":
+        middlewares.append(_unlisted_tokens_go_to_primary(auth, pass_through))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_size + 1)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or Clock()
+    app[AUTH] = auth
+    app[INGEST_STATS] = IngestStats()
+    app[STORE] = ShardStore(  # type: ignore[assignment]
+        settings.shard_path(index), settings.database_path, settings.synchronous,
+        max_db_size=settings.max_db_size, ingest_processes=settings.workers,
+    )
+    app[PASS_THROUGH] = pass_through
+    app.cleanup_ctx.append(_shard_ctx)
+    app.on_cleanup.append(pass_through.close)
+    app.add_routes([route for route in client.routes() if route.path in INGEST_ROUTES])
+    app.router.add_route("*", "/{tail:.*}", pass_through)
+    return app
+
+
+async def run_worker(app: web.Application, settings: Settings, index: int) -> None:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests and commit what is queued."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+        await site.start()
+        log.info("worker %d listening on %s:%d (ingest into %s; everything else passed to the primary)",
+                 index, settings.host, settings.port, settings.shard_path(index))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,159 @@
+"""Journal shards of ingest workers, folded by the primary with a per-shard watermark: every shard
+row is counted exactly once across clean restarts and crashes, and ids are never reused."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from proxy.store import CountRow, JournalEntry, Store
+from proxy.workers.shard_store import ShardStore
+
+HOUR = 1795370400
+
+
+def entry(yes: int) -> JournalEntry:
+    return JournalEntry("development", HOUR + 10, [CountRow("app", "f", HOUR, yes, 0)])
+
+
+def crash(store: Store) -> None:
+    """The process is gone: nothing after the last commit runs (no fold, no close)."""
+    store.writer._task.cancel()
+    store._db.close()
+    store._db = None
+    store.writer = None
+    store.shards.close()
+
+
+async def abandon_reader(store: Store) -> None:
+    await store._reader.close()
+    store._reader = None
+
+
+def shard_ids(path) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT id FROM journal ORDER BY id")]
+
+
+def watermark(path, shard: str = "ingest-1") -> int | None:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT last_id FROM shard_watermarks WHERE shard = ?", (shard,)).fetchone()
+    return row[0] if row else None
+
+
+async def yes_total(store: Store) -> int:
+    return sum(row[3] for row in await store.totals())
+
+
+async def test_shard_rows_count_once_across_a_clean_restart(tmp_path):
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary)
+    await store.open()
+    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
+    await shard.open()
+    for yes in (1, 2, 4):
+        assert await shard.append([entry(yes)]) is True
+    await store.append([entry(16)])  # the primary's own journal folds beside the shard
+    assert await yes_total(store) == 23  # a read pulls the shard first: read-your-writes
+    assert watermark(primary) == 3
+    await store.close()
+
+    store = Store(primary)
+    await store.open()
+    assert store.replayed_entries == 0  # everything was folded and marked
+    assert await yes_total(store) == 23
+    await shard.close()
+    await store.close()
+
+
+async def test_a_crash_between_pull_and_fold_counts_the_rows_once(tmp_path):
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary)
+    await store.open()
+    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
+    await shard.open()
+    await shard.append([entry(1)])
+    store.fold()
+    await shard.append([entry(2)])
+    await shard.append([entry(4)])
+    assert store.shards.pull(store.writer.deltas)[0] == 2  # pulled into memory, not folded
+    crash(store)
+    await abandon_reader(store)
+    assert watermark(primary) == 1
+
+    for replayed in (2, 0):  # the crashed start replays the two rows; the next start nothing
+        store = Store(primary)
+        await store.open()
+        assert store.replayed_entries == replayed
+        assert await yes_total(store) == 7
+        assert watermark(primary) == 3
+        await store.close()
+    await shard.close()
+
+
+async def test_a_failed_fold_keeps_pulled_rows_for_the_next_one(tmp_path):
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary)
+    await store.open()
+    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
+    await shard.open()
+    await shard.append([entry(5)])
+    # Another connection holds the write lock: the fold cannot commit and rolls back.
+    blocker = sqlite3.connect(primary, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    store.db.execute("PRAGMA busy_timeout = 0")
+    assert store.fold() is False
+    assert watermark(primary) is None
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert store.fold() is True
+    assert await yes_total(store) == 5
+    assert watermark(primary) == 1
+    await store.close()
+    await shard.close()
+
+
+async def test_the_worker_trims_folded_rows_and_never_reuses_an_id(tmp_path):
+    primary = tmp_path / "metrics-proxy.db"
+    shard_path = tmp_path / "ingest-1.db"
+    store = Store(primary)
+    await store.open()
+    shard = ShardStore(shard_path, primary, "FULL")
+    await shard.open()
+    for yes in (1, 2):
+        await shard.append([entry(yes)])
+    store.fold()
+    await shard.append([entry(4)])  # id 3: above the mark, must stay
+    assert shard.trim() == 2
+    assert shard_ids(shard_path) == [3]
+    store.fold()
+    assert shard.trim() == 1
+    assert shard_ids(shard_path) == []  # empty: max(id) alone would restart at 1
+    await shard.close()
+
+    shard = ShardStore(shard_path, primary, "FULL")
+    await shard.open()
+    await shard.append([entry(8)])
+    assert shard_ids(shard_path) == [4]
+    assert await yes_total(store) == 15
+    await shard.close()
+    await store.close()
+
+
+async def test_leftover_shards_of_a_larger_run_are_drained(tmp_path):
+    """A shard with no worker any more (workers lowered) is still folded in at start-up."""
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary)
+    await store.open()
+    shards = [ShardStore(tmp_path / f"ingest-{k}.db", primary, "FULL") for k in (1, 2, 3)]
+    for k, shard in enumerate(shards, start=1):
+        await shard.open()
+        await shard.append([entry(k * 10)])
+        await shard.close()
+    crash(store)
+    await abandon_reader(store)
+
+    store = Store(primary)
+    await store.open()
+    assert store.replayed_entries == 3
+    assert await yes_total(store) == 60
+    await store.close()
