@@ -120,3 +120,14 @@ def wait_for_log(proxy: ProxyProcess, text: str, count: int = 1, timeout: float 
         if time.monotonic() > deadline:
             raise RuntimeError(f"{text!r} x{count} not in the log: {proxy.log()[-2000:]}")
         time.sleep(0.05)
+
+
+async def stored_yes_last_hour(url: str) -> int:
+    """The yes counts a running proxy reports for the last hour, over every flag (admin read)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
+        async with session.get(url + "/api/client/metrics/feature-toggles") as resp:
+            assert resp.status == 200
+            data = await resp.json()
+    return sum(v["yes"] for v in data["lastHour"].values())

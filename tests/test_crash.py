@@ -15,7 +15,12 @@ import sqlite3
 import aiohttp
 import pytest
 
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, wait_for_log
+from tests.support import (
+    CLIENT_TOKEN,
+    ProxyProcess,
+    stored_yes_last_hour,
+    wait_for_log,
+)
 
 CYCLES = int(os.environ.get("CRASH_CYCLES", "4"))
 WORKERS = 16
@@ -50,14 +55,6 @@ async def load(url: str, ledger: Ledger, stop: asyncio.Event, seed: int) -> None
                 ledger.acked += yes
 
 
-async def stored_total(url: str) -> int:
-    async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
-        async with session.get(url + "/api/client/metrics/feature-toggles") as resp:
-            assert resp.status == 200
-            data = await resp.json()
-    return sum(v["yes"] for v in data["lastHour"].values())
-
-
 def start(proxy: ProxyProcess, processes: int, starts: int) -> None:
     proxy.start()
     if processes > 1:  # the ingest worker takes connections too before the load begins
@@ -81,7 +78,7 @@ async def test_kill_9_under_load_never_loses_an_acknowledged_count(tmp_path, pro
             stop.set()
             await asyncio.gather(*workers)
             start(proxy, processes, cycle + 2)
-            stored = await stored_total(proxy.url)
+            stored = await stored_yes_last_hour(proxy.url)
             assert ledger.acked > 0
             assert ledger.acked <= stored <= ledger.acked + ledger.unknown, (cycle, ledger.acked, stored, ledger.unknown)
     finally:

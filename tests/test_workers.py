@@ -14,7 +14,13 @@ import aiohttp
 from aiohttp import web
 
 from tests.storage_support import SMALL_STORE
-from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, ProxyProcess, wait_for_log
+from tests.support import (
+    ADMIN_TOKEN,
+    CLIENT_TOKEN,
+    ProxyProcess,
+    stored_yes_last_hour,
+    wait_for_log,
+)
 from tests.test_token_validation import UPSTREAM_CLIENT, FakeUnleash
 
 CONNECTIONS = 32
@@ -48,14 +54,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def stored_yes(url: str) -> int:
-    async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
-        async with session.get(url + "/api/client/metrics/feature-toggles") as resp:
-            assert resp.status == 200
-            data = await resp.json()
-    return sum(v["yes"] for v in data["lastHour"].values())
 
 
 class Ledger:
@@ -100,7 +98,7 @@ async def test_both_processes_take_ingest_and_totals_are_exact(tmp_path):
         await run_load(proxy.url, ledger, 2.0)
         assert ledger.unknown == 0 and ledger.acked > 0
         # A read right after the 202s sees every count, wherever it was committed.
-        assert await stored_yes(proxy.url) == ledger.acked
+        assert await stored_yes_last_hour(proxy.url) == ledger.acked
         assert shard_watermark(proxy) > 0  # the worker committed part of the load to its shard
         assert proxy.terminate() == 0
     finally:
@@ -164,7 +162,7 @@ async def test_kill_9_of_the_worker_loses_nothing_and_it_is_restarted(tmp_path):
 
         await run_load(proxy.url, ledger, 1.0, during=kill_worker)
         assert ledger.acked > 0
-        stored = await stored_yes(proxy.url)
+        stored = await stored_yes_last_hour(proxy.url)
         assert ledger.acked <= stored <= ledger.acked + ledger.unknown
         wait_for_log(proxy, LISTENING, 2)
         assert f"worker 1 (pid {first}) exited unexpectedly" in proxy.log()
@@ -173,7 +171,7 @@ async def test_kill_9_of_the_worker_loses_nothing_and_it_is_restarted(tmp_path):
         # The restarted worker continues above every id its predecessor used.
         ledger_after = Ledger()
         await run_load(proxy.url, ledger_after, 1.0)
-        assert await stored_yes(proxy.url) == stored + ledger_after.acked
+        assert await stored_yes_last_hour(proxy.url) == stored + ledger_after.acked
     finally:
         proxy.stop()
 
@@ -201,7 +199,7 @@ async def test_sigterm_under_load_stops_both_cleanly_and_loses_nothing(tmp_path)
     proxy.start()
     try:
         assert re.findall(r"replayed (\d+) journal entries", proxy.log())[-1] == "0"
-        assert ledger.acked <= await stored_yes(proxy.url) <= ledger.acked + ledger.unknown
+        assert ledger.acked <= await stored_yes_last_hour(proxy.url) <= ledger.acked + ledger.unknown
     finally:
         proxy.stop()
 
@@ -237,7 +235,7 @@ async def test_workers_refuse_too_when_the_primary_store_is_full(tmp_path):
         assert [status for status, _ in answers] == [503] * 24
         assert all(body["name"] == "ServiceUnavailableError" and "full" in body["message"] for _, body in answers)
         assert (proxy.data_dir / "ingest-refused").exists()
-        assert await stored_yes(proxy.url) == acked  # every acknowledged count, from both processes
+        assert await stored_yes_last_hour(proxy.url) == acked  # every acknowledged count, from both processes
         assert shard_watermark(proxy) > 0
     finally:
         proxy.stop()
@@ -261,7 +259,7 @@ async def test_tokens_checked_with_the_upstream_are_validated_by_the_primary_onl
                 async with session.post(proxy.url + "/api/client/metrics", json=metrics("upstream-app", n),
                                         headers={"Authorization": UPSTREAM_CLIENT}) as resp:
                     assert resp.status == 202, await resp.text()
-        assert await stored_yes(proxy.url) == sum(range(1, 17))
+        assert await stored_yes_last_hour(proxy.url) == sum(range(1, 17))
         assert fake.asked == [UPSTREAM_CLIENT]
     finally:
         proxy.stop()
