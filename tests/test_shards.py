@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from proxy.store import CountRow, JournalEntry, Store
-from proxy.workers.shard_store import ShardStore
+from proxy.store.shard_store import ShardStore
 
 HOUR = 1795370400
 

@@ -9,9 +9,10 @@ after a crash, exactly the unfolded journal rows are replayed, never one twice.
 
 from __future__ import annotations
 
-import msgspec
 import sqlite3
 from dataclasses import dataclass, field
+
+import msgspec
 
 from proxy.store.impact import ImpactDeltas
 from proxy.store.journal import ImpactRow, InstanceSeen, JournalEntry

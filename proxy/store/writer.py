@@ -100,7 +100,7 @@ class GroupCommitWriter:
         self._next_id = next_journal_id
         self._space = space
         # Journal bytes committed since the last fold: an ingest worker, which never folds, bounds
-        # its backlog with it (proxy/workers/shard_store.py); the primary's own inline fold goes by
+        # its backlog with it (proxy/store/shard_store.py); the primary's own inline fold goes by
         # deltas.fold_bytes instead.
         self.unfolded_bytes = 0
         self.idempotency_window = idempotency_window

@@ -20,8 +20,8 @@ from proxy.config import Settings
 from proxy.observability.http_metrics import HttpStats, http_metrics_middleware
 from proxy.observability.telemetry import IngestStats
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.store.shard_store import ShardStore
 from proxy.workers.passthrough import PassThrough, primary_socket_path
-from proxy.workers.shard_store import ShardStore
 
 log = logging.getLogger(__name__)
 

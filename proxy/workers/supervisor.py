@@ -19,12 +19,12 @@ from aiohttp import web
 
 from proxy.config import ConfigError
 from proxy.state import SETTINGS, STORE
-from proxy.workers.passthrough import primary_socket_path
-from proxy.workers.shard_store import (
+from proxy.store.shard_store import (
     REFUSAL_CHECK_SECONDS,
     SYNC_SECONDS,
     refusal_marker,
 )
+from proxy.workers.passthrough import primary_socket_path
 
 log = logging.getLogger(__name__)
 
