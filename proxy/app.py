@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from proxy.config import Settings
 from proxy.features.lifecycle import cache_for, features_ctx, source_for
 from proxy.features.telemetry import FeatureCollector
 from proxy.housekeeping import housekeeping_ctx
-from proxy.observability import impact_scrape
+from proxy.observability import impact_scrape, worker_stats
 from proxy.observability.http_metrics import (
     HttpCollector,
     HttpStats,
@@ -111,8 +112,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         app.on_cleanup.append(validator.close)
     app[INGEST_STATS] = IngestStats()
     app[FORWARDER_STATS] = ForwarderStats()
-    app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS])
-    app[REGISTRY].register(HttpCollector(http_stats))
+    workers = None
+    if settings.workers > 1:  # the scrape adds the ingest workers' own counters
+        data_dir = settings.database_path.parent
+        workers = functools.partial(worker_stats.read_all, data_dir, settings.workers)
+    app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], app[FORWARDER_STATS], workers)
+    app[REGISTRY].register(HttpCollector(http_stats, workers))
     app[REGISTRY].register(AnswerCacheCollector(app[ANSWER_CACHE]))
     app.cleanup_ctx.append(_store_ctx)
     if settings.upstream is not None:

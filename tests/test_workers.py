@@ -13,6 +13,7 @@ import sqlite3
 import aiohttp
 from aiohttp import web
 
+from tests.scrape_support import samples
 from tests.storage_support import SMALL_STORE
 from tests.support import (
     ADMIN_TOKEN,
@@ -103,6 +104,50 @@ async def test_both_processes_take_ingest_and_totals_are_exact(tmp_path):
         assert proxy.terminate() == 0
     finally:
         proxy.stop()
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/internal-backstage/prometheus") as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+
+async def test_the_primary_scrape_counts_the_workers_requests_too(tmp_path):
+    proxy = start_with_worker(tmp_path)
+    try:
+        ledger = Ledger()
+        await run_load(proxy.url, ledger, 1.5)
+        assert ledger.unknown == 0
+        assert shard_watermark(proxy) > 0 or (proxy.data_dir / "ingest-1.db").exists()
+        # The worker writes its counters every second; wait for the sum to catch up, then check it.
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            text = await scrape(proxy.url)
+            counted = samples(text, "metrics_proxy_ingest_counts_total")[""]
+            if counted == ledger.acked or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert counted == ledger.acked  # yes counts of both processes (no = 0 in these posts)
+        requests = samples(text, "metrics_proxy_ingest_requests_total")['{kind="client_metrics"}']
+        http = samples(text, "metrics_proxy_http_requests_total")[
+            '{method="POST",route="/api/client/metrics",status="202"}']
+        durations = samples(text, "metrics_proxy_http_request_duration_seconds_count")['{route="/api/client/metrics"}']
+        assert requests == http == durations
+        own = await primary_only_requests(proxy)
+        assert 0 < own < requests  # both processes answered some of them, and the scrape has both
+    finally:
+        proxy.terminate()
+
+
+async def primary_only_requests(proxy: ProxyProcess) -> float:
+    """The primary's own share: its total minus what the worker's counters file says."""
+    import json
+
+    worker = json.loads((proxy.data_dir / "ingest-1.stats").read_text())
+    text = await scrape(proxy.url)
+    return samples(text, "metrics_proxy_ingest_requests_total")['{kind="client_metrics"}'] - \
+        worker["ingest_requests"].get("client_metrics", 0)
 
 
 async def test_reads_bulk_and_registrations_work_on_every_connection(tmp_path):

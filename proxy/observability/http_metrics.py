@@ -8,13 +8,18 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from proxy.observability.exposition import cumulative_buckets
+
+if TYPE_CHECKING:
+    from proxy.observability.worker_stats import WorkerCounters
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
@@ -33,6 +38,23 @@ class HttpStats:
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # route, method, status
     bytes_in: Counter[str] = field(default_factory=Counter)  # by route
     durations: defaultdict[str, RouteDurations] = field(default_factory=lambda: defaultdict(RouteDurations))
+
+    def plus(self, workers: list[WorkerCounters]) -> HttpStats:
+        """These requests and the ingest workers' (observability/worker_stats.py)."""
+        if not workers:
+            return self
+        total = HttpStats(Counter(self.requests), Counter(self.bytes_in))
+        for route, durations in self.durations.items():
+            total.durations[route] = RouteDurations(list(durations.buckets), durations.total_seconds)
+        for counters in workers:
+            for route, method, status, n in counters.http_requests:
+                total.requests[(route, method, status)] += n
+            total.bytes_in.update(counters.http_bytes)
+            for route, (buckets, seconds) in counters.http_durations.items():
+                mine = total.durations[route]
+                mine.buckets = [a + b for a, b in zip(mine.buckets, buckets, strict=True)]
+                mine.total_seconds += seconds
+        return total
 
     def record(self, route: str, method: str, status: int, seconds: float, size: int) -> None:
         self.requests[(route, method, str(status))] += 1
@@ -70,28 +92,34 @@ def http_metrics_middleware(stats: HttpStats):
 
 
 class HttpCollector(Collector):
-    def __init__(self, stats: HttpStats) -> None:
-        self.stats = stats
+    def __init__(self, stats: HttpStats, workers: Callable[[], list[WorkerCounters]] | None = None) -> None:
+        self.own_stats = stats
+        self.workers = workers
+
+    @property
+    def stats(self) -> HttpStats:
+        return self.own_stats.plus(self.workers()) if self.workers is not None else self.own_stats
 
     def collect(self):
+        stats = self.stats  # once: with workers it reads their files
         requests = CounterMetricFamily(
             "metrics_proxy_http_requests", "HTTP requests answered, by route, method and status",
             labels=["route", "method", "status"],
         )
-        for (route, method, status), n in sorted(self.stats.requests.items()):
+        for (route, method, status), n in sorted(stats.requests.items()):
             requests.add_metric([route, method, status], n)
         yield requests
         bytes_in = CounterMetricFamily(
             "metrics_proxy_http_request_bytes", "Request body bytes received (Content-Length), by route",
             labels=["route"],
         )
-        for route, n in sorted(self.stats.bytes_in.items()):
+        for route, n in sorted(stats.bytes_in.items()):
             bytes_in.add_metric([route], n)
         yield bytes_in
         durations = HistogramMetricFamily(
             "metrics_proxy_http_request_duration_seconds", "Time to answer an HTTP request, by route",
             labels=["route"],
         )
-        for route, hist in sorted(self.stats.durations.items()):
+        for route, hist in sorted(stats.durations.items()):
             durations.add_metric([route], cumulative_buckets(DURATION_BUCKETS, hist.buckets), hist.total_seconds)
         yield durations

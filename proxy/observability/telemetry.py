@@ -7,6 +7,7 @@ scrape time, so ingest pays nothing for observability.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from proxy.observability.exposition import cumulative_buckets
 from proxy.store.writer import BATCH_SIZE_BUCKETS, Durations
 
 if TYPE_CHECKING:
+    from proxy.observability.worker_stats import WorkerCounters
     from proxy.store import Store
     from proxy.store.space import BoundedSpace
     from proxy.upstream.stats import ForwarderStats
@@ -35,27 +37,46 @@ class IngestStats:
     counts_accepted: int = 0  # yes + no acknowledged
     dropped: Counter[str] = field(default_factory=Counter)  # rows refused, by reason
 
+    def plus(self, workers: list[WorkerCounters]) -> IngestStats:
+        """These counts and the ingest workers' (observability/worker_stats.py)."""
+        total = IngestStats(Counter(self.requests), self.counts_accepted, Counter(self.dropped))
+        for counters in workers:
+            total.requests.update(counters.ingest_requests)
+            total.counts_accepted += counters.counts_accepted
+            total.dropped.update(counters.dropped)
+        return total
+
+
+WorkersCounters = Callable[[], "list[WorkerCounters]"]
+
 
 class ProxyCollector(Collector):
-    def __init__(self, store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None) -> None:
+    def __init__(self, store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None,
+                 workers: WorkersCounters | None = None) -> None:
         self.store = store
-        self.ingest = ingest
+        self.own_ingest = ingest
         self.forwarder = forwarder
+        self.workers = workers
+
+    @property
+    def ingest(self) -> IngestStats:
+        return self.own_ingest.plus(self.workers()) if self.workers is not None else self.own_ingest
 
     def collect(self):
+        ingest = self.ingest  # once: with workers it reads their files
         requests = CounterMetricFamily(
             "metrics_proxy_ingest_requests", "Acknowledged ingest requests, by kind", labels=["kind"]
         )
-        for kind, value in sorted(self.ingest.requests.items()):
+        for kind, value in sorted(ingest.requests.items()):
             requests.add_metric([kind], value)
         yield requests
         yield CounterMetricFamily(
-            "metrics_proxy_ingest_counts", "Usage counts (yes + no) acknowledged", value=self.ingest.counts_accepted
+            "metrics_proxy_ingest_counts", "Usage counts (yes + no) acknowledged", value=ingest.counts_accepted
         )
         dropped = CounterMetricFamily(
             "metrics_proxy_dropped_rows", "Metric rows refused or dropped, by reason", labels=["reason"]
         )
-        for reason, value in sorted(self.ingest.dropped.items()):
+        for reason, value in sorted(ingest.dropped.items()):
             dropped.add_metric([reason], value)
         yield dropped
         if self.forwarder is not None:
@@ -170,9 +191,10 @@ def forwarder_families(stats: ForwarderStats):
     )
 
 
-def build_registry(store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None) -> CollectorRegistry:
+def build_registry(store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None,
+                   workers: WorkersCounters | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(store, ingest, forwarder))
+    registry.register(ProxyCollector(store, ingest, forwarder, workers))
     return registry
 
 

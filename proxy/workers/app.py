@@ -19,6 +19,7 @@ from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.observability.http_metrics import HttpStats, http_metrics_middleware
 from proxy.observability.telemetry import IngestStats
+from proxy.observability.worker_stats import WORKER_HTTP_STATS, stats_path, writer_ctx
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
 from proxy.store.shard_store import ShardStore
 from proxy.workers.passthrough import PassThrough, primary_socket_path
@@ -62,7 +63,8 @@ async def _shard_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_worker_app(settings: Settings, index: int, clock: Clock | None = None) -> web.Application:
     auth = Authenticator(settings)
     pass_through = PassThrough(primary_socket_path(settings.database_path.parent))
-    middlewares = [http_metrics_middleware(HttpStats()), error_middleware]
+    http_stats = HttpStats()
+    middlewares = [http_metrics_middleware(http_stats), error_middleware]
     if settings.upstream is not None and settings.auth == "tokens":
         middlewares.append(_unlisted_tokens_go_to_primary(auth, pass_through))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_size + 1)
@@ -75,7 +77,9 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
         max_db_size=settings.max_db_size, ingest_processes=settings.workers,
     )
     app[PASS_THROUGH] = pass_through
+    app[WORKER_HTTP_STATS] = http_stats
     app.cleanup_ctx.append(_shard_ctx)
+    app.cleanup_ctx.append(writer_ctx(stats_path(settings.database_path.parent, index)))
     app.on_cleanup.append(pass_through.close)
     app.add_routes([route for route in client.routes() if route.path in INGEST_ROUTES])
     app.router.add_route("*", "/{tail:.*}", pass_through)

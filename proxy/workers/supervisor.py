@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.config import ConfigError
+from proxy.observability import worker_stats
 from proxy.state import SETTINGS, STORE
 from proxy.store.shard_store import (
     REFUSAL_CHECK_SECONDS,
@@ -145,6 +146,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     data_dir = settings.database_path.parent
     supervisor = Supervisor(settings.workers - 1, app.get(SERVE_ARGV) or ["serve"], data_dir)
     refusal_marker(data_dir).unlink(missing_ok=True)
+    worker_stats.remove_all(data_dir)  # counters start over with the primary, the workers' too
 
     async def start() -> None:
         await _socket_answers(primary_socket_path(data_dir), SOCKET_WAIT_SECONDS)
