@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.harness import settle_disk
 from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
 
 RESULTS = Path(__file__).parent / "results"
@@ -205,6 +206,7 @@ async def run_async(quick: bool) -> dict:
         started = time.perf_counter()
         await fill(data_dir / "metrics-proxy.db", apps, flags, now)
         fill_seconds = time.perf_counter() - started
+        settle_disk()
         port = free_port()
         proc = start_proxy(data_dir, port)
         base = f"http://127.0.0.1:{port}"

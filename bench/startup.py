@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import cli, free_port, wait_healthy
+from bench.harness import cli, free_port, settle_disk, wait_healthy
 from proxy.store.database import open_writer
 from proxy.store.migrations import migrate
 
@@ -59,6 +59,7 @@ def run(quick: bool = False) -> dict:
         empty, large = Path(tmp) / "empty", Path(tmp) / "large"
         large.mkdir()
         rows = fill(large / "metrics-proxy.db", size)
+        settle_disk()
         db_bytes = (large / "metrics-proxy.db").stat().st_size
         baseline = min(time_start(empty) for _ in range(3))
         measured = min(time_start(large) for _ in range(3))
