@@ -112,9 +112,13 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 GC_THRESHOLDS = (50_000, 100, 100)
 
 
-async def _freeze_startup_objects(app: web.Application) -> None:
+def _freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
+
+
+async def _freeze_once_started(app: web.Application) -> None:
+    _freeze_startup_objects()
 
 
 def serve_worker(settings: Settings, index: int) -> int:
@@ -127,8 +131,7 @@ def serve_worker(settings: Settings, index: int) -> int:
         return 2
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_worker_app(settings, index)
-    gc.collect()
-    gc.freeze()
+    _freeze_startup_objects()
     with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as runner:
         runner.run(run_worker(app, settings, index))
     log.info("worker %d stopped", index)
@@ -153,7 +156,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     )
     app = create_app(settings)
     gc.set_threshold(*GC_THRESHOLDS)
-    app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts opened the store
+    app.on_startup.append(_freeze_once_started)  # after the cleanup contexts opened the store
     extra: dict = {}
     if settings.workers > 1:
         from proxy.workers.passthrough import primary_socket_path

@@ -40,16 +40,22 @@ def watermark(path, shard: str = "ingest-1") -> int | None:
     return row[0] if row else None
 
 
+async def primary_and_shard(tmp_path) -> tuple:
+    """An open primary store and an open worker shard beside it: (primary path, store, shard)."""
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary, ingest_processes=2)  # beside a live worker: new shard rows keep coming
+    await store.open()
+    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
+    await shard.open()
+    return primary, store, shard
+
+
 async def yes_total(store: Store) -> int:
     return sum(row[3] for row in await store.totals())
 
 
 async def test_shard_rows_count_once_across_a_clean_restart(tmp_path):
-    primary = tmp_path / "metrics-proxy.db"
-    store = Store(primary)
-    await store.open()
-    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
-    await shard.open()
+    primary, store, shard = await primary_and_shard(tmp_path)
     for yes in (1, 2, 4):
         assert await shard.append([entry(yes)]) is True
     await store.append([entry(16)])  # the primary's own journal folds beside the shard
@@ -66,11 +72,7 @@ async def test_shard_rows_count_once_across_a_clean_restart(tmp_path):
 
 
 async def test_a_crash_between_pull_and_fold_counts_the_rows_once(tmp_path):
-    primary = tmp_path / "metrics-proxy.db"
-    store = Store(primary)
-    await store.open()
-    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
-    await shard.open()
+    primary, store, shard = await primary_and_shard(tmp_path)
     await shard.append([entry(1)])
     store.fold()
     await shard.append([entry(2)])
@@ -91,11 +93,7 @@ async def test_a_crash_between_pull_and_fold_counts_the_rows_once(tmp_path):
 
 
 async def test_a_failed_fold_keeps_pulled_rows_for_the_next_one(tmp_path):
-    primary = tmp_path / "metrics-proxy.db"
-    store = Store(primary)
-    await store.open()
-    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL")
-    await shard.open()
+    primary, store, shard = await primary_and_shard(tmp_path)
     await shard.append([entry(5)])
     # Another connection holds the write lock: the fold cannot commit and rolls back.
     blocker = sqlite3.connect(primary, timeout=0)
@@ -113,12 +111,8 @@ async def test_a_failed_fold_keeps_pulled_rows_for_the_next_one(tmp_path):
 
 
 async def test_the_worker_trims_folded_rows_and_never_reuses_an_id(tmp_path):
-    primary = tmp_path / "metrics-proxy.db"
-    shard_path = tmp_path / "ingest-1.db"
-    store = Store(primary)
-    await store.open()
-    shard = ShardStore(shard_path, primary, "FULL")
-    await shard.open()
+    primary, store, shard = await primary_and_shard(tmp_path)
+    shard_path = shard.path
     for yes in (1, 2):
         await shard.append([entry(yes)])
     store.fold()

@@ -20,12 +20,13 @@ MAX_APPLICATIONS_PAGE = 1000
 HOURS_BACK_DEFAULT, HOURS_BACK_MAX = 24, 48
 
 
-async def _admin(request: web.Request) -> None:
+async def require_admin(request: web.Request) -> None:
+    """401/403 unless the request carries an admin token (or auth = "open"); every read endpoint."""
     await request.app[AUTH].require(request, TokenKind.ADMIN)
 
 
 async def applications(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     query = ApplicationsQuery(
         query=query_text(request, "query"),
         offset=query_int(request, "offset", 0, minimum=0),
@@ -43,7 +44,7 @@ def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | Non
     """A handler answering `read(store, appName)`, or 404 when the app is unknown."""
 
     async def handler(request: web.Request) -> web.Response:
-        await _admin(request)
+        await require_admin(request)
         store, name = request.app[STORE], path_name(request, "appName")
 
         async def compute(_now: float) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | Non
 
 
 async def instances(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     name, environment = path_name(request, "appName"), path_name(request, "environment")
     store = request.app[STORE]
     return await cached_answer(request, ("instances", name, environment),
@@ -66,7 +67,7 @@ async def instances(request: web.Request) -> web.Response:
 
 
 async def raw_usage(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     flag = path_name(request, "name")
     hours_back = query_int(request, "hoursBack", HOURS_BACK_DEFAULT)
     if not 1 <= hours_back <= HOURS_BACK_MAX:
@@ -77,7 +78,7 @@ async def raw_usage(request: web.Request) -> web.Response:
 
 
 async def feature_summary(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store, flag = request.app[STORE], path_name(request, "name")
     return await cached_answer(request, ("feature-summary", flag),
                                lambda now: admin_reads.feature_summary(store, flag, now))

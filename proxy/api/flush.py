@@ -6,15 +6,15 @@ import asyncio
 
 from aiohttp import web
 
+from proxy.api.admin import require_admin
 from proxy.api.errors import ApiError
 from proxy.api.render import json_answer
-from proxy.auth import TokenKind
 from proxy.schemas.backstage import FlushResult
-from proxy.state import AUTH, FORWARDER, SETTINGS
+from proxy.state import FORWARDER, SETTINGS
 
 
 async def flush(request: web.Request) -> web.Response:
-    await request.app[AUTH].require(request, TokenKind.ADMIN)
+    await require_admin(request)
     forwarder = request.app.get(FORWARDER)
     settings = request.app[SETTINGS].upstream
     if forwarder is None or settings is None:

@@ -6,39 +6,35 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.api.admin import require_admin
 from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_text
-from proxy.auth import TokenKind
-from proxy.state import AUTH, STORE
+from proxy.state import STORE
 from proxy.store import reads
 
 
-async def _admin(request: web.Request) -> None:
-    await request.app[AUTH].require(request, TokenKind.ADMIN)
-
-
 async def feature_toggles(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store = request.app[STORE]
     return await cached_answer(request, ("feature-toggles",), store.feature_toggle_windows)
 
 
 async def seen_toggles(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store = request.app[STORE]
     return await cached_answer(request, ("seen-toggles",), lambda now: reads.seen_toggles(store, now))
 
 
 async def applications(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store, strategy = request.app[STORE], query_text(request, "strategyName")
     return await cached_answer(request, ("applications", strategy),
                                lambda now: reads.applications(store, now, strategy))
 
 
 async def application(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store, name = request.app[STORE], path_name(request, "appName")
 
     async def compute(_now: float):
@@ -51,7 +47,7 @@ async def application(request: web.Request) -> web.Response:
 
 
 async def seen_apps(request: web.Request) -> web.Response:
-    await _admin(request)
+    await require_admin(request)
     store = request.app[STORE]
     return await cached_answer(request, ("seen-apps",), lambda _now: reads.seen_apps(store))
 

@@ -60,16 +60,16 @@ encode_entry = msgspec.msgpack.Encoder().encode
 decode_entry = msgspec.msgpack.Decoder(JournalEntry).decode
 
 
-def clear_folded_journal(db: sqlite3.Connection, last_folded_id: int) -> None:
-    """Delete the journal rows up to `last_folded_id`, inside the caller's fold transaction.
+def clear_folded_journal(db: sqlite3.Connection, last_folded_id: int) -> int:
+    """Delete the journal rows up to `last_folded_id` (the primary inside its fold transaction, a
+    worker's shard once the primary's watermark passed them); returns how many went.
 
     Normally that is every row, and then an unqualified DELETE lets SQLite drop the table's pages
     whole (its truncate optimisation) instead of rewriting each page: measured here, 20,000 rows
     cleared in 8 ms + a 0.5 ms commit instead of 25 ms + a 40 ms commit."""
     newest = db.execute("SELECT max(id) FROM journal").fetchone()[0]
     if newest is None:
-        return
+        return 0
     if newest <= last_folded_id:
-        db.execute("DELETE FROM journal")
-    else:
-        db.execute("DELETE FROM journal WHERE id <= ?", (last_folded_id,))
+        return db.execute("DELETE FROM journal").rowcount
+    return db.execute("DELETE FROM journal WHERE id <= ?", (last_folded_id,)).rowcount

@@ -13,7 +13,7 @@ from typing import IO
 from proxy.store import impact
 from proxy.store.database import open_writer
 from proxy.store.idempotency import IdempotencyClaim
-from proxy.store.journal import JournalEntry
+from proxy.store.journal import JournalEntry, clear_folded_journal
 from proxy.store.limits import PageBudget
 from proxy.store.migrations import migrate
 from proxy.store.shards import (
@@ -22,7 +22,6 @@ from proxy.store.shards import (
     open_read_only,
     read_watermark,
     shard_name,
-    trim_shard,
 )
 from proxy.store.writer import GroupCommitWriter, StorageUnavailable
 
@@ -95,7 +94,7 @@ class ShardStore:
         # The primary created its database (and the watermark table) before starting workers.
         self._primary = open_read_only(self.primary_path)
         watermark = read_watermark(self._primary, self.name)
-        self.trimmed += trim_shard(db, watermark)
+        self.trimmed += clear_folded_journal(db, watermark)
         self.writer = GroupCommitWriter(db, _NoMerge(), next_shard_id(db, watermark))  # type: ignore[arg-type]
         self.writer.start()
         if self.max_db_size is not None:
@@ -185,7 +184,7 @@ class ShardStore:
     def trim(self) -> int:
         """Delete the rows the primary has folded (at or below its watermark for this shard)."""
         assert self._db is not None and self._primary is not None
-        deleted = trim_shard(self._db, read_watermark(self._primary, self.name))
+        deleted = clear_folded_journal(self._db, read_watermark(self._primary, self.name))
         self.trimmed += deleted
         return deleted
 

@@ -45,8 +45,12 @@ class ShardReader:
     """The primary's side: pulls every shard found in the data folder (leftovers of a run with
     more workers included) and records what it pulled in the fold's transaction."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, watch: bool = True) -> None:
         self.data_dir = data_dir
+        # With workers running, new shard files appear (a worker starting): look on every pull.
+        # Without, only leftovers of an earlier run can exist: looking once, at start-up, is enough.
+        self.watch = watch
+        self._paths: list[Path] | None = None
         self._connections: dict[str, sqlite3.Connection] = {}
         self._committed: dict[str, int] = {}
         self._pulled: dict[str, int] = {}  # above _committed once rows are pulled, until the fold
@@ -61,7 +65,9 @@ class ShardReader:
         """Add every shard row above the pulled mark to `deltas`; returns how many rows and bytes.
         A shard that cannot be read now (being created, locked) is skipped until the next pull."""
         added = size = 0
-        for path in sorted(self.data_dir.glob(SHARD_GLOB)):
+        if self.watch or self._paths is None:
+            self._paths = sorted(self.data_dir.glob(SHARD_GLOB))
+        for path in self._paths:
             name = shard_name(path)
             try:
                 rows, nbytes = self._pull_one(name, path, deltas)
@@ -138,8 +144,3 @@ def next_shard_id(shard: sqlite3.Connection, watermark: int) -> int:
 def backlog_bytes(shard: sqlite3.Connection, watermark: int) -> int:
     """Bytes of the rows the primary has not folded yet."""
     return shard.execute("SELECT coalesce(sum(length(entry)), 0) FROM journal WHERE id > ?", (watermark,)).fetchone()[0]
-
-
-def trim_shard(shard: sqlite3.Connection, watermark: int) -> int:
-    """Delete the rows the primary has folded (the worker's own writer connection)."""
-    return shard.execute("DELETE FROM journal WHERE id <= ?", (watermark,)).rowcount

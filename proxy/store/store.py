@@ -57,7 +57,7 @@ class Store:
         self.overflow_policy = overflow_policy
         self.idempotency_window = idempotency_window
         # With ingest workers, each process may hold an equal share of the journal bytes whose
-        # fold fits the space reserved for it (shard_backlog_limit, store/limits.py).
+        # fold fits the space reserved for it (PageBudget.allowance, store/limits.py).
         self.ingest_processes = ingest_processes
         self._shard_unfolded = 0  # bytes pulled from shards since the last fold
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
@@ -75,7 +75,7 @@ class Store:
         self.impact_guard = impact.SeriesGuard(set())
         self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
         # Journal files of ingest workers beside the database, folded in with the own journal.
-        self.shards = ShardReader(path.parent)
+        self.shards = ShardReader(path.parent, watch=ingest_processes > 1)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class Store:
         """None when a commit works now, else why not."""
         if self._db is None or self.writer is None:
             return self.open_error or "the database is not open"
-        if self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room():
+        if self.refusing_ingest():
             return "the store is full (max_db_size); new ingest is refused until space returns"
         # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
         # rotation after a failed commit gets no traffic, and must still turn ready once it can.
