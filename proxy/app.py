@@ -85,7 +85,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
-    # client_max_size is a backstop; handlers enforce max_body_size themselves and answer 413.
+    # client_max_size bounds request.read(), decompressed bytes included; read_body answers its 413.
     http_stats = HttpStats()
     middlewares = [http_metrics_middleware(http_stats), error_middleware]
     if settings.workers > 1:

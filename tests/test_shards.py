@@ -7,6 +7,7 @@ import sqlite3
 
 from proxy.store import CountRow, JournalEntry, Store
 from proxy.store.shard_store import ShardStore
+from proxy.store.shards import backlog_bytes
 
 HOUR = 1795370400
 
@@ -129,6 +130,44 @@ async def test_the_worker_trims_folded_rows_and_never_reuses_an_id(tmp_path):
     await shard.append([entry(8)])
     assert shard_ids(shard_path) == [4]
     assert await yes_total(store) == 15
+    await shard.close()
+    await store.close()
+
+
+async def test_the_worker_backlog_bounds_the_unfolded_rows_and_shrinks_as_the_primary_folds(tmp_path):
+    """The backlog a worker throttles on is counted from marks, not summed over its rows: it must
+    never be below the bytes of the rows the primary has not folded, and must drop once they are."""
+    primary, store, shard = await primary_and_shard(tmp_path)
+
+    def unfolded_bytes() -> int:
+        return backlog_bytes(shard._db, watermark(primary) or 0)
+
+    for step in range(6):
+        for yes in range(1, 4):
+            await shard.append([entry(yes)])
+        if step % 2:
+            store.fold()  # the primary pulls and folds: the watermark passes every row so far
+        shard.sync()
+        assert shard.backlog() >= unfolded_bytes()
+        if step % 2:
+            assert unfolded_bytes() == 0
+            assert shard.backlog() == 0
+        else:
+            assert shard.backlog() == unfolded_bytes() > 0
+    await shard.append([entry(1)])  # committed after the last sync: counted by backlog() at once
+    assert shard.backlog() == unfolded_bytes() > 0
+    await shard.close()
+
+    # Rows a stopped worker left unfolded count after a restart until the primary folds them.
+    shard = ShardStore(shard.path, primary, "FULL")
+    await shard.open()
+    left = unfolded_bytes()
+    assert left > 0 and shard.backlog() == left
+    await shard.append([entry(2)])
+    assert shard.backlog() == unfolded_bytes() > left
+    store.fold()
+    shard.sync()
+    assert shard.backlog() == unfolded_bytes() == 0
     await shard.close()
     await store.close()
 

@@ -47,7 +47,7 @@ async def _commit(
     stats.requests[kind] += 1
     if refused_rows:  # counted once per stored post: not again for a 503'd post resent, nor a replay
         stats.dropped["environment_mismatch"] += refused_rows
-    stats.counts_accepted += sum(row.yes + row.no for entry in entries for row in entry.counts)
+    stats.counts_accepted += sum(entry.count_total() for entry in entries)
     return web.Response(status=202)
 
 

@@ -14,7 +14,7 @@ from proxy.schemas.client import (
     FrontendRegistration,
     Timestamp,
 )
-from proxy.store.journal import CountRow, InstanceSeen, JournalEntry
+from proxy.store.journal import CountRow, InstanceSeen, JournalEntry, PostedBucket
 
 DEFAULT_INSTANCE = "default"
 
@@ -61,19 +61,16 @@ def metrics_entry(
         sdk_version=body.sdkVersion or sdk_header,
         client_ip=client_ip,
     )
-    counts: list[CountRow] = []
+    posted = None
     bucket = body.bucket
     if bucket is not None:
         start, stop = epoch_seconds(bucket.start), epoch_seconds(bucket.stop)
         if start > stop:
             raise bad_data("bucket.start must not be after bucket.stop", "bucket.start")
-        hour = hour_of(stop)  # Unleash files a bucket under the hour of its stop
-        app = body.appName
-        counts = [
-            CountRow(app, name, hour, toggle.yes, toggle.no, toggle.variants or None)
-            for name, toggle in bucket.toggles.items()
-        ]
-    return JournalEntry(environment, received, counts, [instance])
+        if bucket.toggles:
+            # Unleash files a bucket under the hour of its stop.
+            posted = PostedBucket(body.appName, hour_of(stop), bucket.toggles)
+    return JournalEntry(environment, received, [], [instance], bucket=posted)
 
 
 def registration_entry(

@@ -10,12 +10,14 @@ after a crash, exactly the unfolded journal rows are replayed, never one twice.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
 from proxy.store.impact import ImpactDeltas
-from proxy.store.journal import ImpactRow, InstanceSeen, JournalEntry
+from proxy.store.journal import CountRow, ImpactRow, InstanceSeen, JournalEntry
 
 CountKey = tuple[str, str, str, int]  # environment, app, feature, hour (or minute)
 SeenKey = tuple[str, str, str]
@@ -44,6 +46,12 @@ def variants_add(old: str | None, new: str | None) -> str | None:
 GroupKey = tuple[str, str, int, int]  # environment, app, hour, minute
 
 
+class Counted(Protocol):
+    yes: int
+    no: int
+    variants: dict[str, int] | None
+
+
 @dataclass(slots=True)
 class Deltas:
     # group -> flag -> [yes, no, variants dict | None, first received, last received]
@@ -63,39 +71,22 @@ class Deltas:
     def add(self, entry: JournalEntry) -> None:
         env, received = entry.environment, entry.received
         minute = int(received // 60 * 60)
-        groups = self.counts
-        group = None
-        group_key = None
+        posted = entry.bucket
+        if posted is not None:
+            self._merge(self._group((env, posted.app_name, posted.hour, minute)), env, posted.app_name,
+                        posted.toggles.items(), received)
+        # Bulk rows: consecutive rows usually share their app and hour, so merge them in runs.
+        run: list[tuple[str, CountRow]] = []
+        run_of = None
         for row in entry.counts:
-            key = (env, row.app_name, row.hour, minute)
-            if key != group_key:
-                group_key = key
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = {}
-            agg = group.get(row.feature_name)
-            if agg is None:
-                group[row.feature_name] = [row.yes, row.no, dict(row.variants) if row.variants else None,
-                                           received, received]
-                self.fold_bytes += COUNT_KEY_TABLES * (ROW_OVERHEAD + len(env) + len(row.app_name)
-                                                       + len(row.feature_name)) + _variant_bytes(row.variants)
-                continue
-            agg[0] += row.yes
-            agg[1] += row.no
-            agg[4] = received
-            if row.variants:
-                if agg[2] is None:
-                    agg[2] = dict(row.variants)
-                    self.fold_bytes += _variant_bytes(row.variants)
-                else:
-                    variants = agg[2]
-                    for name, count in row.variants.items():
-                        known_count = variants.get(name)
-                        if known_count is None:
-                            variants[name] = count
-                            self.fold_bytes += VARIANT_TABLES * (len(name) + VARIANT_OVERHEAD)
-                        else:
-                            variants[name] = known_count + count
+            if (row.app_name, row.hour) != run_of:
+                if run:
+                    self._merge(self._group((env, *run_of, minute)), env, run_of[0], run, received)
+                    run = []
+                run_of = (row.app_name, row.hour)
+            run.append((row.feature_name, row))
+        if run:
+            self._merge(self._group((env, *run_of, minute)), env, run_of[0], run, received)
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
@@ -111,6 +102,41 @@ class Deltas:
             self.fold_bytes += sum(_impact_bytes(env, row) for row in entry.impact)
         self.entries += 1
         self._views = None
+
+    def _group(self, key: GroupKey) -> dict[str, list]:
+        group = self.counts.get(key)
+        if group is None:
+            group = self.counts[key] = {}
+        return group
+
+    def _merge(self, group: dict[str, list], env: str, app: str, flags: Iterable[tuple[str, Counted]],
+               received: float) -> None:
+        """Add each flag's counts (a CountRow or a wire ToggleCount: yes, no, variants) to `group`."""
+        for flag, counted in flags:
+            agg = group.get(flag)
+            if agg is None:
+                group[flag] = [counted.yes, counted.no, dict(counted.variants) if counted.variants else None,
+                               received, received]
+                self.fold_bytes += (COUNT_KEY_TABLES * (ROW_OVERHEAD + len(env) + len(app) + len(flag))
+                                    + _variant_bytes(counted.variants))
+                continue
+            agg[0] += counted.yes
+            agg[1] += counted.no
+            agg[4] = received
+            variants = counted.variants
+            if variants:
+                merged = agg[2]
+                if merged is None:
+                    agg[2] = dict(variants)
+                    self.fold_bytes += _variant_bytes(variants)
+                    continue
+                for name, count in variants.items():
+                    known_count = merged.get(name)
+                    if known_count is None:
+                        merged[name] = count
+                        self.fold_bytes += VARIANT_TABLES * (len(name) + VARIANT_OVERHEAD)
+                    else:
+                        merged[name] = known_count + count
 
     def _derive(self) -> tuple:
         if self._views is None:

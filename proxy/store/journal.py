@@ -12,6 +12,8 @@ import sqlite3
 
 import msgspec
 
+from proxy.schemas.client import ToggleCount
+
 
 class CountRow(msgspec.Struct, array_like=True, gc=False):
     app_name: str
@@ -20,6 +22,15 @@ class CountRow(msgspec.Struct, array_like=True, gc=False):
     yes: int
     no: int
     variants: dict[str, int] | None = None
+
+
+class PostedBucket(msgspec.Struct, array_like=True, gc=False):
+    """A metrics post's toggles as the SDK sent them: the validated wire Structs are kept and
+    encoded as they are, because copying them into a CountRow per toggle cost more than encoding."""
+
+    app_name: str
+    hour: int  # as CountRow.hour: the hour of bucket.stop
+    toggles: dict[str, ToggleCount]
 
 
 class InstanceSeen(msgspec.Struct, array_like=True, gc=False):
@@ -52,8 +63,16 @@ class JournalEntry(msgspec.Struct, array_like=True, gc=False):
     received: float  # epoch seconds when the proxy accepted it; drives the per-minute windows
     counts: list[CountRow] = []
     instances: list[InstanceSeen] = []
-    # Last, with a default, so journal rows written before impact metrics existed still decode.
+    # Last, with defaults, so journal rows written by earlier versions still decode.
     impact: list[ImpactRow] = []
+    bucket: PostedBucket | None = None  # a metrics post's counts (`counts` holds bulk rows)
+
+    def count_total(self) -> int:
+        """yes + no over every count the entry carries."""
+        total = sum(row.yes + row.no for row in self.counts)
+        if self.bucket is not None:
+            total += sum(toggle.yes + toggle.no for toggle in self.bucket.toggles.values())
+        return total
 
 
 encode_entry = msgspec.msgpack.Encoder().encode

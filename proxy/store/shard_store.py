@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import logging
 import sqlite3
+from collections import deque
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +76,8 @@ class ShardStore:
         self._backlog_at_sync = 0  # bytes above the watermark at the last sync
         self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
         self._synced_at = 0.0
+        self._marks: deque[tuple[int, int]] = deque()  # (last journal id, bytes written by then): sync()
+        self._left_at_open = 0
         self._budget: PageBudget | None = None
         self._room = True
         self._room_checked_at = -1.0
@@ -189,13 +192,29 @@ class ShardStore:
         return deleted
 
     def sync(self, watermark: int | None = None) -> None:
-        """Measure the backlog against the primary's current watermark."""
+        """Measure the backlog against the primary's current watermark.
+
+        Counted from marks, not from the rows: summing the backlog's row sizes ten times a second
+        scanned up to a fold interval of rows each time. Each sync marks (last journal id, bytes
+        written so far); the rows above a watermark are at most the bytes written after the newest
+        mark at or below it. Rows left from before the open count until the watermark passes the
+        open's mark."""
         assert self._db is not None and self._primary is not None and self.writer is not None
         if watermark is None:
             watermark = read_watermark(self._primary, self.name)
-        self._written_at_sync = self.writer.unfolded_bytes
+        written = self.writer.unfolded_bytes
+        marks = self._marks
+        if not marks:  # at open: the rows an earlier run left unfolded
+            self._left_at_open = backlog_bytes(self._db, watermark)
+        marks.append((self.writer.last_journal_id, written))
+        while len(marks) > 1 and marks[1][0] <= watermark:
+            marks.popleft()
+        oldest_id, written_then = marks[0]
+        if oldest_id <= watermark:  # only the open's mark can be above it: watermarks only grow
+            self._left_at_open = 0
+        self._backlog_at_sync = self._left_at_open + written - written_then
+        self._written_at_sync = written
         self._synced_at = asyncio.get_running_loop().time()
-        self._backlog_at_sync = backlog_bytes(self._db, watermark)
 
     def _refresh_impact_series(self) -> None:
         # Series admitted by the other processes; the limit is checked per process (README).
