@@ -156,6 +156,12 @@ async def test_the_worker_backlog_bounds_the_unfolded_rows_and_shrinks_as_the_pr
             assert shard.backlog() == unfolded_bytes() > 0
     await shard.append([entry(1)])  # committed after the last sync: counted by backlog() at once
     assert shard.backlog() == unfolded_bytes() > 0
+    store.shards.pull(store.writer.deltas)  # pulled, not folded: the watermark has not moved
+    await shard.append([entry(2)])
+    shard.sync()
+    assert shard.backlog() == unfolded_bytes() > 0
+    shard.sync(exact=True)  # summed from the rows (near the limit): the same figure
+    assert shard.backlog() == unfolded_bytes()
     await shard.close()
 
     # Rows a stopped worker left unfolded count after a restart until the primary folds them.

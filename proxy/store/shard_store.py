@@ -77,7 +77,8 @@ class ShardStore:
         self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
         self._synced_at = 0.0
         self._marks: deque[tuple[int, int]] = deque()  # (last journal id, bytes written by then): sync()
-        self._left_at_open = 0
+        self._unfolded_at_base = 0  # bytes above the watermark at the first mark, when summed
+        self._summed_at = -1.0
         self._budget: PageBudget | None = None
         self._room = True
         self._room_checked_at = -1.0
@@ -136,7 +137,7 @@ class ShardStore:
             raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
         if self.refusing or not self._primary_has_room():
             raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
-        if self.backlog_limit is not None and self.backlog() >= self.backlog_limit:
+        if self._over_backlog_limit():
             await self._wait_for_fold()
             if not self._primary_has_room():
                 raise StorageUnavailable("the store is full (max_db_size)", disk_full=True)
@@ -149,7 +150,7 @@ class ShardStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BACKLOG_WAIT_SECONDS
         self.backlog_waits += 1
-        while self.backlog() >= self.backlog_limit and self._primary_has_room():
+        while self._over_backlog_limit() and self._primary_has_room():
             if loop.time() > deadline:
                 raise StorageUnavailable("the main process has not folded this worker's journal in time",
                                          disk_full=False)
@@ -191,30 +192,41 @@ class ShardStore:
         self.trimmed += deleted
         return deleted
 
-    def sync(self, watermark: int | None = None) -> None:
+    def sync(self, watermark: int | None = None, exact: bool = False) -> None:
         """Measure the backlog against the primary's current watermark.
 
         Counted from marks, not from the rows: summing the backlog's row sizes ten times a second
         scanned up to a fold interval of rows each time. Each sync marks (last journal id, bytes
         written so far); the rows above a watermark are at most the bytes written after the newest
-        mark at or below it. Rows left from before the open count until the watermark passes the
-        open's mark."""
+        mark at or below it. That over-counts by up to a sync interval's rows, so near the limit
+        (`exact`) and at open the rows are summed, and that sum holds until the watermark passes."""
         assert self._db is not None and self._primary is not None and self.writer is not None
         if watermark is None:
             watermark = read_watermark(self._primary, self.name)
         written = self.writer.unfolded_bytes
         marks = self._marks
-        if not marks:  # at open: the rows an earlier run left unfolded
-            self._left_at_open = backlog_bytes(self._db, watermark)
+        if exact or not marks:
+            self._unfolded_at_base = backlog_bytes(self._db, watermark)
+            marks.clear()
+            self._summed_at = asyncio.get_running_loop().time()
         marks.append((self.writer.last_journal_id, written))
         while len(marks) > 1 and marks[1][0] <= watermark:
             marks.popleft()
-        oldest_id, written_then = marks[0]
-        if oldest_id <= watermark:  # only the open's mark can be above it: watermarks only grow
-            self._left_at_open = 0
-        self._backlog_at_sync = self._left_at_open + written - written_then
+        base_id, written_then = marks[0]
+        if base_id <= watermark:  # only the base mark can be above it: watermarks only grow
+            self._unfolded_at_base = 0
+        self._backlog_at_sync = self._unfolded_at_base + written - written_then
         self._written_at_sync = written
         self._synced_at = asyncio.get_running_loop().time()
+
+    def _over_backlog_limit(self) -> bool:
+        if self.backlog_limit is None or self.backlog() < self.backlog_limit:
+            return False
+        # The marks may over-count: sum the rows (at most every poll) before holding anyone back,
+        # or a worker could stop below the backlog at which the primary folds its share.
+        if asyncio.get_running_loop().time() - self._summed_at >= BACKLOG_POLL_SECONDS:
+            self.sync(exact=True)
+        return self.backlog() >= self.backlog_limit
 
     def _refresh_impact_series(self) -> None:
         # Series admitted by the other processes; the limit is checked per process (README).
