@@ -78,7 +78,7 @@ async def test_a_crash_between_pull_and_fold_counts_the_rows_once(tmp_path):
     store.fold()
     await shard.append([entry(2)])
     await shard.append([entry(4)])
-    assert store.shards.pull(store.writer.deltas)[0] == 2  # pulled into memory, not folded
+    assert store.shards.pull(store.writer.deltas) == 2  # pulled into memory, not folded
     crash(store)
     await abandon_reader(store)
     assert watermark(primary) == 1
@@ -195,4 +195,35 @@ async def test_leftover_shards_of_a_larger_run_are_drained(tmp_path):
     await store.open()
     assert store.replayed_entries == 3
     assert await yes_total(store) == 60
+    await store.close()
+
+
+async def test_one_worker_at_its_allowance_gets_a_fold_while_another_lags(tmp_path):
+    """With a size limit each worker may hold an allowance of unfolded journal; the primary folds
+    as soon as one shard it pulled reaches it, whatever the other shards hold, or that worker
+    would wait for the periodic fold."""
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary, max_db_size=8 * 1024 * 1024, ingest_processes=3)
+    await store.open()
+    busy = ShardStore(tmp_path / "ingest-1.db", primary, "FULL", max_db_size=8 * 1024 * 1024, ingest_processes=3)
+    idle = ShardStore(tmp_path / "ingest-2.db", primary, "FULL", max_db_size=8 * 1024 * 1024, ingest_processes=3)
+    await busy.open()
+    await idle.open()
+    pages, free = store.space.limit.pages()
+    allowance = store.space.limit.budget.allowance(pages - free, 3)
+    folds = store.folds
+    written = 0
+    while written < allowance // 2:
+        await busy.append([entry(1)])
+        written = busy.writer.unfolded_bytes
+    store.pull_shards()
+    assert store.folds == folds  # half its allowance: left for the periodic fold
+    while written < allowance:
+        await busy.append([entry(1)])
+        written = busy.writer.unfolded_bytes
+    store.pull_shards()
+    assert store.folds == folds + 1
+    assert watermark(primary, "ingest-1") == busy.writer.last_journal_id
+    for shard in (busy, idle):
+        await shard.close()
     await store.close()

@@ -55,49 +55,50 @@ class ShardReader:
         self._committed: dict[str, int] = {}
         self._pulled: dict[str, int] = {}  # above _committed once rows are pulled, until the fold
         self.pulled_entries = 0
+        self.unfolded_bytes: dict[str, int] = {}  # per shard: bytes pulled since the last fold
 
     def load(self, db: sqlite3.Connection) -> None:
         """Start from the watermarks the last committed fold recorded (start-up: the replay)."""
         self._committed = committed_watermarks(db)
         self._pulled = dict(self._committed)
 
-    def pull(self, deltas: Deltas) -> tuple[int, int]:
-        """Add every shard row above the pulled mark to `deltas`; returns how many rows and bytes.
+    def pull(self, deltas: Deltas) -> int:
+        """Add every shard row above the pulled mark to `deltas`; returns how many.
         A shard that cannot be read now (being created, locked) is skipped until the next pull."""
-        added = size = 0
+        added = 0
         if self.watch or self._paths is None:
             self._paths = sorted(self.data_dir.glob(SHARD_GLOB))
         for path in self._paths:
             name = shard_name(path)
             try:
-                rows, nbytes = self._pull_one(name, path, deltas)
+                rows = self._pull_one(name, path, deltas)
             except sqlite3.Error as exc:
                 log.debug("shard %s not readable now (%s); will pull it later", name, exc)
                 self._forget(name)
                 continue
-            added, size = added + rows, size + nbytes
+            added += rows
         self.pulled_entries += added
-        return added, size
+        return added
 
-    def _pull_one(self, name: str, path: Path, deltas: Deltas) -> tuple[int, int]:
+    def _pull_one(self, name: str, path: Path, deltas: Deltas) -> int:
         db = self._connections.get(name)
         if db is None:
             db = self._connections[name] = open_read_only(path)
         last = self._pulled.get(name, 0)
-        added = size = 0
+        added = 0
         while True:
             rows = db.execute("SELECT id, entry FROM journal WHERE id > ? ORDER BY id LIMIT ?",
                               (last, PULL_CHUNK)).fetchall()
             for row_id, blob in rows:
                 deltas.add(decode_entry(blob))
                 last = row_id
-                size += len(blob)
             added += len(rows)
             # Record progress per chunk: the rows are in `deltas` now, whatever happens next.
             if rows:
                 self._pulled[name] = last
+                self.unfolded_bytes[name] = self.unfolded_bytes.get(name, 0) + sum(len(blob) for _, blob in rows)
             if len(rows) < PULL_CHUNK:
-                return added, size
+                return added
 
     @property
     def has_unrecorded(self) -> bool:
@@ -115,6 +116,7 @@ class ShardReader:
     def committed(self) -> None:
         """After the fold's commit."""
         self._committed = dict(self._pulled)
+        self.unfolded_bytes.clear()
 
     def _forget(self, name: str) -> None:
         db = self._connections.pop(name, None)

@@ -59,7 +59,6 @@ class Store:
         # With ingest workers, each process may hold an equal share of the journal bytes whose
         # fold fits the space reserved for it (PageBudget.allowance, store/limits.py).
         self.ingest_processes = ingest_processes
-        self._shard_unfolded = 0  # bytes pulled from shards since the last fold
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -114,7 +113,7 @@ class Store:
         deltas = Deltas()
         last_id = self._replay(db, deltas)
         self.shards.load(db)
-        self.replayed_entries += self.shards.pull(deltas)[0]
+        self.replayed_entries += self.shards.pull(deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
         self.writer.last_journal_id = last_id
         self.fold()
@@ -210,7 +209,6 @@ class Store:
             # Also after a failure: drop_oldest may have committed the deletion of an hour first.
             self.data_version += 1
         self.shards.committed()
-        self._shard_unfolded = 0
         writer.deltas = Deltas()
         writer.unfolded_bytes = 0
         self.folds += 1
@@ -225,12 +223,14 @@ class Store:
         writer, space = self.writer, self.space
         if writer is None:
             return
-        self._shard_unfolded += self.shards.pull(writer.deltas)[1]
+        self.shards.pull(writer.deltas)
         if space is None:
             return
         pages, free = space.limit.pages()
         allowance = space.limit.budget.allowance(pages - free, self.ingest_processes)
-        if self._shard_unfolded >= allowance * (self.ingest_processes - 1):
+        # Per shard, not summed: with two workers, one at its allowance while the other lags would
+        # wait for the periodic fold if the sum had to reach both allowances.
+        if max(self.shards.unfolded_bytes.values(), default=0) >= allowance:
             self.fold()
 
     async def run_shard_puller(self, interval: float) -> None:
