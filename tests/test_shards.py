@@ -3,8 +3,12 @@ row is counted exactly once across clean restarts and crashes, and ids are never
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
+from proxy.observability import worker_stats
+from proxy.observability.http_metrics import HttpStats
+from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.store import CountRow, JournalEntry, Store
 from proxy.store.shard_store import ShardStore
 from proxy.store.shards import backlog_bytes
@@ -226,4 +230,33 @@ async def test_one_worker_at_its_allowance_gets_a_fold_while_another_lags(tmp_pa
     assert watermark(primary, "ingest-1") == busy.writer.last_journal_id
     for shard in (busy, idle):
         await shard.close()
+    await store.close()
+
+
+async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_and_says_so(tmp_path):
+    """Back-pressure: over its allowance a worker neither refuses nor stores past the bound; it
+    holds the post until the primary has folded, then commits it. The primary's scrape counts the
+    held posts from the worker's counter file."""
+    size = 8 * 1024 * 1024
+    primary = tmp_path / "metrics-proxy.db"
+    store = Store(primary, max_db_size=size, ingest_processes=2)
+    await store.open()
+    shard = ShardStore(tmp_path / "ingest-1.db", primary, "FULL", max_db_size=size, ingest_processes=2)
+    await shard.open()
+    sent = 0
+    while shard.backlog() < shard.backlog_limit:
+        await shard.append([entry(1)])
+        sent += 1
+    held = asyncio.create_task(shard.append([entry(1)]))
+    await asyncio.sleep(0.2)
+    assert not held.done() and shard.backlog_waits == 1
+    store.pull_shards()  # the shard is at its allowance: the primary folds it
+    assert await asyncio.wait_for(held, 2) is True
+    store.fold()
+    assert await yes_total(store) == sent + 1
+
+    worker_stats.write(worker_stats.stats_path(tmp_path, 1), IngestStats(), HttpStats(), shard.backlog_waits)
+    registry = build_registry(store, IngestStats(), workers=lambda: worker_stats.read_all(tmp_path, 2))
+    assert registry.get_sample_value("metrics_proxy_worker_backlog_waits_total") == 1
+    await shard.close()
     await store.close()

@@ -36,14 +36,16 @@ class IngestStats:
     requests: Counter[str] = field(default_factory=Counter)  # by endpoint kind
     counts_accepted: int = 0  # yes + no acknowledged
     dropped: Counter[str] = field(default_factory=Counter)  # rows refused, by reason
+    backlog_waits: int = 0  # the ingest workers' (ShardStore.backlog_waits); the primary's own is 0
 
     def plus(self, workers: list[WorkerCounters]) -> IngestStats:
         """These counts and the ingest workers' (observability/worker_stats.py)."""
-        total = IngestStats(Counter(self.requests), self.counts_accepted, Counter(self.dropped))
+        total = IngestStats(Counter(self.requests), self.counts_accepted, Counter(self.dropped), self.backlog_waits)
         for counters in workers:
             total.requests.update(counters.ingest_requests)
             total.counts_accepted += counters.counts_accepted
             total.dropped.update(counters.dropped)
+            total.backlog_waits += counters.backlog_waits
         return total
 
 
@@ -79,6 +81,11 @@ class ProxyCollector(Collector):
         for reason, value in sorted(ingest.dropped.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        yield CounterMetricFamily(
+            "metrics_proxy_worker_backlog_waits",
+            "Posts an ingest worker held (up to 10 s, then 503) until the primary folded its journal",
+            value=ingest.backlog_waits,
+        )
         if self.forwarder is not None:
             yield from forwarder_families(self.forwarder)
         dropped_counts = CounterMetricFamily(

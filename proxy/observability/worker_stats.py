@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
-from proxy.state import INGEST_STATS
+from proxy.state import INGEST_STATS, STORE
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class WorkerCounters(msgspec.Struct, kw_only=True):
     http_requests: list[tuple[str, str, str, int]] = []  # route, method, status, requests
     http_bytes: dict[str, int] = {}
     http_durations: dict[str, tuple[list[int], float]] = {}  # route -> (bucket counts, seconds)
+    backlog_waits: int = 0
 
 
 _decode = msgspec.json.Decoder(WorkerCounters).decode
@@ -44,18 +45,18 @@ def stats_path(data_dir: Path, index: int) -> Path:
     return data_dir / f"ingest-{index}.stats"
 
 
-def snapshot(ingest: IngestStats, http: HttpStats) -> WorkerCounters:
+def snapshot(ingest: IngestStats, http: HttpStats, backlog_waits: int = 0) -> WorkerCounters:
     return WorkerCounters(
         ingest_requests=dict(ingest.requests), counts_accepted=ingest.counts_accepted,
-        dropped=dict(ingest.dropped),
+        dropped=dict(ingest.dropped), backlog_waits=backlog_waits,
         http_requests=[(*key, n) for key, n in http.requests.items()], http_bytes=dict(http.bytes_in),
         http_durations={route: (list(d.buckets), d.total_seconds) for route, d in http.durations.items()},
     )
 
 
-def write(path: Path, ingest: IngestStats, http: HttpStats) -> None:
+def write(path: Path, ingest: IngestStats, http: HttpStats, backlog_waits: int = 0) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(msgspec.json.encode(snapshot(ingest, http)))
+    partial.write_bytes(msgspec.json.encode(snapshot(ingest, http, backlog_waits)))
     os.replace(partial, path)  # a reader sees the old file or the new one, never half of one
 
 
@@ -78,11 +79,15 @@ def writer_ctx(path: Path):
     """A worker's cleanup context: its counters reach `path` every WRITE_SECONDS and at its stop."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        def write_now() -> None:
+            # The worker's store is a ShardStore: it counts the posts it held back.
+            write(path, app[INGEST_STATS], app[WORKER_HTTP_STATS], app[STORE].backlog_waits)  # type: ignore[attr-defined]
+
         async def keep_writing() -> None:
             while True:
                 await asyncio.sleep(WRITE_SECONDS)
                 try:
-                    write(path, app[INGEST_STATS], app[WORKER_HTTP_STATS])
+                    write_now()
                 except OSError as exc:
                     log.warning("could not write the worker's counters to %s: %s", path, exc)
 
@@ -92,6 +97,6 @@ def writer_ctx(path: Path):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         with contextlib.suppress(OSError):
-            write(path, app[INGEST_STATS], app[WORKER_HTTP_STATS])
+            write_now()
 
     return ctx
