@@ -11,7 +11,8 @@ from tests.test_disk_full import fill_until_refused
 
 
 async def test_a_full_store_forwards_every_acknowledged_count(forwarding_client, stub, clock):
-    client = await forwarding_client({"max_db_size": 256 * 1024})
+    # Small enough to fill in a moment, large enough that the schema's ~40 pages leave room to work.
+    client = await forwarding_client({"max_db_size": 320 * 1024})
     hour = clock.now() // HOUR * HOUR
     acked, refused, _ = await fill_until_refused(client, hour)
     assert acked and refused

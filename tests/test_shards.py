@@ -220,12 +220,12 @@ async def test_one_worker_at_its_allowance_gets_a_fold_while_another_lags(tmp_pa
     while written < allowance // 2:
         await busy.append([entry(1)])
         written = busy.writer.unfolded_bytes
-    store.pull_shards()
-    assert store.folds == folds  # half its allowance: left for the periodic fold
+    assert not store.pull_shards()  # half its allowance: left for the periodic fold
     while written < allowance:
         await busy.append([entry(1)])
         written = busy.writer.unfolded_bytes
-    store.pull_shards()
+    assert store.pull_shards()
+    assert await store.fold_in_chunks()
     assert store.folds == folds + 1
     assert watermark(primary, "ingest-1") == busy.writer.last_journal_id
     for shard in (busy, idle):
@@ -250,7 +250,8 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
     held = asyncio.create_task(shard.append([entry(1)]))
     await asyncio.sleep(0.2)
     assert not held.done() and shard.backlog_waits == 1
-    store.pull_shards()  # the shard is at its allowance: the primary folds it
+    assert store.pull_shards()  # the shard is at its allowance: the primary folds it
+    assert await store.fold_in_chunks()
     assert await asyncio.wait_for(held, 2) is True
     store.fold()
     assert await yes_total(store) == sent + 1

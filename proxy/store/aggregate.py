@@ -27,6 +27,11 @@ InstanceKey = tuple[str, str, str]  # app, instance, environment
 # msgspec rather than the json module: several times faster on the fold's hot path, same compact text.
 _decode_variants = msgspec.json.Decoder(dict[str, int]).decode
 _encode_json = msgspec.json.Encoder().encode
+# A staged chunk (store/staging.py): (environment, app, hour, minute, {flag: [yes, no, variants,
+# first received, last received]}) per group.
+_StagedGroup = tuple[str, str, int, int, dict[str, tuple[int, int, dict[str, int] | None, float, float]]]
+_encode_chunk = msgspec.msgpack.Encoder().encode
+_decode_chunk = msgspec.msgpack.Decoder(list[_StagedGroup]).decode
 
 
 def variants_add(old: str | None, new: str | None) -> str | None:
@@ -102,6 +107,35 @@ class Deltas:
             self.fold_bytes += sum(_impact_bytes(env, row) for row in entry.impact)
         self.entries += 1
         self._views = None
+
+    def count_keys(self) -> int:
+        return sum(len(group) for group in self.counts.values())
+
+    def count_chunks(self, keys_per_chunk: int) -> list[bytes]:
+        """The count deltas as staged chunks of whole groups, each of about `keys_per_chunk` keys."""
+        chunks: list[bytes] = []
+        chunk: list[tuple] = []
+        keys = 0
+        for (env, app, hour, minute), group in self.counts.items():
+            chunk.append((env, app, hour, minute, group))
+            keys += len(group)
+            if keys >= keys_per_chunk:
+                chunks.append(_encode_chunk(chunk))
+                chunk, keys = [], 0
+        if chunk:
+            chunks.append(_encode_chunk(chunk))
+        return chunks
+
+    @classmethod
+    def from_chunk(cls, chunk: bytes) -> Deltas:
+        deltas = cls(entries=1)
+        for env, app, hour, minute, group in _decode_chunk(chunk):
+            deltas.counts[(env, app, hour, minute)] = group  # type: ignore[assignment]
+        return deltas
+
+    def without_counts(self) -> Deltas:
+        """The instances and impact samples alone (what a staged fold writes at once)."""
+        return Deltas(instances=self.instances, impact=self.impact, entries=self.entries)
 
     def _group(self, key: GroupKey) -> dict[str, list]:
         group = self.counts.get(key)

@@ -229,6 +229,14 @@ MIGRATIONS: list[str] = [
         last_id INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 9: a large fold's count deltas, staged in the transaction that drops their journal rows and
+    # then written into the tables a chunk per transaction (proxy/store/staging.py).
+    """
+    CREATE TABLE fold_staging (
+        seq INTEGER PRIMARY KEY,
+        chunk BLOB NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
