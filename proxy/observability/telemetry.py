@@ -126,7 +126,7 @@ class ProxyCollector(Collector):
         yield CounterMetricFamily("metrics_proxy_folds", "Folds of the journal into the tables", value=self.store.folds)
         yield _duration_histogram(
             "metrics_proxy_fold_duration_seconds",
-            "Duration of folds of the journal into the tables (ingest waits while one runs)",
+            "Duration of fold transactions (ingest waits while one runs; a staged fold: the staging one)",
             self.store.fold_durations,
         )
         yield CounterMetricFamily(
