@@ -219,11 +219,11 @@ async def test_one_worker_at_its_allowance_gets_a_fold_while_another_lags(tmp_pa
     written = 0
     while written < allowance // 2:
         await busy.append([entry(1)])
-        written = busy.writer.unfolded_bytes
+        written = busy.writer.written_bytes
     assert not store.pull_shards()  # half its allowance: left for the periodic fold
     while written < allowance:
         await busy.append([entry(1)])
-        written = busy.writer.unfolded_bytes
+        written = busy.writer.written_bytes
     assert store.pull_shards()
     assert await store.fold_in_chunks()
     assert store.folds == folds + 1

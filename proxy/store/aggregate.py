@@ -10,7 +10,7 @@ after a crash, exactly the unfolded journal rows are replayed, never one twice.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +51,21 @@ def variants_add(old: str | None, new: str | None) -> str | None:
 GroupKey = tuple[str, str, int, int]  # environment, app, hour, minute
 
 
+def _runs(rows: list[CountRow]) -> Iterator[tuple[tuple[str, int], list[tuple[str, CountRow]]]]:
+    """Bulk rows in runs of one app and hour (consecutive rows usually share them), each run as
+    (flag, row) pairs: one group lookup per run instead of per row."""
+    run: list[tuple[str, CountRow]] = []
+    run_of: tuple[str, int] | None = None
+    for row in rows:
+        if (row.app_name, row.hour) != run_of:
+            if run_of is not None:
+                yield run_of, run
+            run, run_of = [], (row.app_name, row.hour)
+        run.append((row.feature_name, row))
+    if run_of is not None:
+        yield run_of, run
+
+
 class Counted(Protocol):
     yes: int
     no: int
@@ -80,18 +95,8 @@ class Deltas:
         if posted is not None:
             self._merge(self._group((env, posted.app_name, posted.hour, minute)), env, posted.app_name,
                         posted.toggles.items(), received)
-        # Bulk rows: consecutive rows usually share their app and hour, so merge them in runs.
-        run: list[tuple[str, CountRow]] = []
-        run_of = None
-        for row in entry.counts:
-            if (row.app_name, row.hour) != run_of:
-                if run:
-                    self._merge(self._group((env, *run_of, minute)), env, run_of[0], run, received)
-                    run = []
-                run_of = (row.app_name, row.hour)
-            run.append((row.feature_name, row))
-        if run:
-            self._merge(self._group((env, *run_of, minute)), env, run_of[0], run, received)
+        for (app, hour), run in _runs(entry.counts):
+            self._merge(self._group((env, app, hour, minute)), env, app, run, received)
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)

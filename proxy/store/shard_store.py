@@ -74,7 +74,6 @@ class ShardStore:
         self.ingest_processes = ingest_processes
         self.backlog_limit: int | None = None
         self._backlog_at_sync = 0  # bytes above the watermark at the last sync
-        self._written_at_sync = 0  # writer.unfolded_bytes then (it only grows in a worker)
         self._synced_at = 0.0
         self._marks: deque[tuple[int, int]] = deque()  # (last journal id, bytes written by then): sync()
         self._unfolded_at_base = 0  # bytes above the watermark at the first mark, when summed
@@ -181,7 +180,8 @@ class ShardStore:
         """Unfolded bytes: exact at the last sync, plus everything committed since (an upper
         bound: rows folded since the sync still count until the next one)."""
         assert self.writer is not None
-        return self._backlog_at_sync + self.writer.unfolded_bytes - self._written_at_sync
+        written_at_sync = self._marks[-1][1]  # sync() leaves its own mark last
+        return self._backlog_at_sync + self.writer.written_bytes - written_at_sync
 
     # --- upkeep ---------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class ShardStore:
         assert self._db is not None and self._primary is not None and self.writer is not None
         if watermark is None:
             watermark = read_watermark(self._primary, self.name)
-        written = self.writer.unfolded_bytes
+        written = self.writer.written_bytes
         marks = self._marks
         if exact or not marks:
             self._unfolded_at_base = backlog_bytes(self._db, watermark)
@@ -216,7 +216,6 @@ class ShardStore:
         if base_id <= watermark:  # only the base mark can be above it: watermarks only grow
             self._unfolded_at_base = 0
         self._backlog_at_sync = self._unfolded_at_base + written - written_then
-        self._written_at_sync = written
         self._synced_at = asyncio.get_running_loop().time()
 
     def _over_backlog_limit(self) -> bool:

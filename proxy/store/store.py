@@ -271,7 +271,6 @@ class Store:
             return False
         self.shards.committed()
         writer.deltas = Deltas()
-        writer.unfolded_bytes = 0
         self.folds += 1
         self.fold_durations.record(time.perf_counter() - started)
         return True

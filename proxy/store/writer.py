@@ -99,10 +99,10 @@ class GroupCommitWriter:
         self.deltas = deltas
         self._next_id = next_journal_id
         self._space = space
-        # Journal bytes committed since the last fold: an ingest worker, which never folds, bounds
-        # its backlog with it (proxy/store/shard_store.py); the primary's own inline fold goes by
+        # Journal bytes this writer has committed, ever: an ingest worker bounds its unfolded
+        # backlog with it (proxy/store/shard_store.py); the primary's own inline fold goes by
         # deltas.fold_bytes instead.
-        self.unfolded_bytes = 0
+        self.written_bytes = 0
         self.idempotency_window = idempotency_window
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
@@ -221,5 +221,5 @@ class GroupCommitWriter:
         except BaseException:
             self._next_id = first_id
             raise
-        self.unfolded_bytes += written
+        self.written_bytes += written
         return stored
