@@ -261,3 +261,38 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
     assert registry.get_sample_value("metrics_proxy_worker_backlog_waits_total") == 1
     await shard.close()
     await store.close()
+
+
+async def test_a_sliced_pull_takes_every_row_once_a_slice_at_a_time(tmp_path):
+    primary, store, shard = await primary_and_shard(tmp_path)
+    for yes in range(1, 41):
+        await shard.append([entry(yes)])
+    row_bytes = backlog_bytes(shard._db, 0) // 40
+    slices = []
+    while True:
+        before = store.shards.pulled_entries
+        more = store.shards.pull_slice(store.writer.deltas, 5 * row_bytes)
+        slices.append(store.shards.pulled_entries - before)
+        if not more:
+            break
+    assert len(slices) > 2 and max(slices) <= 16  # about five rows' bytes, read SLICE_ROWS at a time
+    assert sum(slices) == 40
+    assert store.shards.pull(store.writer.deltas) == 0  # nothing left, nothing taken twice
+    assert await yes_total(store) == sum(range(1, 41))
+    await shard.close()
+    await store.close()
+
+
+async def test_the_worker_trims_folded_rows_in_slices_and_keeps_the_rest(tmp_path):
+    primary, store, shard = await primary_and_shard(tmp_path)
+    for yes in range(1, 301):
+        await shard.append([entry(yes)])
+    assert store.fold()
+    await shard.append([entry(1000)])  # above the watermark: must stay
+    trimmed_before = shard.trimmed
+    assert await shard.trim_in_slices() > 1  # from 128 ids a slice, adapting to its duration
+    assert shard.trimmed - trimmed_before == 300
+    assert shard_ids(tmp_path / "ingest-1.db") == [301]
+    assert await yes_total(store) == sum(range(1, 301)) + 1000
+    await shard.close()
+    await store.close()

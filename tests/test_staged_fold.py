@@ -113,3 +113,31 @@ async def test_a_crash_between_chunks_loses_and_doubles_nothing(tmp_path):
     whole = await fill(tmp_path / "whole.db")
     await whole.close()
     assert tables(path) == tables(tmp_path / "whole.db")
+
+
+async def test_two_chunked_folds_at_once_take_turns_and_write_one_chunk_at_a_time(tmp_path):
+    """The folder and the shard puller both fold. The second must wait for the first rather than
+    find its chunks staged and write them all in one go (the stall staging is there to avoid)."""
+    path = tmp_path / "turns.db"
+    store = await fill(path)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:  # runs between the folds' transactions, as a request would
+        while not done.is_set():
+            seen.append(staged_chunks(path))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    first = asyncio.create_task(store.fold_in_chunks())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(store.fold_in_chunks())
+    assert await first and await second
+    done.set()
+    await watcher
+    staged = [n for n in seen if n]
+    assert max(staged) >= 3  # the first fold's chunks were staged ...
+    assert all(b >= a - 1 for a, b in zip(seen, seen[1:]))  # ... and went one per turn, never at once
+    assert await yes_total(store) == EXPECTED_YES
+    await store.close()
+

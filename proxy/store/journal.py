@@ -79,16 +79,21 @@ encode_entry = msgspec.msgpack.Encoder().encode
 decode_entry = msgspec.msgpack.Decoder(JournalEntry).decode
 
 
-def clear_folded_journal(db: sqlite3.Connection, last_folded_id: int) -> int:
+def clear_folded_journal(db: sqlite3.Connection, last_folded_id: int, max_ids: int | None = None) -> int:
     """Delete the journal rows up to `last_folded_id` (the primary inside its fold transaction, a
-    worker's shard once the primary's watermark passed them); returns how many went.
+    worker's shard once the primary's watermark passed them); returns how many went. With
+    `max_ids`, only the oldest rows within that many ids of the first (a worker trims in slices).
 
     Normally that is every row, and then an unqualified DELETE lets SQLite drop the table's pages
     whole (its truncate optimisation) instead of rewriting each page: measured here, 20,000 rows
     cleared in 8 ms + a 0.5 ms commit instead of 25 ms + a 40 ms commit."""
-    newest = db.execute("SELECT max(id) FROM journal").fetchone()[0]
+    # Two subqueries: SQLite answers a lone min() or max() from the index, both in one SELECT by
+    # scanning the table.
+    oldest, newest = db.execute("SELECT (SELECT min(id) FROM journal), (SELECT max(id) FROM journal)").fetchone()
     if newest is None:
         return 0
+    if max_ids is not None:
+        last_folded_id = min(last_folded_id, oldest + max_ids - 1)
     if newest <= last_folded_id:
         return db.execute("DELETE FROM journal").rowcount
     return db.execute("DELETE FROM journal WHERE id <= ?", (last_folded_id,)).rowcount

@@ -42,6 +42,7 @@ from proxy.store.writer import Durations, GroupCommitWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+PULL_SLICE_BYTES = 64 * 1024  # of worker rows merged per loop pass: ~1 ms (ShardReader.pull_slice)
 REPLAY_CHUNK = 10_000
 # The folder stages a fold of this many keys or more and writes it in chunks of about
 # STAGED_CHUNK_KEYS (~5 ms each here); smaller folds stay one transaction.
@@ -80,6 +81,7 @@ class Store:
         self.features: FeatureDocuments | None = None
         self.folds = 0
         self._staged = False  # fold_staging may hold chunks (store/staging.py)
+        self._chunked_fold = asyncio.Lock()
         self.fold_durations = Durations(FOLD_SECONDS_BUCKETS)
         # Changes whenever the tables the read endpoints answer from may have changed (a fold, a
         # pruning chunk); read answers cached under one value are never served under another.
@@ -207,11 +209,23 @@ class Store:
 
     async def fold_in_chunks(self) -> bool:
         """The folder's fold. A large one (STAGED_FOLD_KEYS or more) is staged and then written a
-        chunk per transaction, answering requests between chunks (store/staging.py)."""
+        chunk per transaction, answering requests between chunks (store/staging.py).
+
+        One at a time (the folder and the shard puller both fold): a second one would find the
+        first's chunks staged and write them all at once, the stall staging is there to avoid."""
+        async with self._chunked_fold:
+            await self._pull_in_slices()
+            return await self._fold_in_chunks()
+
+    async def _pull_in_slices(self) -> None:
+        while self.writer is not None and self.shards.pull_slice(self.writer.deltas, PULL_SLICE_BYTES):
+            await asyncio.sleep(0)
+
+    async def _fold_in_chunks(self) -> bool:
         writer = self.writer
         if writer is None or self._db is None:
             return True
-        self.shards.pull(writer.deltas)
+        self.shards.pull(writer.deltas)  # what the slices left: rows committed since the last one
         deltas = writer.deltas
         if deltas.count_keys() < STAGED_FOLD_KEYS or not self._write_staged():
             return self.fold()
@@ -301,15 +315,18 @@ class Store:
         return True
 
     def pull_shards(self) -> bool:
-        """Bring the workers' new journal rows into the deltas; True when a fold is due. With a
-        size limit every process may hold its allowance of unfolded journal
+        """Bring the workers' new journal rows into the deltas; True when a fold is due."""
+        if self.writer is None:
+            return False
+        self.shards.pull(self.writer.deltas)
+        return self._shard_fold_due()
+
+    def _shard_fold_due(self) -> bool:
+        """With a size limit every process may hold its allowance of unfolded journal
         (PageBudget.allowance): the writer folds its own at it, and the workers' rows are folded
         once one shard's reach its allowance, so that a fold always fits (as with one process)
         and a worker waiting at its allowance moves on soon."""
-        writer, space = self.writer, self.space
-        if writer is None:
-            return False
-        self.shards.pull(writer.deltas)
+        space = self.space
         if space is None:
             return False
         pages, free = space.limit.pages()
@@ -321,7 +338,8 @@ class Store:
     async def run_shard_puller(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if self.pull_shards():
+            await self._pull_in_slices()
+            if self._shard_fold_due():
                 await self.fold_in_chunks()
 
     def reserve(self) -> contextlib.AbstractContextManager[None]:
