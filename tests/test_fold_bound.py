@@ -27,6 +27,18 @@ def distinct_keys(rng: random.Random, n: int) -> list[JournalEntry]:
     ]
 
 
+def the_same_flags_minute_after_minute(rng: random.Random, n: int) -> list[JournalEntry]:
+    """Every minute the whole key set again: after the first minute only per-minute rows are new,
+    and fold_bytes charges them less than a new key (Deltas._new_key_bytes)."""
+    flags = [f"flag-{f}-" + "f" * rng.randrange(200) for f in range(40)]
+    return [
+        JournalEntry("production", HOUR + 60 * (i // 10) + i % 10, [
+            CountRow(f"app-{i % 10}-" + "a" * 50, flag, HOUR, 1, 0) for flag in flags
+        ])
+        for i in range(n)
+    ]
+
+
 def many_variants(rng: random.Random, n: int) -> list[JournalEntry]:
     return [
         JournalEntry("production", HOUR + i, [
@@ -59,7 +71,8 @@ def impact_histograms(rng: random.Random, n: int) -> list[JournalEntry]:
     ]
 
 
-@pytest.mark.parametrize("shape", [distinct_keys, many_variants, registrations, impact_histograms])
+@pytest.mark.parametrize("shape", [distinct_keys, the_same_flags_minute_after_minute, many_variants,
+                                   registrations, impact_histograms])
 async def test_fold_bytes_bounds_what_a_fold_adds_to_the_file(tmp_path, shape):
     store = Store(tmp_path / "bound.db", synchronous="OFF")
     await store.open()
@@ -87,5 +100,22 @@ async def test_counts_added_to_known_keys_grow_nothing(tmp_path):
         first = store.writer.deltas.fold_bytes
         await store.append([JournalEntry("production", HOUR + 1, [row], [InstanceSeen("app", "i-1")])] * 100)
         assert store.writer.deltas.fold_bytes == first  # same key, variant and instance: no new rows
+    finally:
+        await store.close()
+
+
+async def test_a_flag_in_a_new_minute_of_its_hour_is_charged_its_minute_rows_only(tmp_path):
+    store = Store(tmp_path / "minutes.db", synchronous="OFF")
+    await store.open()
+    try:
+        rows = [CountRow("app", f"flag-{f}", HOUR, 1, 0) for f in range(50)]
+        await store.append([JournalEntry("production", HOUR, rows)])
+        first_minute = store.writer.deltas.fold_bytes
+        await store.append([JournalEntry("production", HOUR + 60, rows)])
+        second_minute = store.writer.deltas.fold_bytes - first_minute
+        assert 0 < second_minute <= first_minute * 6 // 10
+        # The same flags under the next hour are new keys again, charged in full.
+        await store.append([JournalEntry("production", HOUR + 3600, [CountRow(r.app_name, r.feature_name, HOUR + 3600, 1, 0) for r in rows])])
+        assert store.writer.deltas.fold_bytes - first_minute - second_minute == first_minute
     finally:
         await store.close()

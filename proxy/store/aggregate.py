@@ -84,6 +84,7 @@ class Deltas:
     # writer folds before this outgrows the reserve a fold may use (store/limits.py).
     fold_bytes: int = 0
     _views: tuple | None = None
+    _hour_flags: dict[tuple[str, str, int], set[str]] = field(default_factory=dict)  # for fold_bytes
 
     def __bool__(self) -> bool:
         return self.entries > 0
@@ -93,10 +94,9 @@ class Deltas:
         minute = int(received // 60 * 60)
         posted = entry.bucket
         if posted is not None:
-            self._merge(self._group((env, posted.app_name, posted.hour, minute)), env, posted.app_name,
-                        posted.toggles.items(), received)
+            self._merge((env, posted.app_name, posted.hour, minute), posted.toggles.items(), received)
         for (app, hour), run in _runs(entry.counts):
-            self._merge(self._group((env, app, hour, minute)), env, app, run, received)
+            self._merge((env, app, hour, minute), run, received)
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
@@ -142,22 +142,19 @@ class Deltas:
         """The instances and impact samples alone (what a staged fold writes at once)."""
         return Deltas(instances=self.instances, impact=self.impact, entries=self.entries)
 
-    def _group(self, key: GroupKey) -> dict[str, list]:
+    def _merge(self, key: GroupKey, flags: Iterable[tuple[str, Counted]], received: float) -> None:
+        """Add each flag's counts (a CountRow or a wire ToggleCount: yes, no, variants) to the
+        group of `key` (environment, app, hour, minute received)."""
         group = self.counts.get(key)
         if group is None:
             group = self.counts[key] = {}
-        return group
-
-    def _merge(self, group: dict[str, list], env: str, app: str, flags: Iterable[tuple[str, Counted]],
-               received: float) -> None:
-        """Add each flag's counts (a CountRow or a wire ToggleCount: yes, no, variants) to `group`."""
+        env, app, hour, _ = key
         for flag, counted in flags:
             agg = group.get(flag)
             if agg is None:
                 group[flag] = [counted.yes, counted.no, dict(counted.variants) if counted.variants else None,
                                received, received]
-                self.fold_bytes += (COUNT_KEY_TABLES * (ROW_OVERHEAD + len(env) + len(app) + len(flag))
-                                    + _variant_bytes(counted.variants))
+                self.fold_bytes += self._new_key_bytes(env, app, hour, flag) + _variant_bytes(counted.variants)
                 continue
             agg[0] += counted.yes
             agg[1] += counted.no
@@ -176,6 +173,17 @@ class Deltas:
                         self.fold_bytes += VARIANT_TABLES * (len(name) + VARIANT_OVERHEAD)
                     else:
                         merged[name] = known_count + count
+
+    def _new_key_bytes(self, env: str, app: str, hour: int, flag: str) -> int:
+        """A flag new to this hour gets rows in every count table; one already counted in another
+        minute of the hour only in the per-minute tables (every minute turns the whole key set
+        over, and charging it in full made the writer fold inline at minute boundaries)."""
+        flags = self._hour_flags.get((env, app, hour))
+        if flags is None:
+            flags = self._hour_flags[(env, app, hour)] = set()
+        tables = MINUTE_KEY_TABLES if flag in flags else COUNT_KEY_TABLES
+        flags.add(flag)
+        return tables * (ROW_OVERHEAD + len(env) + len(app) + len(flag))
 
     def _derive(self) -> tuple:
         if self._views is None:
@@ -234,6 +242,9 @@ class Deltas:
 # a variant name is stored in the hourly and pending rows' JSON. The overheads cover the numbers,
 # record headers and cell pointers generously; page fill is accounted for in limits.py.
 COUNT_KEY_TABLES = 10
+# The same flag in another minute of the hour: minute_counts, minute_flag_totals, minute_app_totals
+# and their indexes by minute.
+MINUTE_KEY_TABLES = 6
 ROW_OVERHEAD = 64
 VARIANT_TABLES = 2
 VARIANT_OVERHEAD = 16
