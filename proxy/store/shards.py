@@ -7,7 +7,7 @@ deltas of the next fold, and that fold's transaction records the last id per sha
 `shard_watermarks`. So a shard row is counted iff its id is above the committed watermark when
 the fold that includes it commits: a crash between pull and fold loses only the in-memory pull,
 and the next start pulls the same rows again. The worker deletes its rows at or below the
-watermark (ShardTrimmer), and never reuses an id (next_shard_id).
+watermark (ShardStore.trim_in_slices), and never reuses an id (next_shard_id).
 """
 
 from __future__ import annotations
