@@ -220,11 +220,11 @@ async def test_one_worker_at_its_allowance_gets_a_fold_while_another_lags(tmp_pa
     while written < allowance // 2:
         await busy.append([entry(1)])
         written = busy.writer.written_bytes
-    assert not store.pull_shards()  # half its allowance: left for the periodic fold
+    assert not await store.pull_shards()  # half its allowance: left for the periodic fold
     while written < allowance:
         await busy.append([entry(1)])
         written = busy.writer.written_bytes
-    assert store.pull_shards()
+    assert await store.pull_shards()
     assert await store.fold_in_chunks()
     assert store.folds == folds + 1
     assert watermark(primary, "ingest-1") == busy.writer.last_journal_id
@@ -250,7 +250,7 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
     held = asyncio.create_task(shard.append([entry(1)]))
     await asyncio.sleep(0.2)
     assert not held.done() and shard.backlog_waits == 1
-    assert store.pull_shards()  # the shard is at its allowance: the primary folds it
+    assert await store.pull_shards()  # the shard is at its allowance: the primary folds it
     assert await store.fold_in_chunks()
     assert await asyncio.wait_for(held, 2) is True
     store.fold()
@@ -264,7 +264,7 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
 
 
 async def test_a_sliced_pull_takes_every_row_once_a_slice_at_a_time(tmp_path):
-    primary, store, shard = await primary_and_shard(tmp_path)
+    _, store, shard = await primary_and_shard(tmp_path)
     for yes in range(1, 41):
         await shard.append([entry(yes)])
     row_bytes = backlog_bytes(shard._db, 0) // 40
@@ -284,7 +284,7 @@ async def test_a_sliced_pull_takes_every_row_once_a_slice_at_a_time(tmp_path):
 
 
 async def test_the_worker_trims_folded_rows_in_slices_and_keeps_the_rest(tmp_path):
-    primary, store, shard = await primary_and_shard(tmp_path)
+    _, store, shard = await primary_and_shard(tmp_path)
     for yes in range(1, 301):
         await shard.append([entry(yes)])
     assert store.fold()

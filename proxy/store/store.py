@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import aiosqlite
@@ -58,6 +59,12 @@ def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
     usage_totals.write_usage_totals(db, deltas)
     impact.write_impact(db, deltas.impact)
     write_minute_rollups(db, deltas)
+
+
+def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
+    """A staged chunk into the tables, and out of staging, inside the caller's transaction."""
+    _write_folded(db, deltas)
+    staging.drop_chunk(db, seq)
 
 
 class Store:
@@ -222,12 +229,14 @@ class Store:
             await asyncio.sleep(0)
 
     async def _fold_in_chunks(self) -> bool:
+        # Called right after the last slice (no await between): every shard row is pulled.
         writer = self.writer
         if writer is None or self._db is None:
             return True
-        self.shards.pull(writer.deltas)  # what the slices left: rows committed since the last one
+        if not self._write_staged():
+            return False
         deltas = writer.deltas
-        if deltas.count_keys() < STAGED_FOLD_KEYS or not self._write_staged():
+        if deltas.count_keys() < STAGED_FOLD_KEYS:
             return self.fold()
         chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
 
@@ -258,12 +267,7 @@ class Store:
                 self._staged = False
                 break
             seq, chunk = found
-            deltas = Deltas.from_chunk(chunk)
-
-            def write_chunk(db: sqlite3.Connection) -> None:
-                _write_folded(db, deltas)
-                staging.drop_chunk(db, seq)
-
+            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq)
             if not self._write_transaction(write_chunk, f"writing staged fold chunk {seq}"):
                 return False
             written += 1
@@ -314,20 +318,16 @@ class Store:
             self.data_version += 1
         return True
 
-    def pull_shards(self) -> bool:
-        """Bring the workers' new journal rows into the deltas; True when a fold is due."""
-        if self.writer is None:
-            return False
-        self.shards.pull(self.writer.deltas)
-        return self._shard_fold_due()
+    async def pull_shards(self) -> bool:
+        """Bring the workers' new journal rows into the deltas, in slices; True when a fold is due.
 
-    def _shard_fold_due(self) -> bool:
-        """With a size limit every process may hold its allowance of unfolded journal
+        With a size limit every process may hold its allowance of unfolded journal
         (PageBudget.allowance): the writer folds its own at it, and the workers' rows are folded
         once one shard's reach its allowance, so that a fold always fits (as with one process)
         and a worker waiting at its allowance moves on soon."""
+        await self._pull_in_slices()
         space = self.space
-        if space is None:
+        if space is None or self.writer is None:
             return False
         pages, free = space.limit.pages()
         allowance = space.limit.budget.allowance(pages - free, self.ingest_processes)
@@ -338,8 +338,7 @@ class Store:
     async def run_shard_puller(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self._pull_in_slices()
-            if self._shard_fold_due():
+            if await self.pull_shards():
                 await self.fold_in_chunks()
 
     def reserve(self) -> contextlib.AbstractContextManager[None]:
