@@ -55,6 +55,12 @@ async def primary_and_shard(tmp_path) -> tuple:
     return primary, store, shard
 
 
+async def post_each(shard: ShardStore, yeses) -> None:
+    """One acknowledged post per count, in order (journal ids follow)."""
+    for yes in yeses:
+        await shard.append([entry(yes)])
+
+
 async def yes_total(store: Store) -> int:
     return sum(row[3] for row in await store.totals())
 
@@ -118,8 +124,7 @@ async def test_a_failed_fold_keeps_pulled_rows_for_the_next_one(tmp_path):
 async def test_the_worker_trims_folded_rows_and_never_reuses_an_id(tmp_path):
     primary, store, shard = await primary_and_shard(tmp_path)
     shard_path = shard.path
-    for yes in (1, 2):
-        await shard.append([entry(yes)])
+    await post_each(shard, (1, 2))
     store.fold()
     await shard.append([entry(4)])  # id 3: above the mark, must stay
     assert shard.trim() == 2
@@ -147,8 +152,7 @@ async def test_the_worker_backlog_bounds_the_unfolded_rows_and_shrinks_as_the_pr
         return backlog_bytes(shard._db, watermark(primary) or 0)
 
     for step in range(6):
-        for yes in range(1, 4):
-            await shard.append([entry(yes)])
+        await post_each(shard, range(1, 4))
         if step % 2:
             store.fold()  # the primary pulls and folds: the watermark passes every row so far
         shard.sync()
@@ -265,8 +269,7 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
 
 async def test_a_sliced_pull_takes_every_row_once_a_slice_at_a_time(tmp_path):
     _, store, shard = await primary_and_shard(tmp_path)
-    for yes in range(1, 41):
-        await shard.append([entry(yes)])
+    await post_each(shard, range(1, 41))
     row_bytes = backlog_bytes(shard._db, 0) // 40
     slices = []
     while True:
@@ -285,8 +288,7 @@ async def test_a_sliced_pull_takes_every_row_once_a_slice_at_a_time(tmp_path):
 
 async def test_the_worker_trims_folded_rows_in_slices_and_keeps_the_rest(tmp_path):
     _, store, shard = await primary_and_shard(tmp_path)
-    for yes in range(1, 301):
-        await shard.append([entry(yes)])
+    await post_each(shard, range(1, 301))
     assert store.fold()
     await shard.append([entry(1000)])  # above the watermark: must stay
     trimmed_before = shard.trimmed

@@ -209,6 +209,12 @@ class Store:
         if not self._write_staged():
             return False
         self.shards.pull(writer.deltas)
+        return self._fold_pulled()
+
+    def _fold_pulled(self) -> bool:
+        """fold() once the staged chunks are written and every shard row is pulled."""
+        writer = self.writer
+        assert writer is not None
         if not writer.deltas and not self.shards.has_unrecorded:
             return True
         deltas = writer.deltas
@@ -237,7 +243,7 @@ class Store:
             return False
         deltas = writer.deltas
         if deltas.count_keys() < STAGED_FOLD_KEYS:
-            return self.fold()
+            return self._fold_pulled()
         chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
 
         def stage(db: sqlite3.Connection) -> None:
