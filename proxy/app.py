@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
 from proxy.api.answer_cache import AnswerCache
-from proxy.api.errors import error_middleware
+from proxy.api.routing import serve
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
@@ -21,11 +21,7 @@ from proxy.features.lifecycle import cache_for, features_ctx, source_for
 from proxy.features.telemetry import FeatureCollector
 from proxy.housekeeping import housekeeping_ctx
 from proxy.observability import impact_scrape, worker_stats
-from proxy.observability.http_metrics import (
-    HttpCollector,
-    HttpStats,
-    http_metrics_middleware,
-)
+from proxy.observability.http_metrics import HttpCollector, HttpStats
 from proxy.observability.read_cache import AnswerCacheCollector
 from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.state import (
@@ -47,7 +43,7 @@ from proxy.store.retention import RetentionPolicy
 from proxy.upstream import forwarder
 from proxy.upstream.stats import ForwarderStats
 from proxy.upstream.token_validation import TokenValidator
-from proxy.workers.passthrough import client_address_middleware
+from proxy.workers.passthrough import with_client_address
 from proxy.workers.supervisor import workers_ctx
 
 log = logging.getLogger(__name__)
@@ -87,13 +83,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     # client_max_size bounds request.read(), decompressed bytes included; read_body answers its 413.
     http_stats = HttpStats()
-    middlewares = [http_metrics_middleware(http_stats), error_middleware]
-    if settings.workers > 1:
-        middlewares.insert(0, client_address_middleware)
-    app = web.Application(
-        middlewares=middlewares,
-        client_max_size=settings.max_body_size + 1,
-    )
+    app = web.Application(client_max_size=settings.max_body_size + 1)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[STORE] = Store(
@@ -128,15 +118,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[FEATURE_SOURCE] = source_for(settings, app[FEATURE_CACHE])
     app[REGISTRY].register(FeatureCollector(app[FEATURE_CACHE]))
     app.cleanup_ctx.append(features_ctx)  # after _store_ctx: it serves the stored documents
-    app.add_routes(features.routes())
-    app.add_routes(client.routes())
-    app.add_routes(reads.routes())
-    app.add_routes(admin.routes())
-    app.add_routes(backstage.routes())
-    app.add_routes(flush.routes())
-    app.add_routes(custom.routes())
-    app.add_routes(impact_scrape.routes())
-    openapi.install(app, tokens=settings.auth == "tokens")
+    route_groups = (features, client, reads, admin, backstage, flush, custom, impact_scrape)
+    routes = [route for group in route_groups for route in group.routes()]
+    routes.append(openapi.install(app, tokens=settings.auth == "tokens"))
+    serve(app, routes, http_stats, adjust=with_client_address if settings.workers > 1 else None)
     if settings.workers > 1:
         app.cleanup_ctx.append(workers_ctx)  # last: starts after the store opens, stops before it closes
     if settings.auth == "tokens" and not app[AUTH].has_tokens:

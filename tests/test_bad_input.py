@@ -188,3 +188,16 @@ async def test_open_mode_accepts_anything_under_default(make_client):
     assert (await client.post("/api/client/metrics", json=metrics(), headers={"Content-Type": "application/json"})).status == 202
     assert (await client.get("/api/client/metrics/feature-toggles")).status == 200
     assert await client.app[STORE].totals() == [("default", "app", "flag-a", 1, 2)]
+
+
+async def test_unknown_paths_and_methods_get_the_json_error_body(client):
+    missing = await client.get("/api/client/no-such-thing", headers=client_headers())
+    assert missing.status == 404
+    body = await missing.json()
+    assert body["name"] == "NotFoundError" and "/api/client/no-such-thing" in body["message"]
+    assert set(body) == {"id", "name", "message", "details"}
+    wrong_method = await client.get("/api/client/metrics", headers=client_headers())
+    assert wrong_method.status == 405
+    assert wrong_method.headers["Allow"] == "POST"
+    body = await wrong_method.json()
+    assert body["name"] == "MethodNotAllowedError" and "use POST" in body["message"]

@@ -43,6 +43,8 @@ def _routes(app) -> set[tuple[str, str]]:
     for route in app.router.routes():
         if route.method == "HEAD":
             continue  # aiohttp adds HEAD beside every GET by itself
+        if route.method == "*":
+            continue  # the catch-all that answers unknown paths with 404/405 (api/routing.py)
         registered.add((route.method.lower(), route.resource.canonical))
     return registered
 

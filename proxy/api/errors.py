@@ -1,4 +1,4 @@
-"""API errors: one exception type, rendered by a middleware as the documented JSON error body."""
+"""API errors: one exception type, rendered as the documented JSON error body (api/routing.py)."""
 
 from __future__ import annotations
 
@@ -57,19 +57,6 @@ def not_found(message: str) -> ApiError:
 
 def unavailable(message: str, retry_after: int) -> ApiError:
     return ApiError(503, "ServiceUnavailableError", message, headers={"Retry-After": str(retry_after)})
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
-    except web.HTTPNotFound:
-        return ApiError(404, "NotFoundError", f"no route for {request.method} {request.path}").response()
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return ApiError(405, "MethodNotAllowedError", f"{request.method} is not allowed here; use {allowed}").response()
 
 
 # --- turning msgspec validation errors into a field path ---------------------------------------

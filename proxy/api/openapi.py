@@ -171,7 +171,7 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BYTES], content_type="application/json")
 
 
-def install(app: web.Application, tokens: bool) -> None:
-    """Serve /openapi.json from bytes built now, once."""
+def install(app: web.Application, tokens: bool) -> web.RouteDef:
+    """The route of /openapi.json, served from bytes built now, once."""
     app[OPENAPI_BYTES] = document_bytes(tokens)
-    app.router.add_get("/openapi.json", openapi_json)
+    return web.get("/openapi.json", openapi_json)

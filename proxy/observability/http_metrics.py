@@ -1,12 +1,11 @@
 """HTTP requests by route and status, their duration and the bytes they carried in.
 
-The middleware bumps plain numbers; HttpCollector turns them into families at scrape time.
+The route wrapper (api/routing.py) bumps plain numbers; HttpCollector turns them into families at scrape time.
 """
 
 from __future__ import annotations
 
 import bisect
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,26 +68,6 @@ def route_of(request: web.Request) -> str:
     info = request.match_info
     resource = info.route.resource if info is not None and info.route is not None else None
     return resource.canonical if resource is not None and info.http_exception is None else UNMATCHED_ROUTE
-
-
-def http_metrics_middleware(stats: HttpStats):
-    @web.middleware
-    async def record_http_metrics(request: web.Request, handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            method = request.method if request.method in KNOWN_METHODS else "other"
-            stats.record(route_of(request), method, status, time.perf_counter() - started,
-                         request.content_length or 0)
-
-    return record_http_metrics
 
 
 class HttpCollector(Collector):

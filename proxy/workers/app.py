@@ -8,16 +8,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
 from proxy.api import client
-from proxy.api.errors import error_middleware
+from proxy.api.routing import serve
 from proxy.auth import Authenticator, presented_token
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.observability.http_metrics import HttpStats, http_metrics_middleware
+from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
 from proxy.observability.worker_stats import WORKER_HTTP_STATS, stats_path, writer_ctx
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
@@ -34,18 +33,15 @@ SHUTDOWN_SECONDS = 20.0
 PASS_THROUGH = web.AppKey("pass_through", PassThrough)
 
 
-def _unlisted_tokens_go_to_primary(auth: Authenticator, pass_through: PassThrough):
+def _unlisted_token(auth: Authenticator):
     """With an upstream, tokens not in the config are validated by the primary (its verdict cache
     and upstream calls stay in one place): a post with such a token is passed on whole."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    def unlisted(request: web.Request) -> bool:
         token = presented_token(request)
-        if token and not auth.lists(token):
-            return await pass_through(request)
-        return await handler(request)
+        return bool(token) and not auth.lists(token)
 
-    return middleware
+    return unlisted
 
 
 async def _shard_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -64,10 +60,7 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     auth = Authenticator(settings)
     pass_through = PassThrough(primary_socket_path(settings.database_path.parent))
     http_stats = HttpStats()
-    middlewares = [http_metrics_middleware(http_stats), error_middleware]
-    if settings.upstream is not None and settings.auth == "tokens":
-        middlewares.append(_unlisted_tokens_go_to_primary(auth, pass_through))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_size + 1)
+    app = web.Application(client_max_size=settings.max_body_size + 1)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[AUTH] = auth
@@ -81,8 +74,9 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     app.cleanup_ctx.append(_shard_ctx)
     app.cleanup_ctx.append(writer_ctx(stats_path(settings.database_path.parent, index)))
     app.on_cleanup.append(pass_through.close)
-    app.add_routes([route for route in client.routes() if route.path in INGEST_ROUTES])
-    app.router.add_route("*", "/{tail:.*}", pass_through)
+    routes = [route for route in client.routes() if route.path in INGEST_ROUTES]
+    divert = _unlisted_token(auth) if settings.upstream is not None and settings.auth == "tokens" else None
+    serve(app, routes, http_stats, fallback=pass_through, divert=divert)
     return app
 
 

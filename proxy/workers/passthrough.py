@@ -2,7 +2,7 @@
 socket the primary also serves (in the data folder), and hands back status, headers and body.
 
 The primary sees such a request as coming from the socket; the worker names the real client in
-CLIENT_ADDRESS_HEADER, which the primary believes only on that socket (client_address_middleware).
+CLIENT_ADDRESS_HEADER, which the primary believes only on that socket (with_client_address).
 """
 
 from __future__ import annotations
@@ -72,10 +72,9 @@ class PassThrough:
             self._session = None
 
 
-@web.middleware
-async def client_address_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+def with_client_address(request: web.Request) -> web.Request:
     """Primary: a request a worker passed on keeps the client address the worker saw."""
     forwarded = request.headers.get(CLIENT_ADDRESS_HEADER)
     if forwarded is not None and isinstance(request.transport and request.transport.get_extra_info("sockname"), str):
-        request = request.clone(remote=forwarded or None)
-    return await handler(request)
+        return request.clone(remote=forwarded or None)
+    return request
