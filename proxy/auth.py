@@ -69,6 +69,9 @@ class Authenticator:
         ):
             for token in tokens:
                 self._tokens[token] = kind
+        # Built once: every request of a listed token (or of any token in open mode) shares one.
+        self._callers = {token: Caller(kind, environment_of(token)) for token, kind in self._tokens.items()}
+        self._open_callers = {kind: Caller(kind, DEFAULT_ENVIRONMENT, open_mode=True) for kind in TokenKind}
         # Set by the app when an upstream is configured: tokens not listed here are checked there.
         self.validator: TokenValidator | None = None
 
@@ -83,7 +86,7 @@ class Authenticator:
     async def require(self, request: web.Request, kind: TokenKind) -> Caller:
         """The caller, if its token may use an endpoint for `kind`; else 401/403."""
         if self.open:
-            return Caller(kind, DEFAULT_ENVIRONMENT, open_mode=True)
+            return self._open_callers[kind]
         token = presented_token(request)
         if not token:
             raise ApiError(
@@ -91,6 +94,9 @@ class Authenticator:
                 "AuthenticationRequired",
                 "this endpoint needs an API token in the Authorization header",
             )
+        listed = self._callers.get(token)
+        if listed is not None and listed.kind is kind:
+            return listed
         known = self._tokens.get(token)
         environment = environment_of(token)
         if known is None and self.validator is not None:

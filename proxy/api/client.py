@@ -66,6 +66,8 @@ def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
 
 
 def _metrics_handler(kind: TokenKind):
+    counted_as = f"{kind.value}_metrics"
+
     async def post_metrics(request: web.Request) -> web.Response:
         app = request.app
         caller = await app[AUTH].require(request, kind)
@@ -73,18 +75,20 @@ def _metrics_handler(kind: TokenKind):
         now = app[CLOCK].now()
         entries = [metrics_entry(body, caller.environment, now, *_sdk_headers(request), request.remote)]
         _impact(app, entries, body.impactMetrics, body.appName, caller.environment, now)
-        return await _commit(request, f"{kind.value}_metrics", entries)
+        return await _commit(request, counted_as, entries)
 
     return post_metrics
 
 
 def _register_handler(kind: TokenKind, schema: type[ClientRegistration] | type[FrontendRegistration]):
+    counted_as = f"{kind.value}_register"
+
     async def post_register(request: web.Request) -> web.Response:
         app = request.app
         caller = await app[AUTH].require(request, kind)
         body = await read_json(request, schema, app[SETTINGS].max_body_size)
         entry = registration_entry(body, caller.environment, app[CLOCK].now(), *_sdk_headers(request), request.remote)
-        return await _commit(request, f"{kind.value}_register", [entry])
+        return await _commit(request, counted_as, [entry])
 
     return post_register
 
