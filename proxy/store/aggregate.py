@@ -95,8 +95,9 @@ class Deltas:
         posted = entry.bucket
         if posted is not None:
             self._merge((env, posted.app_name, posted.hour, minute), posted.toggles.items(), received)
-        for (app, hour), run in _runs(entry.counts):
-            self._merge((env, app, hour, minute), run, received)
+        if entry.counts:  # bulk rows; a metrics post has none
+            for (app, hour), run in _runs(entry.counts):
+                self._merge((env, app, hour, minute), run, received)
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
@@ -274,6 +275,9 @@ def _impact_bytes(env: str, row: ImpactRow) -> int:
 
 def _merge_instance(old: InstanceSeen, new: InstanceSeen) -> InstanceSeen:
     """The newest non-empty value of every field (a metrics post carries less than a register)."""
+    if (new.strategies is None and new.interval is None and new.started is None and new.projects is None
+            and new.sdk_version in (None, old.sdk_version) and new.client_ip in (None, old.client_ip)):
+        return old  # the common metrics post of a known instance: nothing new, no new record
     return InstanceSeen(
         app_name=new.app_name,
         instance_id=new.instance_id,
