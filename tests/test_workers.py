@@ -184,6 +184,12 @@ async def test_reads_bulk_and_registrations_work_on_every_connection(tmp_path):
         async with aiohttp.ClientSession(headers={"Authorization": ADMIN_TOKEN}) as session:
             async with session.get(proxy.url + "/api/client/metrics/feature-toggles") as resp:
                 assert (await resp.json())["lastHour"]["bulk-flag"] == {"yes": 5, "no": 1}
+        # What the worker passed on is counted once, by the primary that answered it (the worker
+        # writes its own counters every second: wait for one write).
+        await asyncio.sleep(1.5)
+        http = samples(await scrape(proxy.url), "metrics_proxy_http_requests_total")
+        assert http['{method="POST",route="/api/client/metrics/bulk",status="202"}'] == 32
+        assert not [labels for labels in http if "tail" in labels]
     finally:
         proxy.stop()
 
