@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(cmd: list[str], env: dict[str, str] | None = None):
+def server(cmd: list[str], env: dict[str, str] | None = None, start_timeout: float = 15.0):
     """Run a server command (with {port} substituted) and yield its base URL."""
     port = free_port()
     full_env = dict(os.environ, **(env or {}))
@@ -43,7 +43,7 @@ def server(cmd: list[str], env: dict[str, str] | None = None):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, start_timeout)
         yield url
     finally:
         stop(proc, 30)
@@ -60,12 +60,14 @@ def stop(proc: subprocess.Popen, grace: float) -> None:
 
 
 @contextmanager
-def proxy_server(extra_env: dict[str, str] | None = None, workdir: Path | None = None):
+def proxy_server(extra_env: dict[str, str] | None = None, workdir: Path | None = None,
+                 wrapper: list[str] | None = None, start_timeout: float = 15.0):
+    """The proxy on its embedded default; `wrapper` runs it under another program (valgrind)."""
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         data = Path(workdir or tmp) / "data"
-        cmd = [sys.executable, "-m", "proxy", "serve", "--auth", "open", "--port", "{port}", "--data-dir", str(data),
-               "--log-level", "WARNING"]
-        with server(cmd, extra_env) as url:
+        cmd = [*(wrapper or []), sys.executable, "-m", "proxy", "serve", "--auth", "open", "--port", "{port}",
+               "--data-dir", str(data), "--log-level", "WARNING"]
+        with server(cmd, extra_env, start_timeout) as url:
             yield url
 
 
@@ -83,6 +85,7 @@ def wrk(url: str, path: str, script: Path, seconds: int, connections: int = 64) 
         capture_output=True, text=True, timeout=seconds + 60,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -90,7 +93,7 @@ def wrk(url: str, path: str, script: Path, seconds: int, connections: int = 64) 
         lat[f"p{pct}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, **lat, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    return {"rps": rps, "requests": requests, **lat, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(0) if errors else ""}
 
 

@@ -56,12 +56,14 @@ def lua_script(folder: Path, toggles: int, delay_ms: float | None = None, token:
 
 
 @contextmanager
-def proxy_with_workers(workers: int):
+def proxy_with_workers(workers: int, wrapper: list[str] | None = None, start_timeout: float = 15.0,
+                       extra_env: dict[str, str] | None = None):
     """The proxy with `workers` processes on its port; yields once every worker has opened its
     journal shard (a worker listens right after), so the measured load reaches all of them."""
+    env = {"METRICS_PROXY_WORKERS": str(workers), **(extra_env or {})}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        with proxy_server({"METRICS_PROXY_WORKERS": str(workers)}, workdir=Path(tmp)) as url:
-            deadline = time.monotonic() + 30
+        with proxy_server(env, Path(tmp), wrapper, start_timeout) as url:
+            deadline = time.monotonic() + 2 * start_timeout
             while len(list((Path(tmp) / "data").glob("ingest-*.db"))) < workers - 1:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the ingest workers did not start")
