@@ -61,27 +61,26 @@ def presented_token(request: web.Request) -> str:
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.open = settings.auth == "open"
-        self._tokens: dict[str, TokenKind] = {}
+        # One Caller per listed token, built once: every request with that token shares it.
+        self._callers: dict[str, Caller] = {}
         for kind, tokens in (
             (TokenKind.CLIENT, settings.client_tokens),
             (TokenKind.FRONTEND, settings.frontend_tokens),
             (TokenKind.ADMIN, settings.admin_tokens),
         ):
             for token in tokens:
-                self._tokens[token] = kind
-        # Built once: every request of a listed token (or of any token in open mode) shares one.
-        self._callers = {token: Caller(kind, environment_of(token)) for token, kind in self._tokens.items()}
+                self._callers[token] = Caller(kind, environment_of(token))
         self._open_callers = {kind: Caller(kind, DEFAULT_ENVIRONMENT, open_mode=True) for kind in TokenKind}
         # Set by the app when an upstream is configured: tokens not listed here are checked there.
         self.validator: TokenValidator | None = None
 
     def lists(self, token: str) -> bool:
         """The token is one of the configured ones (no upstream check needed)."""
-        return token in self._tokens
+        return token in self._callers
 
     @property
     def has_tokens(self) -> bool:
-        return bool(self._tokens) or self.validator is not None
+        return bool(self._callers) or self.validator is not None
 
     async def require(self, request: web.Request, kind: TokenKind) -> Caller:
         """The caller, if its token may use an endpoint for `kind`; else 401/403."""
@@ -97,7 +96,7 @@ class Authenticator:
         listed = self._callers.get(token)
         if listed is not None and listed.kind is kind:
             return listed
-        known = self._tokens.get(token)
+        known = listed.kind if listed is not None else None
         environment = environment_of(token)
         if known is None and self.validator is not None:
             known, environment = await self._ask_upstream(token)
