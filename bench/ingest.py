@@ -21,6 +21,8 @@ from bench.harness import cli, proxy_server, server, wrk
 from proxy.config import Settings
 
 APPS = 64
+# The ceiling for this stack (bench/bare_server.py), as a server() command.
+BARE_SERVER = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "{port}"]
 
 
 def body(app: int, toggles: int) -> str:
@@ -92,12 +94,11 @@ def peer(folder: Path, seconds: int, proxy_rps: float) -> dict:
 def run(quick: bool = False) -> dict:
     seconds = 5 if quick else 15
     results: dict = {"seconds_per_run": seconds, "connections": 64, "event_loop": Settings().event_loop}
-    bare_cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "{port}"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for toggles in (20, 200):
             script = lua_script(folder, toggles)
-            with server(bare_cmd) as url:
+            with server(BARE_SERVER) as url:
                 wrk(url, "/api/client/metrics", script, 2)  # warm-up
                 bare = wrk(url, "/api/client/metrics", script, seconds)
             with proxy_server() as url:

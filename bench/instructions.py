@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench.harness import cli, proxy_server, require_wrk, server, wrk
-from bench.ingest import lua_script, proxy_with_workers
+from bench.ingest import BARE_SERVER, lua_script, proxy_with_workers
 
 START_SECONDS = 120.0  # importing aiohttp and friends under valgrind takes 10-30 s here
 FOLD_INTERVAL = "3600"
@@ -82,12 +81,11 @@ def run(quick: bool = False) -> dict:
     require_valgrind()
     seconds = 10 if quick else 30
     env = {"METRICS_PROXY_FOLD_INTERVAL": FOLD_INTERVAL}
-    bare_cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "{port}"]
     results: dict = {"seconds_per_run": seconds, "connections": 64, "toggles": 20}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         script = lua_script(Path(tmp), 20)
         servers = {
-            "bare": lambda out: server([*_callgrind(out), *bare_cmd], None, START_SECONDS),
+            "bare": lambda out: server([*_callgrind(out), *BARE_SERVER], None, START_SECONDS),
             "proxy": lambda out: proxy_server(env, wrapper=_callgrind(out), start_timeout=START_SECONDS),
             "workers_2": lambda out: proxy_with_workers(2, _callgrind(out), START_SECONDS, env),
         }

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from proxy.api.errors import ApiError, not_found
-from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats, route_of
+from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CATCH_ALL = "/{tail:.*}"
@@ -34,11 +34,13 @@ def serve(
     `divert` sends there, is not counted here: the primary answers it and counts it.
     `adjust` rewrites a request before its handler sees it (the primary: a worker's client address)."""
     passed = _wrapped(fallback, None, adjust) if fallback is not None else None
+    wrapped = []
     for route in routes:
         handler = _wrapped(route.handler, stats, adjust)
         if divert is not None and passed is not None:
             handler = _diverting(handler, divert, passed)
-        app.add_routes([web.RouteDef(route.method, route.path, handler, route.kwargs)])
+        wrapped.append(web.RouteDef(route.method, route.path, handler, route.kwargs))
+    app.add_routes(wrapped)
     catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE)
     app.router.add_route("*", CATCH_ALL, catch_all)
 
@@ -73,7 +75,8 @@ def _wrapped(
         finally:
             if stats is not None:
                 if label is None:  # one route per wrapper (HEAD shares its GET's): look it up once
-                    label = route_of(request)
+                    # The route's pattern, not the path: ids or junk in paths would make unbounded labels.
+                    label = request.match_info.route.resource.canonical
                 method = request.method if request.method in KNOWN_METHODS else "other"
                 stats.record(label, method, status, time.perf_counter() - started,
                              request.content_length or 0)

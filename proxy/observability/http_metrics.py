@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,13 +60,6 @@ class HttpStats:
         hist = self.durations[route]
         hist.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         hist.total_seconds += seconds
-
-
-def route_of(request: web.Request) -> str:
-    # The route's pattern, not the path: paths with ids or junk would make unbounded label values.
-    info = request.match_info
-    resource = info.route.resource if info is not None and info.route is not None else None
-    return resource.canonical if resource is not None and info.http_exception is None else UNMATCHED_ROUTE
 
 
 class HttpCollector(Collector):
