@@ -55,6 +55,12 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, "NotFoundError", message)
 
 
+def method_not_allowed(method: str, allowed: set[str]) -> ApiError:
+    methods = ", ".join(sorted(allowed))
+    return ApiError(405, "MethodNotAllowedError", f"{method} is not allowed here; use {methods}",
+                    headers={"Allow": methods})
+
+
 def unavailable(message: str, retry_after: int) -> ApiError:
     return ApiError(503, "ServiceUnavailableError", message, headers={"Retry-After": str(retry_after)})
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from proxy.api.errors import ApiError, not_found
+from proxy.api.errors import ApiError, method_not_allowed, not_found
 from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -92,7 +92,5 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
         if resource is not catch_all:
             allowed |= (await resource.resolve(request))[1]
     if allowed:
-        methods = ", ".join(sorted(allowed))
-        raise ApiError(405, "MethodNotAllowedError", f"{request.method} is not allowed here; use {methods}",
-                       headers={"Allow": methods})
+        raise method_not_allowed(request.method, allowed)
     raise not_found(f"no route for {request.method} {request.path}")
