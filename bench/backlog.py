@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.harness import settle_disk
 from bench.recorder import Recorder, forwarding_proxy
-from proxy.store import CountRow, JournalEntry, Store
+from proxy.storage import CountRow, JournalEntry, Store
 
 APPS = 100
 KEYS_PER_MINUTE = 10_000

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.features.document import FeatureDocument
+from proxy.unleash.features.document import FeatureDocument
 
 TOKEN = "default:development.bench-secret"
 

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.store import Store
-from proxy.store.outbox import Outbox
-from proxy.upstream.forwarder import new_batch_id
-from proxy.upstream.payload import encode_body, make_chunker
+from proxy.storage import Store
+from proxy.storage.outbox import Outbox
+from proxy.unleash.upstream.forwarder import new_batch_id
+from proxy.unleash.upstream.payload import encode_body, make_chunker
 
 
 def fill(store: Store, n: int, hour: int) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.harness import settle_disk
-from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
+from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_TOKEN = "*:*.bench-admin-secret"

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.store import Store
-from proxy.store.idempotency import IdempotencyClaim
-from proxy.store.journal import CountRow, JournalEntry
+from proxy.storage import Store
+from proxy.storage.idempotency import IdempotencyClaim
+from proxy.storage.journal import CountRow, JournalEntry
 
 CONCURRENCY = 64
 TOGGLES = 20

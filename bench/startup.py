@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from bench.harness import cli, free_port, settle_disk, wait_healthy
-from proxy.store.database import open_writer
-from proxy.store.migrations import migrate
+from proxy.storage.database import open_writer
+from proxy.storage.migrations import migrate
 
 HOUR = 1795370400
 

@@ -11,16 +11,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.api import admin, backstage, client, custom, features, flush, openapi, reads
+from proxy.api import backstage, openapi
 from proxy.api.answer_cache import AnswerCache
 from proxy.api.routing import serve
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.features.lifecycle import cache_for, features_ctx, source_for
-from proxy.features.telemetry import FeatureCollector
+from proxy.forwarding.stats import ForwarderStats
 from proxy.housekeeping import housekeeping_ctx
-from proxy.observability import impact_scrape, worker_stats
+from proxy.observability import worker_stats
 from proxy.observability.http_metrics import HttpCollector, HttpStats
 from proxy.observability.read_cache import AnswerCacheCollector
 from proxy.observability.telemetry import IngestStats, build_registry
@@ -37,12 +36,14 @@ from proxy.state import (
     SETTINGS,
     STORE,
 )
-from proxy.store import Store
-from proxy.store.migrations import MigrationError
-from proxy.store.retention import RetentionPolicy
-from proxy.upstream import forwarder
-from proxy.upstream.stats import ForwarderStats
-from proxy.upstream.token_validation import TokenValidator
+from proxy.storage import Store
+from proxy.storage.migrations import MigrationError
+from proxy.storage.usage.retention import RetentionPolicy
+from proxy.unleash.api import admin, client, custom, features, flush, impact_scrape, reads
+from proxy.unleash.features.lifecycle import cache_for, features_ctx, source_for
+from proxy.unleash.features.telemetry import FeatureCollector
+from proxy.unleash.upstream import forwarder
+from proxy.unleash.upstream.token_validation import TokenValidator
 from proxy.workers.passthrough import with_client_address
 from proxy.workers.supervisor import workers_ctx
 

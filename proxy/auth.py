@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.api.errors import ApiError, unavailable
 from proxy.config import Settings
-from proxy.upstream.token_validation import TokenValidator, UpstreamUnreachable
+from proxy.unleash.upstream.token_validation import TokenValidator, UpstreamUnreachable
 
 DEFAULT_ENVIRONMENT = "default"
 VALIDATION_RETRY_AFTER_SECONDS = 30

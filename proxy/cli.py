@@ -42,7 +42,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
-    from proxy.upstream import commands
+    from proxy.commands import outbox as commands
 
     commands.add_parsers(sub)
 
@@ -62,7 +62,7 @@ def _probe_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def probe_command(args: argparse.Namespace) -> int:
-    from proxy.probe import base_url, probe
+    from proxy.commands.probe import base_url, probe
 
     url = args.url
     if url is None:

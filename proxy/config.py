@@ -77,7 +77,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     # Bound on the SQLite database and its -wal file (SQLite enforces the database's part with
     # max_page_count). Ingest is refused, or makes room (overflow_policy), at a high-water mark
-    # below it; see store/limits.py.
+    # below it; see storage/capacity/limits.py.
     max_db_size: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 1024**3
     # When the store is full: "refuse" answers ingest 503 + Retry-After (SDKs keep their counts);
     # "drop_oldest" deletes the oldest undelivered hours and counts every dropped count.

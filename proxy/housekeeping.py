@@ -1,6 +1,6 @@
 """Periodic upkeep of the store that no request waits for: forgetting expired Idempotency-Keys.
 
-Expired keys are already ignored when a post is checked (store/idempotency.py); pruning only gives
+Expired keys are already ignored when a post is checked (storage/idempotency.py); pruning only gives
 their space back, so it runs rarely.
 """
 

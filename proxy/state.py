@@ -9,11 +9,11 @@ from proxy.api.answer_cache import AnswerCache
 from proxy.auth import Authenticator
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.features.cache import FeatureCache
+from proxy.forwarding.stats import ForwarderStats
 from proxy.observability.telemetry import IngestStats
-from proxy.store import Store
-from proxy.upstream.forwarder import Forwarder
-from proxy.upstream.stats import ForwarderStats
+from proxy.storage import Store
+from proxy.unleash.features.cache import FeatureCache
+from proxy.unleash.upstream.forwarder import Forwarder
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -25,6 +25,6 @@ FORWARDER_STATS = web.AppKey("forwarder_stats", ForwarderStats)
 FORWARDER = web.AppKey("forwarder", Forwarder)  # only set when [upstream] is configured
 FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
 ANSWER_CACHE = web.AppKey("answer_cache", AnswerCache)  # encoded read answers
-# The source of feature documents (proxy.features.lifecycle.FeatureSource) or None; typed loosely
+# The source of feature documents (proxy.unleash.features.lifecycle.FeatureSource) or None; typed loosely
 # because lifecycle imports this module.
 FEATURE_SOURCE = web.AppKey("feature_source", object)

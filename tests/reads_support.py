@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tests.support import PAYLOADS, client_headers, recorded_requests
 
 # The recorded traffic was sent between 18:19 and 18:21 UTC on this day (bucket stops included);
 # the read tests put the proxy's clock just after it, so windows line up with Unleash's answers.
-RECORDED_AT = datetime(2026, 11, 22, 18, 25, tzinfo=timezone.utc).timestamp()
+RECORDED_AT = datetime(2026, 11, 22, 18, 25, tzinfo=UTC).timestamp()
 RECORDED_HOUR = "2026-11-22T18:00:00.000Z"
 
 

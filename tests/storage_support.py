@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from proxy.store.migrations import LATEST
+from proxy.storage.migrations import LATEST
 
 HOUR = 3600
 

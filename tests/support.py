@@ -75,7 +75,7 @@ class ProxyProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> "ProxyProcess":
+    def start(self, timeout: float = 15.0) -> ProxyProcess:
         env = dict(os.environ)
         env.update(
             METRICS_PROXY_CLIENT_TOKENS=f"{CLIENT_TOKEN},{PROD_TOKEN}",

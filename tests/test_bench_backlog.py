@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from bench.backlog import fill_backlog
-from proxy.store import Store
+from proxy.storage import Store
 
 
 async def pending(path):

@@ -46,7 +46,7 @@ async def load(url: str, ledger: Ledger, stop: asyncio.Event, seed: int) -> None
             try:
                 async with session.post(url + "/api/client/metrics", json=body) as resp:
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ledger.in_flight -= yes
                 ledger.unknown += yes
                 return

@@ -98,7 +98,7 @@ async def test_a_real_sdk_evaluates_flags_served_by_the_proxy(sdk_against_proxy)
 
 
 async def test_the_sdks_metrics_arrive_at_the_upstream(sdk_against_proxy, upstream):
-    pytest.importorskip("proxy.upstream.forwarder", reason="the metrics forwarder is built in a parallel branch")
+    pytest.importorskip("proxy.unleash.upstream.forwarder", reason="the metrics forwarder is built in a parallel branch")
     client, sdk = sdk_against_proxy
     await asyncio.to_thread(sdk.is_enabled, "harness.flag-a")
 

@@ -1,4 +1,4 @@
-"""The writer folds inline before a fold could outgrow the reserve (store/limits.py): that relies on
+"""The writer folds inline before a fold could outgrow the reserve (storage/capacity/limits.py): that relies on
 `Deltas.fold_bytes` being an upper bound of what a fold adds to the database file. Checked here on
 a real SQLite file for the shapes that grow tables: distinct keys with long names, many variant
 names, registrations with long strategy lists, impact histograms."""
@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
-from proxy.store.journal import ImpactRow
-from proxy.store.limits import PAGE_FILL_SLACK
+from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
+from proxy.storage.capacity.limits import PAGE_FILL_SLACK
+from proxy.storage.journal import ImpactRow
 
 HOUR = 1_700_000_000 // 3600 * 3600
 

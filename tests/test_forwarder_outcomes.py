@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from proxy import __version__
-from proxy.store.outbox import status_report
+from proxy.storage.outbox import status_report
 from tests.forwarding import UPSTREAM_DEV, post_metrics
 from tests.support import PROD_TOKEN
 from tests.upstream_stub import drop_connection, token_environment

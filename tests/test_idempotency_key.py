@@ -8,9 +8,9 @@ import json
 import urllib.request
 
 from proxy.state import STORE
-from proxy.store import Store
-from proxy.store.idempotency import IdempotencyClaim
-from proxy.store.journal import CountRow, JournalEntry
+from proxy.storage import Store
+from proxy.storage.idempotency import IdempotencyClaim
+from proxy.storage.journal import CountRow, JournalEntry
 from tests.storage_support import HOUR, bulk_body, metrics_body, prometheus_value, query
 from tests.support import CLIENT_TOKEN, PROD_TOKEN, ProxyProcess, client_headers
 

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from proxy.state import STORE
-from proxy.store.journal import ImpactRow
+from proxy.storage.journal import ImpactRow
 from tests.support import PROD_TOKEN, ProxyProcess, client_headers
 
 IMPACT_PATH = "/internal-backstage/impact/metrics"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from proxy.cli import main
 from proxy.config import Settings, load_settings
-from proxy.store.limits import PageBudget
+from proxy.storage.capacity.limits import PageBudget
 
 CONFIG = Path(__file__).parent.parent / "config" / "metrics-proxy.toml"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from proxy.store import CountRow, JournalEntry, Store
-from proxy.store.database import open_writer
-from proxy.store.migrations import LATEST, migrate
+from proxy.storage import CountRow, JournalEntry, Store
+from proxy.storage.database import open_writer
+from proxy.storage.migrations import LATEST, migrate
 
 ROLLUP_CHECK = {
     "minute_flag_totals": "SELECT feature_name, minute, sum(yes), sum(no) FROM minute_counts GROUP BY 1, 2",

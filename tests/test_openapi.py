@@ -10,7 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from proxy.app import create_app
-from proxy.schemas.client import ClientMetrics
+from proxy.unleash.schemas.client import ClientMetrics
 from tests.support import PAYLOADS, admin_headers, client_headers, recorded_requests
 
 

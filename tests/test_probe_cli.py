@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from proxy.store.migrations import LATEST
+from proxy.storage.migrations import LATEST
 from tests.support import ProxyProcess, free_port
 
 

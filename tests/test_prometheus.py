@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from proxy.store.migrations import MIGRATIONS, migrate
+from proxy.storage.migrations import MIGRATIONS, migrate
 from tests.scrape_support import metrics_body, samples
 from tests.support import ADMIN_TOKEN, PROD_TOKEN, client_headers
 

@@ -9,8 +9,8 @@ import pytest
 
 from proxy.app import retention_policy
 from proxy.state import STORE
-from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
-from proxy.store.retention import RetentionPolicy, prune_chunk, prune_history
+from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
+from proxy.storage.usage.retention import RetentionPolicy, prune_chunk, prune_history
 from tests.reads_support import RECORDED_AT, post
 from tests.support import admin_headers
 

@@ -9,9 +9,9 @@ import sqlite3
 from proxy.observability import worker_stats
 from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats, build_registry
-from proxy.store import CountRow, JournalEntry, Store
-from proxy.store.shard_store import ShardStore
-from proxy.store.shards import backlog_bytes
+from proxy.storage import CountRow, JournalEntry, Store
+from proxy.storage.shards.reader import backlog_bytes
+from proxy.storage.shards.shard_store import ShardStore
 
 HOUR = 1795370400
 

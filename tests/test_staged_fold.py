@@ -1,4 +1,4 @@
-"""Staged folds (proxy/store/staging.py): a large fold written a chunk per transaction leaves the
+"""Staged folds (proxy/storage/usage/staging.py): a large fold written a chunk per transaction leaves the
 tables exactly as one transaction would, a read in between sees every count, and a crash between
 chunks neither loses nor doubles a count."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from proxy.schemas.client import ToggleCount
-from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
-from proxy.store.journal import PostedBucket
-from proxy.store.store import STAGED_CHUNK_KEYS, STAGED_FOLD_KEYS
+from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
+from proxy.storage.journal import PostedBucket
+from proxy.storage.store import STAGED_CHUNK_KEYS, STAGED_FOLD_KEYS
+from proxy.unleash.schemas.client import ToggleCount
 from tests.test_shards import abandon_reader, crash
 
 HOUR = 1795370400

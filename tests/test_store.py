@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
-from proxy.store.database import open_writer, wal_reset_bug_possible
-from proxy.store.journal import encode_entry
-from proxy.store.migrations import LATEST, MigrationError, migrate, schema_version
+from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
+from proxy.storage.database import open_writer, wal_reset_bug_possible
+from proxy.storage.journal import encode_entry
+from proxy.storage.migrations import LATEST, MigrationError, migrate, schema_version
 
 HOUR = 1795370400
 

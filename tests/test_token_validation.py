@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from proxy.state import AUTH, STORE
-from proxy.upstream.token_validation import validate_url
+from proxy.unleash.upstream.token_validation import validate_url
 from tests.support import CLIENT_TOKEN, client_headers
 
 UPSTREAM_CLIENT = "default:development.upstream-only-client"

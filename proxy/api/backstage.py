@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.render import json_answer
+from proxy.api.schemas.backstage import Health, Readiness
 from proxy.observability.exposition import text
 from proxy.observability.scrape import store_families
 from proxy.observability.telemetry import CONTENT_TYPE, render
-from proxy.schemas.backstage import Health, Readiness
 from proxy.state import CLOCK, FEATURE_CACHE, REGISTRY, STORE
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from proxy.api.answer_cache import CachedAnswer, timeless
 from proxy.state import ANSWER_CACHE, CLOCK, STORE
-from proxy.store.reads import Windowed
+from proxy.unleash.store.reads import Windowed
 
 # Smaller answers go out as they are: a few hundred bytes gain nothing from gzip's framing.
 GZIP_MIN_BYTES = 2048

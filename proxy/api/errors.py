@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.schemas.errors import ErrorBody, ErrorDetail
+from proxy.api.schemas.errors import ErrorBody, ErrorDetail
 
 _encoder = msgspec.json.Encoder()
 

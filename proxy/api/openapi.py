@@ -3,7 +3,7 @@
 The document is built once when the app is created and served as cached bytes. Body shapes come
 from `msgspec.json.schema_components` over the Structs the handlers decode and encode, so the
 document cannot drift from what the handlers accept; the route-level facts are in
-proxy/api/openapi_operations.py.
+proxy/unleash/api/openapi_operations.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.api.openapi_operations import OPERATIONS, Operation
-from proxy.schemas.errors import ErrorBody
-from proxy.schemas.impact import ImpactMetric
+from proxy.api.schemas.errors import ErrorBody
+from proxy.unleash.api.openapi_operations import OPERATIONS, Operation
+from proxy.unleash.schemas.impact import ImpactMetric
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{name}"

@@ -20,13 +20,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from proxy.observability.exposition import cumulative_buckets
-from proxy.store.writer import BATCH_SIZE_BUCKETS, Durations
+from proxy.storage.writer import BATCH_SIZE_BUCKETS, Durations
 
 if TYPE_CHECKING:
+    from proxy.forwarding.stats import ForwarderStats
     from proxy.observability.worker_stats import WorkerCounters
-    from proxy.store import Store
-    from proxy.store.space import BoundedSpace
-    from proxy.upstream.stats import ForwarderStats
+    from proxy.storage import Store
+    from proxy.storage.capacity.space import BoundedSpace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

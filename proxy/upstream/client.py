@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 from dataclasses import dataclass
 
@@ -81,6 +80,6 @@ class UpstreamClient:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Never connected: the body did not go out.
             return SendResult(None, error=f"connect failed: {exc!r}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Reset, disconnect or timeout after connecting: the upstream may have applied it.
             return SendResult(None, error=f"no answer: {exc!r}", ambiguous=True)

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.api import client
 from proxy.api.routing import serve
 from proxy.auth import Authenticator, presented_token
 from proxy.clock import Clock
@@ -20,7 +19,8 @@ from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
 from proxy.observability.worker_stats import WORKER_HTTP_STATS, stats_path, writer_ctx
 from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
-from proxy.store.shard_store import ShardStore
+from proxy.storage.shards.shard_store import ShardStore
+from proxy.unleash.api import client
 from proxy.workers.passthrough import PassThrough, primary_socket_path
 
 log = logging.getLogger(__name__)

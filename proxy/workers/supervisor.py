@@ -20,11 +20,7 @@ from aiohttp import web
 from proxy.config import ConfigError
 from proxy.observability import worker_stats
 from proxy.state import SETTINGS, STORE
-from proxy.store.shard_store import (
-    REFUSAL_CHECK_SECONDS,
-    SYNC_SECONDS,
-    refusal_marker,
-)
+from proxy.storage.shards.shard_store import REFUSAL_CHECK_SECONDS, SYNC_SECONDS, refusal_marker
 from proxy.workers.passthrough import primary_socket_path
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 
 pytest.importorskip(
-    "proxy.upstream.forwarder",
-    reason="the forwarder (proxy/upstream/forwarder.py) is built on another branch; runs once merged",
+    "proxy.unleash.upstream.forwarder",
+    reason="the forwarder (proxy/unleash/upstream/forwarder.py) is built on another branch; runs once merged",
 )
 
 from tests.integration.conftest import KNOWN_FLAGS  # noqa: E402

@@ -149,7 +149,7 @@ class PostgresCluster:
                                capture_output=True)
         return probe.returncode == 0
 
-    def start(self, timeout: float = 60) -> "PostgresCluster":
+    def start(self, timeout: float = 60) -> PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
         log = open(self.log, "ab")
@@ -198,7 +198,7 @@ class UnleashServer:
     def api_url(self) -> str:
         return self.url + "/api"
 
-    def start(self, timeout: float = 180) -> "UnleashServer":
+    def start(self, timeout: float = 180) -> UnleashServer:
         node, _ = find_node()
         env = dict(os.environ)
         env.update(

@@ -79,7 +79,7 @@ class SdkLoad:
                 return Outcome.ACKNOWLEDGED if response.status == 202 else Outcome.REFUSED
         except aiohttp.ClientConnectorError:
             return Outcome.REFUSED  # nothing was sent: the proxy was down
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return Outcome.UNKNOWN
 
 

@@ -34,11 +34,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from proxy.clock import ManualClock
 from proxy.config import Settings, UpstreamSettings
-from proxy.store import CountRow, JournalEntry, Store
-from proxy.store.journal import decode_entry
-from proxy.store.writer import StorageUnavailable
-from proxy.upstream.forwarder import Forwarder
-from proxy.upstream.stats import ForwarderStats
+from proxy.forwarding.stats import ForwarderStats
+from proxy.storage import CountRow, JournalEntry, Store
+from proxy.storage.journal import decode_entry
+from proxy.storage.writer import StorageUnavailable
+from proxy.unleash.upstream.forwarder import Forwarder
 from tests.forwarding import UPSTREAM_DEV
 
 LONG = os.environ.get("RELIABILITY_LONG") == "1"

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from proxy.clock import ManualClock
 from proxy.config import UpstreamSettings
-from proxy.store import CountRow, JournalEntry, Store
-from proxy.upstream.forwarder import Forwarder
-from proxy.upstream.stats import ForwarderStats
+from proxy.forwarding.stats import ForwarderStats
+from proxy.storage import CountRow, JournalEntry, Store
+from proxy.unleash.upstream.forwarder import Forwarder
 from tests.forwarding import UPSTREAM_DEV
 
 PROXIES = 20

@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.store.integrity import quick_check
+from proxy.storage.integrity import quick_check
 from tests.reliability.ledger import ACKED, REFUSED, UNKNOWN, Ledger, load
 from tests.reliability.power_cut import (
     PowerCut,

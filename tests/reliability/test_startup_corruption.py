@@ -12,8 +12,8 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from proxy.store import CountRow, JournalEntry, Store
-from proxy.store.integrity import marker_path
+from proxy.storage import CountRow, JournalEntry, Store
+from proxy.storage.integrity import marker_path
 from tests.support import ProxyProcess
 
 HOUR = 1795370400

@@ -1,0 +1,1 @@
+"""Command-line subcommands beside `serve`: status, flush, health and ready probes."""

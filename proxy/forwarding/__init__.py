@@ -1,0 +1,1 @@
+"""The delivery mechanism of the durable outbox: retries, backoff, splitting, pauses, counters."""

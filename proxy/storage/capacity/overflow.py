@@ -1,0 +1,37 @@
+"""The "drop_oldest" overflow policy: make room by deleting the oldest stored hour.
+
+The hour goes from the outbox (`pending_counts`) and from the hourly history together: the two
+grow in step, so dropping undelivered rows alone would leave the fold short of space until the
+whole outbox was gone. History older than every undelivered hour (already forwarded) is dropped
+first, which loses nothing still to be sent. Every undelivered count dropped is returned to be
+counted by reason; nothing goes silently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from proxy.storage.transaction import write_transaction
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedHour:
+    hour: int
+    pending_rows: int
+    counts: int  # undelivered yes + no deleted
+    history_rows: int
+
+
+def drop_oldest_hour(db: sqlite3.Connection) -> DroppedHour | None:
+    """Delete every row of the oldest stored hour in one transaction; None when nothing is left."""
+    with write_transaction(db):
+        hour = db.execute(
+            "SELECT min(h) FROM (SELECT min(hour) AS h FROM pending_counts"
+            " UNION ALL SELECT min(hour) FROM hourly_counts)"
+        ).fetchone()[0]
+        if hour is None:
+            return None
+        pending = db.execute("DELETE FROM pending_counts WHERE hour = ? RETURNING yes, no", (hour,)).fetchall()
+        history = db.execute("DELETE FROM hourly_counts WHERE hour = ?", (hour,)).rowcount
+    return DroppedHour(hour, len(pending), sum(yes + no for yes, no in pending), history)

@@ -1,0 +1,72 @@
+"""Keeping the store inside `max_db_size`: the admission check, the fold that stays below the
+high-water mark, and the overflow policy. Why it works this way: storage/capacity/limits.py."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+
+from proxy.storage.capacity.limits import SizeLimit, is_disk_full
+from proxy.storage.capacity.overflow import drop_oldest_hour
+
+log = logging.getLogger(__name__)
+
+DROP_REASON = "overflow_drop_oldest"
+
+
+class BoundedSpace:
+    """The writer's SpaceKeeper for a store with a size limit."""
+
+    def __init__(
+        self, db: sqlite3.Connection, max_bytes: int, policy: str,
+        fold: Callable[[], bool], has_unfolded: Callable[[], bool],
+    ) -> None:
+        self._db = db
+        self.limit = SizeLimit(db, max_bytes)
+        self.policy = policy
+        self.fold = fold
+        self._has_unfolded = has_unfolded
+        self.fold_after_bytes = self.limit.budget.fold_after_bytes
+        self.dropped_counts: Counter[str] = Counter()  # acknowledged counts deleted, by reason
+        self.reserve_folds = 0  # folds that only fitted above the high-water mark
+
+    def has_room(self) -> bool:
+        return self.limit.has_room()
+
+    def make_room(self, attempt: int) -> bool:
+        # Folding frees the journal's pages; dropping is the fold's business (fold_within_limit),
+        # because only a fold can show that the space of dropped rows is reusable.
+        return attempt == 0 and self._has_unfolded() and self.fold()
+
+    def fold_within_limit(self, fold_once: Callable[[], None]) -> None:
+        """Run `fold_once` (one transaction) below the high-water mark, dropping the oldest stored
+        hours first under "drop_oldest"; into the reserve only when that is not enough."""
+        while True:
+            try:
+                fold_once()
+                return
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if not is_disk_full(exc) or not self._drop_oldest():
+                    break
+        with self.limit.hard_limit():
+            fold_once()
+        self.reserve_folds += 1
+        log.warning("a fold needed the reserve above the high-water mark: the store is full")
+
+    def _drop_oldest(self) -> bool:
+        if self.policy != "drop_oldest":
+            return False
+        with self.limit.hard_limit():
+            dropped = drop_oldest_hour(self._db)
+        if dropped is None:
+            return False
+        self.dropped_counts[DROP_REASON] += dropped.counts
+        log.warning(
+            "store full: dropped the oldest hour %d: %d undelivered rows (%d counts), %d history rows",
+            dropped.hour, dropped.pending_rows, dropped.counts, dropped.history_rows,
+        )
+        return True

@@ -1,0 +1,71 @@
+"""Opening SQLite: the one writer connection and read-only connections, with declared durability."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from proxy.storage.usage.aggregate import variants_add
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+# SQLite before 3.51.3 (backports 3.44.6, 3.50.7) can corrupt a WAL database when two connections
+# write or checkpoint it at once. This proxy writes through exactly one connection.
+WAL_RESET_FIXED = [(3, 44, 6), (3, 50, 7), (3, 51, 3)]
+
+
+def wal_reset_bug_possible(version: tuple[int, ...] = sqlite3.sqlite_version_info) -> bool:
+    for fixed in WAL_RESET_FIXED:
+        if version[:2] == fixed[:2]:
+            return version < fixed
+    return version < WAL_RESET_FIXED[-1]
+
+
+def log_sqlite_version() -> None:
+    if wal_reset_bug_possible():
+        log.warning(
+            "SQLite %s has the WAL-reset bug (fixed in 3.51.3); safe here because the proxy "
+            "writes through a single connection",
+            sqlite3.sqlite_version,
+        )
+    else:
+        log.info("SQLite %s", sqlite3.sqlite_version)
+
+
+def open_writer(path: Path, synchronous: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise sqlite3.OperationalError(f"could not switch {path} to WAL mode (got {mode})")
+    db.execute(f"PRAGMA synchronous = {synchronous}")
+    # Debian builds turn secure_delete on; it made clearing the journal ~10x slower.
+    db.execute("PRAGMA secure_delete = OFF")
+    # Keep the -wal file a stable size after checkpoints instead of growing to its high-water mark.
+    db.execute("PRAGMA journal_size_limit = 67108864")
+    db.create_function("variants_add", 2, variants_add, deterministic=True)
+    return db
+
+
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await db.execute("PRAGMA query_only = ON")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def durability(db: sqlite3.Connection) -> dict[str, object]:
+    """What a connection actually runs with, for checks and for the start-up log."""
+    sync_names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return {
+        "journal_mode": db.execute("PRAGMA journal_mode").fetchone()[0],
+        "synchronous": sync_names[db.execute("PRAGMA synchronous").fetchone()[0]],
+        "busy_timeout": db.execute("PRAGMA busy_timeout").fetchone()[0],
+    }

@@ -1,0 +1,450 @@
+"""The Store: the only way the rest of the proxy touches SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import aiosqlite
+
+from proxy.storage import health, idempotency, integrity
+from proxy.storage.capacity.space import BoundedSpace
+from proxy.storage.database import durability, log_sqlite_version, open_reader, open_writer
+from proxy.storage.idempotency import IdempotencyClaim
+from proxy.storage.journal import JournalEntry, clear_folded_journal, decode_entry
+from proxy.storage.migrations import migrate
+from proxy.storage.shards.reader import ShardReader
+from proxy.storage.usage import impact, staging, usage_totals
+from proxy.storage.usage.aggregate import Deltas, write_deltas
+from proxy.storage.usage.minute_rollups import write_minute_rollups
+from proxy.storage.usage.retention import RetentionPolicy, prune_history
+from proxy.storage.writer import Durations, GroupCommitWriter, StorageUnavailable
+from proxy.unleash.store import custom_metrics, queries, upstream_tokens
+from proxy.unleash.store.features import FeatureDocuments
+
+log = logging.getLogger(__name__)
+
+PULL_SLICE_BYTES = 64 * 1024  # of worker rows merged per loop pass: ~1 ms (ShardReader.pull_slice)
+REPLAY_CHUNK = 10_000
+# The folder stages a fold of this many keys or more and writes it in chunks of about
+# STAGED_CHUNK_KEYS (~5 ms each here); smaller folds stay one transaction.
+STAGED_FOLD_KEYS = 2_000
+STAGED_CHUNK_KEYS = 250
+STAGED_CHUNK_PAUSE = 0.01  # seconds between chunks: 12,800 keys take ~0.8 s of a 5 s fold_interval
+FOLD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
+    """Everything a fold writes for `deltas`, inside the caller's transaction."""
+    write_deltas(db, deltas)
+    usage_totals.write_usage_totals(db, deltas)
+    impact.write_impact(db, deltas.impact)
+    write_minute_rollups(db, deltas)
+
+
+def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
+    """A staged chunk into the tables, and out of staging, inside the caller's transaction."""
+    _write_folded(db, deltas)
+    staging.drop_chunk(db, seq)
+
+
+class Store:
+    def __init__(
+        self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
+        overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
+        ingest_processes: int = 1,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.max_db_size = max_db_size
+        self.overflow_policy = overflow_policy
+        self.idempotency_window = idempotency_window
+        # With ingest workers, each process may hold an equal share of the journal bytes whose
+        # fold fits the space reserved for it (PageBudget.allowance, storage/capacity/limits.py).
+        self.ingest_processes = ingest_processes
+        self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
+        self._db: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self.writer: GroupCommitWriter | None = None
+        self.features: FeatureDocuments | None = None
+        self.folds = 0
+        self._staged = False  # fold_staging may hold chunks (storage/usage/staging.py)
+        self._chunked_fold = asyncio.Lock()
+        self.fold_durations = Durations(FOLD_SECONDS_BUCKETS)
+        # Changes whenever the tables the read endpoints answer from may have changed (a fold, a
+        # pruning chunk); read answers cached under one value are never served under another.
+        self.data_version = 0
+        self.replayed_entries = 0
+        self.open_error: str | None = None  # why open() failed, for the readiness probe
+        self.impact_guard = impact.SeriesGuard(set())
+        self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
+        # Journal files of ingest workers beside the database, folded in with the own journal.
+        self.shards = ShardReader(path.parent, watch=ingest_processes > 1)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        started = time.perf_counter()
+        log_sqlite_version()
+        problem = integrity.check_before_open(self.path)
+        if problem is not None:
+            self.quarantined.append(integrity.quarantine(self.path, problem))
+        try:
+            db = self._open_writer_and_replay()
+        except sqlite3.DatabaseError as exc:
+            if not integrity.is_corruption(exc):
+                raise
+            self._discard_writer()
+            self.quarantined.append(integrity.quarantine(self.path, str(exc)))
+            db = self._open_writer_and_replay()
+        self.writer.start()
+        self._reader = await open_reader(self.path)
+        log.info(
+            "store %s open in %.0f ms (%s; replayed %d journal entries)",
+            self.path, (time.perf_counter() - started) * 1000,
+            ", ".join(f"{k}={v}" for k, v in durability(db).items()), self.replayed_entries,
+        )
+
+    def _open_writer_and_replay(self) -> sqlite3.Connection:
+        db = self._db = open_writer(self.path, self.synchronous)
+        migrate(db)
+        if self.max_db_size is not None:
+            self.space = BoundedSpace(
+                db, self.max_db_size, self.overflow_policy, self.fold,
+                lambda: self.writer is not None and bool(self.writer.deltas),
+            )
+            self.space.fold_after_bytes //= self.ingest_processes
+        self.features = FeatureDocuments(db)
+        self._staged = staging.any_staged(db)  # a staged fold a crash interrupted: written below
+        deltas = Deltas()
+        last_id = self._replay(db, deltas)
+        self.shards.load(db)
+        self.replayed_entries += self.shards.pull(deltas)
+        self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
+        self.writer.last_journal_id = last_id
+        self.fold()
+        self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too
+        return db
+
+    def _discard_writer(self) -> None:
+        """Forget a connection to a file about to be quarantined."""
+        if self._db is not None:
+            self._db.close()
+        self._db, self.writer, self.space, self.features = None, None, None, None
+        self.replayed_entries = 0
+
+    def _replay(self, db: sqlite3.Connection, deltas: Deltas) -> int:
+        """Re-add journal entries that were acknowledged but not folded before the last stop."""
+        last_id = 0
+        while True:
+            rows = db.execute(
+                "SELECT id, entry FROM journal WHERE id > ? ORDER BY id LIMIT ?", (last_id, REPLAY_CHUNK)
+            ).fetchall()
+            if not rows:
+                return last_id
+            for row_id, blob in rows:
+                deltas.add(decode_entry(blob))
+                last_id = row_id
+            self.replayed_entries += len(rows)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+        if self._db is not None:
+            self.fold()
+        self.shards.close()
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            integrity.mark_clean_shutdown(self.path)
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None or self._reader is not None
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def append(self, entries: list[JournalEntry], claim: IdempotencyClaim | None = None) -> bool:
+        """Durably record entries; returns after the commit (raises StorageUnavailable). False
+        when `claim`'s Idempotency-Key was recorded before: acknowledged, not counted again."""
+        if self.writer is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
+        return await self.writer.append(entries, claim)
+
+    def prune_idempotency_keys(self, now: float) -> int:
+        assert self._db is not None
+        return idempotency.prune(self._db, now - self.idempotency_window)
+
+    def fold(self) -> bool:
+        """Write the in-memory deltas to the tables and drop the folded journal rows, atomically
+        (after what a staged fold left, so counts land in the order they were acknowledged).
+
+        Returns False when the transaction failed (the deltas and the journal both stay, so
+        nothing is lost and the next fold tries again)."""
+        writer = self.writer
+        if writer is None or self._db is None:
+            return True
+        if not self._write_staged():
+            return False
+        self.shards.pull(writer.deltas)
+        return self._fold_pulled()
+
+    def _fold_pulled(self) -> bool:
+        """fold() once the staged chunks are written and every shard row is pulled."""
+        writer = self.writer
+        assert writer is not None
+        if not writer.deltas and not self.shards.has_unrecorded:
+            return True
+        deltas = writer.deltas
+        return self._fold_journal(lambda db: _write_folded(db, deltas))
+
+    async def fold_in_chunks(self) -> bool:
+        """The folder's fold. A large one (STAGED_FOLD_KEYS or more) is staged and then written a
+        chunk per transaction, answering requests between chunks (storage/usage/staging.py).
+
+        One at a time (the folder and the shard puller both fold): a second one would find the
+        first's chunks staged and write them all at once, the stall staging is there to avoid."""
+        async with self._chunked_fold:
+            await self._pull_in_slices()
+            return await self._fold_in_chunks()
+
+    async def _pull_in_slices(self) -> None:
+        while self.writer is not None and self.shards.pull_slice(self.writer.deltas, PULL_SLICE_BYTES):
+            await asyncio.sleep(0)
+
+    async def _fold_in_chunks(self) -> bool:
+        # Called right after the last slice (no await between): every shard row is pulled.
+        writer = self.writer
+        if writer is None or self._db is None:
+            return True
+        if not self._write_staged():
+            return False
+        deltas = writer.deltas
+        if deltas.count_keys() < STAGED_FOLD_KEYS:
+            return self._fold_pulled()
+        chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
+
+        def stage(db: sqlite3.Connection) -> None:
+            _write_folded(db, rest)  # instances and impact samples: few rows
+            staging.stage(db, chunks)
+
+        if not self._fold_journal(stage):
+            return False
+        self._staged = True
+        while self._staged:
+            if not self._write_staged(chunks=1):
+                return False
+            # A request needs a few loop passes (read, commit, answer): a pause rather than a
+            # single pass keeps each of them from meeting a chunk on every pass.
+            await asyncio.sleep(STAGED_CHUNK_PAUSE)
+        return True
+
+    def _write_staged(self, chunks: int | None = None) -> bool:
+        """Write staged chunks into the tables, each in its own transaction: all of them, or up to
+        `chunks`. False if a transaction failed (the chunk stays staged for the next try)."""
+        db = self._db
+        assert db is not None
+        written = 0
+        while self._staged and (chunks is None or written < chunks):
+            found = staging.first_chunk(db)
+            if found is None:
+                self._staged = False
+                break
+            seq, chunk = found
+            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq)
+            if not self._write_transaction(write_chunk, f"writing staged fold chunk {seq}"):
+                return False
+            written += 1
+        return True
+
+    def _fold_journal(self, write: Callable[[sqlite3.Connection], None]) -> bool:
+        """One transaction: `write` the deltas (or stage them), drop the journal rows they came
+        from and record the shard marks; then start new deltas."""
+        writer = self.writer
+        assert writer is not None
+
+        def fold_once(db: sqlite3.Connection) -> None:
+            write(db)
+            clear_folded_journal(db, writer.last_journal_id)
+            self.shards.record(db)
+
+        started = time.perf_counter()
+        if not self._write_transaction(fold_once, f"fold of {writer.deltas.entries} journal entries"):
+            return False
+        self.shards.committed()
+        writer.deltas = Deltas()
+        self.folds += 1
+        self.fold_durations.record(time.perf_counter() - started)
+        return True
+
+    def _write_transaction(self, body: Callable[[sqlite3.Connection], None], what: str) -> bool:
+        """`body` in one write transaction, within the size limit's rules for folds."""
+        db = self._db
+        assert db is not None
+
+        def once() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            body(db)
+            db.execute("COMMIT")
+
+        try:
+            if self.space is not None:
+                self.space.fold_within_limit(once)
+            else:
+                once()
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            log.error("%s failed, will retry: %s", what, exc)
+            return False
+        finally:
+            # Also after a failure: drop_oldest may have committed the deletion of an hour first.
+            self.data_version += 1
+        return True
+
+    async def pull_shards(self) -> bool:
+        """Bring the workers' new journal rows into the deltas, in slices; True when a fold is due.
+
+        With a size limit every process may hold its allowance of unfolded journal
+        (PageBudget.allowance): the writer folds its own at it, and the workers' rows are folded
+        once one shard's reach its allowance, so that a fold always fits (as with one process)
+        and a worker waiting at its allowance moves on soon."""
+        await self._pull_in_slices()
+        space = self.space
+        if space is None or self.writer is None:
+            return False
+        pages, free = space.limit.pages()
+        allowance = space.limit.budget.allowance(pages - free, self.ingest_processes)
+        # Per shard, not summed: with two workers, one at its allowance while the other lags would
+        # wait for the periodic fold if the sum had to reach both allowances.
+        return max(self.shards.unfolded_bytes.values(), default=0) >= allowance
+
+    async def run_shard_puller(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if await self.pull_shards():
+                await self.fold_in_chunks()
+
+    def reserve(self) -> contextlib.AbstractContextManager[None]:
+        """Let the enclosed writes use the space kept above the ingest high-water mark.
+
+        For work that frees space once it is done (cutting pending counts into outbox batches
+        that are then delivered and deleted): without it a full store could never drain."""
+        if self.space is None:
+            return contextlib.nullcontext()
+        return self.space.limit.hard_limit()
+
+    async def run_folder(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.fold_in_chunks()
+
+    async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
+        """Drop read history older than the policy (never the outbox); rows deleted per table."""
+        assert self._db is not None, "store is not open"
+        return await prune_history(self._db, policy, now, changed=self._history_changed)
+
+    def _history_changed(self) -> None:
+        self.data_version += 1
+
+    async def run_pruner(self, policy: RetentionPolicy, now: Callable[[], float], interval: float) -> None:
+        while True:
+            try:
+                deleted = await self.prune(policy, now())
+            except sqlite3.Error as exc:
+                log.error("pruning read history failed, will retry: %s", exc)
+            else:
+                if any(deleted.values()):
+                    log.info("pruned read history: %s", deleted)
+            await asyncio.sleep(interval)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The single writer connection, for the other modules of proxy/store (e.g. outbox.py)."""
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    async def feature_toggle_windows(self, now: float) -> queries.Windowed:
+        self.fold()  # reads see every acknowledged count
+        windows = await queries.feature_toggle_windows(self.reader, now)
+        return queries.Windowed(windows, queries.minute_floor(now) + 60)  # both windows move by the minute
+
+    async def totals(self) -> list[tuple[str, str, str, int, int]]:
+        """(environment, app, feature, yes, no) over all stored hours."""
+        self.fold()
+        return await queries.totals(self.reader)
+
+    def pragma(self, name: str) -> object:
+        assert self._db is not None
+        return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # --- observability, custom metrics, upstream tokens (see the modules named) -------------------
+
+    def record_custom_metrics(self, samples: list[custom_metrics.Sample], now: float, ttl: float,
+                              max_series: int, forward: bool) -> None:
+        if self._db is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
+        custom_metrics.record(self._db, samples, now, ttl, max_series, forward)
+
+    async def custom_series(self, since: float) -> list[tuple[str, dict[str, str], float]]:
+        return await custom_metrics.live_series(self.reader, since)
+
+    async def busiest_usage(self, limit: int) -> tuple[list[tuple[str, str, int, int]], int]:
+        self.fold()
+        return await usage_totals.busiest_usage(self.reader, limit)
+
+    async def pending_by_environment(self) -> list[tuple[str, int, int, int]]:
+        self.fold()
+        return await health.pending_by_environment(self.reader)
+
+    async def pending_metric_series(self) -> tuple[int, list[tuple[str, int]]]:
+        self.fold()
+        return await health.pending_metric_series(self.reader)
+
+    def size_on_disk(self) -> int:
+        return health.size_on_disk(self.path)
+
+    def check_writable(self, now: float) -> str | None:
+        """None when a commit works now, else why not."""
+        if self._db is None or self.writer is None:
+            return self.open_error or "the database is not open"
+        if self.refusing_ingest():
+            return "the store is full (max_db_size); new ingest is refused until space returns"
+        # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
+        # rotation after a failed commit gets no traffic, and must still turn ready once it can.
+        try:
+            health.probe_write(self._db, now)
+        except sqlite3.Error as exc:
+            return f"the database cannot write: {exc}"
+        return None
+
+    def refusing_ingest(self) -> bool:
+        """The store is full under overflow_policy "refuse": journal appends are refused."""
+        return self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room()
+
+    def load_upstream_tokens(self) -> dict[str, upstream_tokens.TokenVerdict]:
+        return upstream_tokens.load(self._db) if self._db is not None else {}
+
+    def save_upstream_tokens(self, verdicts: dict[str, upstream_tokens.TokenVerdict]) -> None:
+        if self._db is not None:
+            upstream_tokens.save(self._db, verdicts)
+
+    async def impact_series(self) -> list[tuple[str, impact.ImpactRow]]:
+        self.fold()
+        return await impact.all_impact(self.reader)

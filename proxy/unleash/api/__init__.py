@@ -1,0 +1,1 @@
+"""HTTP handlers of the Unleash client, frontend and admin APIs."""

@@ -1,0 +1,131 @@
+"""What /openapi.json says about each route: token kind, parameters, request and answer types.
+
+Only the route-level facts live here; every body shape comes from the msgspec Structs in
+proxy/schemas (proxy/api/openapi.py turns them into JSON Schema), so a field is never listed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.api.params import MAX_INTEGER, MAX_NAME_LENGTH
+from proxy.api.schemas.backstage import FlushResult, Health, Readiness
+from proxy.unleash.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.unleash.schemas.custom import CustomMetrics
+from proxy.unleash.store.admin_reads import SORT_COLUMNS
+
+JSON_OBJECT: dict[str, Any] = {"type": "object"}  # an answer not (yet) described by a Struct
+JSON_ARRAY: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+PROMETHEUS_TEXT = "text/plain"
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+
+
+def path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": _NAME}
+
+
+def query_param(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    token: str | None  # "client", "frontend", "admin"; None: no token needed
+    request: type | None = None  # the msgspec Struct of the JSON request body
+    answer: type | dict[str, Any] | None = None  # a Struct, a plain JSON Schema, or None: 202 empty
+    answer_media: str = "application/json"
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    errors: tuple[int, ...] = ()  # statuses answered with ErrorBody beyond the token ones
+    other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
+    not_modified: bool = False  # answers 304 to a matching If-None-Match
+
+
+_INGEST_ERRORS = (400, 413, 415, 503)
+_APP_NAME = path_param("appName", "the application's name (URL-decoded)")
+_FLAG_NAME = path_param("name", "the feature flag's name")
+_FEATURE_FILTERS = [
+    query_param("project", {"type": "array", "items": {"type": "string"}},
+                "only features of these projects (repeatable)", style="form", explode=True),
+    query_param("namePrefix", {"type": "string"}, "only features whose name starts with this"),
+    query_param("tag", {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.+$"}},
+                "only features carrying one of these tags, as type:value (repeatable)", style="form", explode=True),
+]
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "a key already accepted from the same environment is answered 202 and not counted again",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+OPERATIONS: list[Operation] = [
+    Operation("post", "/api/client/metrics", "Usage counts of one SDK instance", "client",
+              ClientMetrics, errors=_INGEST_ERRORS),
+    Operation("post", "/api/client/register", "Registration of an SDK instance", "client",
+              ClientRegistration, errors=_INGEST_ERRORS),
+    Operation("post", "/api/client/metrics/bulk", "Usage counts and instances of many apps (Unleash Edge)",
+              "client", BulkMetrics, parameters=[_IDEMPOTENCY_KEY], errors=_INGEST_ERRORS),
+    Operation("post", "/api/frontend/client/metrics", "Usage counts of a frontend SDK", "frontend",
+              ClientMetrics, errors=_INGEST_ERRORS),
+    Operation("post", "/api/frontend/client/register", "Registration of a frontend SDK", "frontend",
+              FrontendRegistration, errors=_INGEST_ERRORS),
+    Operation("post", "/api/client/metrics/custom", "Custom metrics, latest value per series", "client",
+              CustomMetrics, errors=_INGEST_ERRORS),
+    Operation("get", "/api/client/features", "Feature flag definitions for SDKs", "client",
+              answer=JSON_OBJECT, parameters=_FEATURE_FILTERS, errors=(400, 503), not_modified=True),
+    Operation("get", "/api/client/features/{name}", "One feature flag definition", "client",
+              answer=JSON_OBJECT, parameters=[_FLAG_NAME, *_FEATURE_FILTERS], errors=(400, 404, 503),
+              not_modified=True),
+    Operation("get", "/api/client/metrics/feature-toggles", "lastHour and lastMinute counts per flag", "admin",
+              answer=JSON_OBJECT),
+    Operation("get", "/api/client/seen-toggles", "Flags each app used in the last hour", "admin",
+              answer=JSON_ARRAY),
+    Operation("get", "/api/client/applications", "Apps seen in the last two days", "admin", answer=JSON_OBJECT,
+              parameters=[query_param("strategyName", _NAME, "only apps that registered this strategy")],
+              errors=(400,)),
+    Operation("get", "/api/client/applications/{appName}", "One app's instances, strategies, seen flags",
+              "admin", answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
+    Operation("get", "/api/client/seen-apps", "The apps that used each flag", "admin", answer=JSON_OBJECT),
+    Operation("get", "/api/admin/metrics/applications", "A page of applications (Unleash 7 shape)", "admin",
+              answer=JSON_OBJECT, errors=(400,), parameters=[
+                  query_param("query", _NAME, "only apps whose name contains this"),
+                  query_param("offset", {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}, "apps to skip (empty: 0)",
+                              allowEmptyValue=True),
+                  query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_INTEGER},
+                              "page size; above 1000 is capped (empty: 1000)", allowEmptyValue=True),
+                  query_param("sortBy", {"type": "string", "enum": list(SORT_COLUMNS)}, "sort column"),
+                  query_param("sortOrder", {"type": "string", "enum": ["asc", "desc"]}, "sort direction"),
+              ]),
+    Operation("get", "/api/admin/metrics/applications/{appName}", "One application (Unleash 7 shape)", "admin",
+              answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
+    Operation("get", "/api/admin/metrics/applications/{appName}/overview", "One application's overview",
+              "admin", answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
+    Operation("get", "/api/admin/metrics/instances/{appName}/environment/{environment}",
+              "Instances of an app in one environment, last 24 h", "admin", answer=JSON_OBJECT, errors=(400,),
+              parameters=[_APP_NAME, path_param("environment", "the environment's name")]),
+    Operation("get", "/api/admin/client-metrics/features/{name}/raw", "Hourly usage of a flag, zero-filled",
+              "admin", answer=JSON_OBJECT, errors=(400,), parameters=[
+                  _FLAG_NAME,
+                  # Not bounded in the schema: outside 1..48 is no error but the default, as in Unleash.
+                  query_param("hoursBack", {"type": "integer", "maximum": MAX_INTEGER},
+                              "hours of history, 1..48; default 24, also used for a value outside 1..48",
+                              allowEmptyValue=True),
+              ]),
+    Operation("get", "/api/admin/client-metrics/features/{name}", "Last-hour usage and apps of a flag",
+              "admin", answer=JSON_OBJECT, parameters=[_FLAG_NAME], errors=(400,)),
+    Operation("get", "/internal-backstage/health", "Liveness", None, answer=Health),
+    Operation("get", "/internal-backstage/ready", "Readiness: commits work and feature documents exist",
+              None, answer=Readiness, other_answers={503: Readiness}),
+    Operation("get", "/internal-backstage/prometheus", "The proxy's metrics, Prometheus text", None,
+              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+    Operation("get", "/metrics", "The proxy's metrics, Prometheus text (alias)", None,
+              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+    Operation("get", "/internal-backstage/impact/metrics", "Merged impact metrics, Prometheus text", None,
+              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+    Operation("post", "/internal-backstage/flush", "Send pending counts upstream now", "admin",
+              answer=FlushResult, errors=(409,)),
+    Operation("get", "/openapi.json", "This document", None, answer=JSON_OBJECT),
+]

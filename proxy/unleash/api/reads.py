@@ -1,0 +1,62 @@
+"""The original Unleash metrics read API, answered from the local store (admin token, or
+auth = "open"). Shapes follow Unleash's old docs/api/metrics-api.md. Answers go through the answer
+cache (proxy/api/cached_read.py), keyed by route and parsed parameters."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.api.cached_read import cached_answer
+from proxy.api.errors import not_found
+from proxy.api.params import path_name, query_text
+from proxy.state import STORE
+from proxy.unleash.api.admin import require_admin
+from proxy.unleash.store import reads
+
+
+async def feature_toggles(request: web.Request) -> web.Response:
+    await require_admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("feature-toggles",), store.feature_toggle_windows)
+
+
+async def seen_toggles(request: web.Request) -> web.Response:
+    await require_admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("seen-toggles",), lambda now: reads.seen_toggles(store, now))
+
+
+async def applications(request: web.Request) -> web.Response:
+    await require_admin(request)
+    store, strategy = request.app[STORE], query_text(request, "strategyName")
+    return await cached_answer(request, ("applications", strategy),
+                               lambda now: reads.applications(store, now, strategy))
+
+
+async def application(request: web.Request) -> web.Response:
+    await require_admin(request)
+    store, name = request.app[STORE], path_name(request, "appName")
+
+    async def compute(_now: float):
+        found = await reads.application(store, name)
+        if found is None:
+            raise not_found(f"no application named {name!r} has reported to this proxy")
+        return found
+
+    return await cached_answer(request, ("application", name), compute)
+
+
+async def seen_apps(request: web.Request) -> web.Response:
+    await require_admin(request)
+    store = request.app[STORE]
+    return await cached_answer(request, ("seen-apps",), lambda _now: reads.seen_apps(store))
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/client/metrics/feature-toggles", feature_toggles),
+        web.get("/api/client/seen-toggles", seen_toggles),
+        web.get("/api/client/applications", applications),
+        web.get("/api/client/applications/{appName}", application),
+        web.get("/api/client/seen-apps", seen_apps),
+    ]

@@ -1,0 +1,1 @@
+"""msgspec Structs for every Unleash wire shape, inbound and outbound."""

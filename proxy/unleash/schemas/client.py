@@ -1,0 +1,118 @@
+"""Wire schemas of the Unleash client API, as the SDKs send them.
+
+These Structs are the one source of truth: they validate inbound bodies and describe the API in
+/openapi.json. Unknown fields are tolerated (SDKs add `connectionId` and the like), `null` optional
+fields are accepted, and counts are bounded like Unleash Edge's u32 so a rogue SDK cannot overflow
+the store.
+
+Decoded bodies hold plain data and never take part in reference cycles, so their Structs are
+untracked by the cyclic GC (`gc=False`): a 200-flag body is ~400 objects the collector would
+otherwise count towards its next pass and walk while requests are in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295, description="a non-negative count")]
+NonEmptyName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+# RFC 3339 text (up to nanosecond precision) or epoch milliseconds, as Unleash's Joi date() accepts.
+# Milliseconds are bounded to the years 1..9999 so that every stored hour has a date-time upstream.
+EpochMillis = Annotated[int, msgspec.Meta(ge=-62_135_596_800_000, le=253_402_300_799_999)]
+Timestamp = datetime | EpochMillis
+
+
+class ToggleCount(msgspec.Struct, kw_only=True, gc=False):
+    yes: Count = 0
+    no: Count = 0
+    variants: dict[str, Count] | None = None
+
+
+class Bucket(msgspec.Struct, kw_only=True, gc=False):
+    start: Timestamp
+    stop: Timestamp
+    toggles: dict[str, ToggleCount] = {}
+
+
+class ClientMetrics(msgspec.Struct, kw_only=True, gc=False):
+    """Body of POST /api/client/metrics (and /api/frontend/client/metrics)."""
+
+    appName: NonEmptyName
+    instanceId: str | None = None
+    environment: str | None = None  # deprecated: the environment comes from the token
+    sdkVersion: str | None = None
+    platformName: str | None = None
+    platformVersion: str | None = None
+    yggdrasilVersion: str | None = None
+    specVersion: str | None = None
+    connectionId: str | None = None
+    bucket: Bucket | None = None
+    # Kept raw: each entry is decoded on its own (proxy/unleash/api/impact.py) so a bad one costs no counts.
+    impactMetrics: msgspec.Raw = msgspec.Raw()
+
+
+class ClientRegistration(msgspec.Struct, kw_only=True, gc=False):
+    """Body of POST /api/client/register; Unleash requires appName, interval, started, strategies."""
+
+    appName: NonEmptyName
+    interval: Annotated[float, msgspec.Meta(ge=0)]
+    started: Timestamp
+    strategies: list[str | None]
+    instanceId: str | None = None
+    sdkVersion: str | None = None
+    platformName: str | None = None
+    platformVersion: str | None = None
+    yggdrasilVersion: str | None = None
+    specVersion: str | None = None
+    connectionId: str | None = None
+    projects: list[str] | None = None
+
+
+class FrontendRegistration(msgspec.Struct, kw_only=True, gc=False):
+    """Body of POST /api/frontend/client/register: browser SDKs send little more than appName."""
+
+    appName: NonEmptyName
+    instanceId: str | None = None
+    sdkVersion: str | None = None
+    environment: str | None = None
+    interval: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    started: Timestamp | None = None
+
+
+class ConnectVia(msgspec.Struct, kw_only=True, gc=False):
+    appName: str
+    instanceId: str
+
+
+class BulkApplication(msgspec.Struct, kw_only=True, gc=False):
+    appName: NonEmptyName
+    instanceId: str
+    environment: str
+    connectVia: list[ConnectVia] | None = None
+    interval: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    started: Timestamp | None = None
+    strategies: list[str | None] | None = None
+    projects: list[str] | None = None
+    sdkVersion: str | None = None
+    sdkType: Literal["frontend", "backend"] | None = None
+
+
+class BulkMetric(msgspec.Struct, kw_only=True, gc=False):
+    featureName: str
+    appName: NonEmptyName
+    environment: str
+    timestamp: Timestamp | None = None
+    yes: Count = 0
+    no: Count = 0
+    variants: dict[str, Count] | None = None
+
+
+class BulkMetrics(msgspec.Struct, kw_only=True, gc=False):
+    """Body of POST /api/client/metrics/bulk: what Unleash Edge and this proxy send upstream."""
+
+    applications: list[BulkApplication]
+    metrics: list[BulkMetric]
+    impactMetrics: msgspec.Raw = msgspec.Raw()  # as in ClientMetrics

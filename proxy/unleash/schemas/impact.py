@@ -1,0 +1,36 @@
+"""Wire schema of one `impactMetrics` entry in /api/client/metrics and /bulk posts (Unleash 7.x).
+
+The usage posts keep `impactMetrics` as raw JSON and each entry is decoded on its own with these
+Structs: a malformed impact metric is dropped and counted, and never costs the post's usage counts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from proxy.unleash.schemas.client import Count, NonEmptyName
+
+
+class HistogramBucket(msgspec.Struct, kw_only=True):
+    le: float | Literal["+Inf"]
+    count: Count
+
+
+class ImpactSample(msgspec.Struct, kw_only=True):
+    value: float | None = None  # counter and gauge
+    labels: dict[str, str | int | float] | None = None
+    count: Count | None = None  # histogram
+    sum: float | None = None
+    buckets: list[HistogramBucket] | None = None
+
+
+class ImpactMetric(msgspec.Struct, kw_only=True):
+    name: NonEmptyName
+    help: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    type: Literal["counter", "gauge", "histogram"]
+    samples: list[ImpactSample]
+    # Present on entries one proxy forwards to another inside a bulk batch (Unleash Edge's shape).
+    appName: str | None = None
+    environment: str | None = None

@@ -1,0 +1,1 @@
+"""Talking to an Unleash upstream: bulk forwarding, token validation, feature polling."""
