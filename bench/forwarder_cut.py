@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from proxy.forwarding.delivery import new_batch_id
 from proxy.storage import Store
 from proxy.storage.outbox import Outbox
-from proxy.unleash.upstream.forwarder import new_batch_id
+from proxy.unleash.store import pending
 from proxy.unleash.upstream.payload import encode_body, make_chunker
 
 
@@ -45,7 +46,7 @@ async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db", "FULL")
         await store.open()
-        outbox = Outbox(lambda: store.db)
+        outbox = Outbox(store)
         hour = int(time.time() // 3600 * 3600)
         fill(store, n, hour)
 
@@ -57,7 +58,7 @@ async def main(n: int) -> None:
         chunker, batches, more, longest = make_chunker("development", 95 * 1024), 0, True, 0.0
         while more:
             step = time.perf_counter()
-            made, more = outbox.cut("development", time.time(), chunker, new_batch_id)
+            made, more = store.write(pending.cut, "development", time.time(), chunker, new_batch_id)
             batches += made
             longest = max(longest, time.perf_counter() - step)
         cut = time.perf_counter() - started

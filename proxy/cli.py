@@ -12,7 +12,7 @@ import sys
 from aiohttp import web
 
 from proxy import __version__
-from proxy.config import ConfigError, Settings, load_settings
+from proxy.config import ConfigError, Settings, load_settings, settings_from_args
 
 DESCRIPTION = """\
 A durable metrics edge proxy for Unleash SDKs. Point SDKs at it instead of Unleash: it accepts
@@ -91,11 +91,6 @@ def configure_logging(level: str, process: str = "") -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level", "workers")}
-    return load_settings(config_file=args.config, flags=flags)
-
-
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop
@@ -139,8 +134,8 @@ def serve_worker(settings: Settings, index: int) -> int:
 
 
 def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from proxy.api.state import STORE
     from proxy.app import create_app
-    from proxy.state import STORE
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")

@@ -7,6 +7,7 @@ environment, `--port` on the command line; nested tables join with an underscore
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from pathlib import Path
@@ -35,6 +36,9 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     app_name: str = "metrics-proxy"
     # Unleash's body parser refuses bodies over 100 kB; stay below it as Unleash Edge does.
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 95 * 1024
+    # Bulk bodies go gzip-compressed (Content-Encoding: gzip), which Unleash accepts; max_body_bytes
+    # still bounds the uncompressed body, the size Unleash's parser limits.
+    compress: bool = True
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # requests per environment
     # 429/5xx/network: exponential backoff with full jitter from retry_initial up to retry_max;
     # never given up (a time budget would discard the oldest counts in a long outage).
@@ -214,3 +218,9 @@ def load_settings(
     if settings.upstream is not None and not settings.upstream.url.startswith(("http://", "https://")):
         raise ConfigError(f"invalid option upstream.url: {settings.upstream.url!r} is not an http(s) URL")
     return settings
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings for a command whose parsed arguments carry `--config` and any of the flag options."""
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "data_dir", "auth", "log_level", "workers")}
+    return load_settings(config_file=args.config, flags=flags)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxy.state import FORWARDER, FORWARDER_STATS
+from proxy.unleash.state import FORWARDER, FORWARDER_STATS
 from tests.support import CLIENT_TOKEN, client_headers
 from tests.upstream_stub import StubUpstream
 

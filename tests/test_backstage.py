@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from proxy.storage.migrations import LATEST
 from tests.scrape_support import metrics_body
 from tests.support import client_headers

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from tests.support import CLIENT_TOKEN, client_headers
 
 GOOD_BUCKET = {"start": "2026-11-22T18:19:38.151506186Z", "stop": "2026-11-22T18:19:39Z",

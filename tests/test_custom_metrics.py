@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from tests.scrape_support import samples
 from tests.support import FRONTEND_TOKEN, PAYLOADS, client_headers
 

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from tests.storage_support import (
     HOUR,
     SMALL_STORE,

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from proxy.config import ConfigError, load_settings
-from proxy.state import FEATURE_SOURCE
 from proxy.unleash.features.file_source import FeaturesFileError
+from proxy.unleash.state import FEATURE_SOURCE
 from tests.support import (
     CLIENT_TOKEN,
     FIXTURES,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from proxy.state import FEATURE_SOURCE
+from proxy.unleash.state import FEATURE_SOURCE
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FIXTURES
 from tests.upstream_standin import UPSTREAM_DEV_TOKEN, UpstreamStandIn
 

@@ -12,7 +12,7 @@ import sqlite3
 import aiohttp
 import pytest
 
-from proxy.state import FEATURE_CACHE, FEATURE_SOURCE
+from proxy.unleash.state import FEATURE_CACHE, FEATURE_SOURCE
 from tests.support import CLIENT_TOKEN, FIXTURES, PROD_TOKEN, ProxyProcess
 from tests.upstream_standin import UPSTREAM_DEV_TOKEN, UpstreamStandIn
 

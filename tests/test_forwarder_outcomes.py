@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from proxy import __version__
-from proxy.storage.outbox import status_report
+from proxy.unleash.store.status import status_report
 from tests.forwarding import UPSTREAM_DEV, post_metrics
 from tests.support import PROD_TOKEN
 from tests.upstream_stub import drop_connection, token_environment
@@ -185,7 +185,7 @@ async def test_a_long_outage_is_never_given_up(forwarding_client, stub, clock):
 
 
 async def test_connection_refused_is_retried_until_the_upstream_comes_up(make_client, clock):
-    from proxy.state import FORWARDER, FORWARDER_STATS
+    from proxy.unleash.state import FORWARDER, FORWARDER_STATS
     from tests.support import free_port
     from tests.upstream_stub import StubUpstream
 

@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 
-from proxy.storage.outbox import status_report
+from proxy.unleash.store.status import status_report
 from tests.forwarding import metrics_body, upstream_env
 from tests.support import ADMIN_TOKEN, ProxyProcess, client_headers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from tests.support import client_headers
 
 CLIENTS = 50

@@ -7,7 +7,7 @@ import asyncio
 import json
 import urllib.request
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from proxy.storage import Store
 from proxy.storage.idempotency import IdempotencyClaim
 from proxy.storage.journal import CountRow, JournalEntry

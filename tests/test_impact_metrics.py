@@ -13,7 +13,7 @@ import urllib.request
 import msgspec
 import pytest
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from proxy.storage.journal import ImpactRow
 from tests.support import PROD_TOKEN, ProxyProcess, client_headers
 

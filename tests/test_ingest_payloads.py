@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from proxy.state import INGEST_STATS, STORE
+from proxy.api.state import INGEST_STATS, STORE
 from tests.support import PAYLOADS, admin_headers, client_headers, recorded_requests
 
 METRICS = recorded_requests("metrics")

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from proxy.api.openapi import document_bytes
+from proxy.app import openapi_document
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, ProxyProcess
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -98,8 +98,8 @@ def _fuzz(case, proxy: ProxyProcess, with_tokens: bool) -> None:
 
 # The documents the proxies serve (test_served_documents_are_the_fuzzed_ones checks they are
 # equal), loaded at import because schemathesis' lazy fixture loader does not run on this pytest.
-TOKEN_DOCUMENT = json.loads(document_bytes(tokens=True))
-OPEN_DOCUMENT = json.loads(document_bytes(tokens=False))
+TOKEN_DOCUMENT = json.loads(openapi_document(tokens=True))
+OPEN_DOCUMENT = json.loads(openapi_document(tokens=False))
 token_api = schemathesis.openapi.from_dict(TOKEN_DOCUMENT)
 open_api = schemathesis.openapi.from_dict(OPEN_DOCUMENT)
 for _api in (token_api, open_api):

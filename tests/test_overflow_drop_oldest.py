@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from proxy.state import STORE
+from proxy.api.state import STORE
 from tests.storage_support import (
     HOUR,
     SMALL_STORE,

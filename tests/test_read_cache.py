@@ -9,8 +9,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from proxy.api.state import ANSWER_CACHE, STORE
 from proxy.app import retention_policy
-from proxy.state import ANSWER_CACHE, STORE
 from tests.reads_support import RECORDED_AT, post, post_recorded_traffic
 from tests.support import admin_headers
 

@@ -151,8 +151,8 @@ async def test_empty_strategy_filter_is_400(proxy):
 
 
 async def test_seen_apps_keeps_a_flag_whose_app_instances_were_pruned(make_client, make_settings, clock):
+    from proxy.api.state import STORE
     from proxy.app import retention_policy
-    from proxy.state import STORE
 
     clock.set(RECORDED_AT)
     proxy = await make_client(instance_retention_hours=1)

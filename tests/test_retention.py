@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
+from proxy.api.state import STORE
 from proxy.app import retention_policy
-from proxy.state import STORE
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.usage.retention import RetentionPolicy, prune_chunk, prune_history
 from tests.reads_support import RECORDED_AT, post

@@ -12,6 +12,7 @@ from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.storage import CountRow, JournalEntry, Store
 from proxy.storage.shards.reader import backlog_bytes
 from proxy.storage.shards.shard_store import ShardStore
+from proxy.workers import counters_file
 
 HOUR = 1795370400
 
@@ -260,7 +261,7 @@ async def test_a_worker_at_its_allowance_holds_a_post_until_the_primary_folds_an
     store.fold()
     assert await yes_total(store) == sent + 1
 
-    worker_stats.write(worker_stats.stats_path(tmp_path, 1), IngestStats(), HttpStats(), shard.backlog_waits)
+    counters_file.write(worker_stats.stats_path(tmp_path, 1), IngestStats(), HttpStats(), shard.backlog_waits)
     registry = build_registry(store, IngestStats(), workers=lambda: worker_stats.read_all(tmp_path, 2))
     assert registry.get_sample_value("metrics_proxy_worker_backlog_waits_total") == 1
     await shard.close()

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from proxy.state import AUTH, STORE
+from proxy.api.state import STORE
+from proxy.unleash.state import AUTH
 from proxy.unleash.upstream.token_validation import validate_url
 from tests.support import CLIENT_TOKEN, client_headers
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from proxy.auth import environment_of
+from proxy.unleash.auth import environment_of
 
 
 @dataclass

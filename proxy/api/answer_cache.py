@@ -14,6 +14,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 
 @dataclass(slots=True)
@@ -105,3 +106,17 @@ class AnswerCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
             self.evictions += 1
+
+
+class Windowed(NamedTuple):
+    """An answer over a window ending "now", and the first moment at which the clock moving on
+    can change it (a row leaves the window, a minute or hour bucket boundary passes) while the
+    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py)."""
+
+    answer: Any
+    valid_until: float
+
+
+def leaves_window(oldest_inside: float | None, window: float, otherwise: float = math.inf) -> float:
+    """When the oldest row inside a window `>= now - window` drops out of it."""
+    return otherwise if oldest_inside is None else min(otherwise, oldest_inside + window)

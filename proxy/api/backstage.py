@@ -1,15 +1,18 @@
-"""Operational endpoints: health and readiness for probes, Prometheus text for scrapers."""
+"""Operational endpoints: health and readiness for probes, Prometheus text for scrapers.
+
+Each room adds what it knows: readiness checks (READINESS_CHECKS) and Prometheus families read at
+scrape time (SCRAPE_SOURCES)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.api.openapi import PROMETHEUS_TEXT, Operation
 from proxy.api.render import json_answer
 from proxy.api.schemas.backstage import Health, Readiness
+from proxy.api.state import CLOCK, READINESS_CHECKS, REGISTRY, SCRAPE_SOURCES, STORE
 from proxy.observability.exposition import text
-from proxy.observability.scrape import store_families
 from proxy.observability.telemetry import CONTENT_TYPE, render
-from proxy.state import CLOCK, FEATURE_CACHE, REGISTRY, STORE
 
 
 async def health(request: web.Request) -> web.Response:
@@ -17,18 +20,22 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 while a commit to the database works and every configured environment has a feature
-    document to serve; 503 naming why not."""
+    """200 while a commit to the database works and every room's checks pass; 503 naming why not."""
     error = request.app[STORE].check_writable(request.app[CLOCK].now())
-    if error is None and not request.app[FEATURE_CACHE].ready():
-        error = "no feature definitions yet for every configured environment (upstream not reached)"
+    for check in request.app[READINESS_CHECKS]:
+        if error is not None:
+            break
+        error = check()
     if error is not None:
         return json_answer(Readiness(status="NOT_READY", error=error), status=503)
     return json_answer(Readiness(status="READY"))
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    body = render(request.app[REGISTRY]) + text(await store_families(request.app))
+    lines: list[str] = []
+    for source in request.app[SCRAPE_SOURCES]:
+        lines += await source()
+    body = render(request.app[REGISTRY]) + text(lines)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -39,3 +46,14 @@ def routes() -> list[web.RouteDef]:
         web.get("/internal-backstage/prometheus", prometheus),
         web.get("/metrics", prometheus),
     ]
+
+
+OPERATIONS = [
+    Operation("get", "/internal-backstage/health", "Liveness", None, answer=Health),
+    Operation("get", "/internal-backstage/ready", "Readiness: commits work and feature documents exist",
+              None, answer=Readiness, other_answers={503: Readiness}),
+    Operation("get", "/internal-backstage/prometheus", "The proxy's metrics, Prometheus text", None,
+              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+    Operation("get", "/metrics", "The proxy's metrics, Prometheus text (alias)", None,
+              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+]

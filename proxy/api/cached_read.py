@@ -15,9 +15,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.api.answer_cache import CachedAnswer, timeless
-from proxy.state import ANSWER_CACHE, CLOCK, STORE
-from proxy.unleash.store.reads import Windowed
+from proxy.api.answer_cache import CachedAnswer, Windowed, timeless
+from proxy.api.state import ANSWER_CACHE, CLOCK, STORE
 
 # Smaller answers go out as they are: a few hundred bytes gain nothing from gzip's framing.
 GZIP_MIN_BYTES = 2048

@@ -3,31 +3,59 @@
 The document is built once when the app is created and served as cached bytes. Body shapes come
 from `msgspec.json.schema_components` over the Structs the handlers decode and encode, so the
 document cannot drift from what the handlers accept; the route-level facts are in
-proxy/unleash/api/openapi_operations.py.
+each room's `OPERATIONS` (proxy/unleash/api/openapi_operations.py).
 """
 
 from __future__ import annotations
 
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from proxy.api.params import MAX_NAME_LENGTH
 from proxy.api.schemas.errors import ErrorBody
-from proxy.unleash.api.openapi_operations import OPERATIONS, Operation
-from proxy.unleash.schemas.impact import ImpactMetric
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{name}"
 SECURITY_SCHEME = "apiKey"
 OPENAPI_BYTES = web.AppKey("openapi_bytes", bytes)
 
-# `msgspec.Raw` fields are decoded later, entry by entry; this is what they hold on the wire.
-RAW_FIELD_TYPES: dict[str, Any] = {"impactMetrics": list[ImpactMetric]}
 RAW_FIELD_NOTE = (
     "What SDKs send here. Accepted leniently: an entry that does not match, or a value that is no "
     "list, is dropped and counted (impact_metric_invalid) and the post's usage counts still stored."
 )
+
+JSON_OBJECT: dict[str, Any] = {"type": "object"}  # /openapi.json itself: an OpenAPI document
+PROMETHEUS_TEXT = "text/plain"
+
+NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+
+
+def path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": NAME_SCHEMA}
+
+
+def query_param(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    token: str | None  # "client", "frontend", "admin"; None: no token needed
+    request: type | None = None  # the msgspec Struct of the JSON request body
+    answer: Any = None  # a Struct, a container of Structs, a plain JSON Schema, or None: 202 empty
+    answer_media: str = "application/json"
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    errors: tuple[int, ...] = ()  # statuses answered with ErrorBody beyond the token ones
+    other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
+    not_modified: bool = False  # answers 304 to a matching If-None-Match
+
 
 _TOKEN_ERRORS = {
     401: "no API token in the Authorization header",
@@ -43,7 +71,7 @@ _ERROR_REASONS = {
 }
 
 
-def _described(struct: type) -> type:
+def _described(struct: type, raw_field_types: dict[str, Any]) -> type:
     """`struct`, or a copy whose `msgspec.Raw` fields carry the type they hold on the wire.
 
     msgspec cannot describe a Raw field (its default does not encode); the copy keeps the name,
@@ -55,9 +83,9 @@ def _described(struct: type) -> type:
     fields: list[tuple[Any, ...]] = []
     for info in infos:
         if info.type is msgspec.Raw:
-            if info.name not in RAW_FIELD_TYPES:
+            if info.name not in raw_field_types:
                 raise TypeError(f"{struct.__name__}.{info.name} is raw JSON without a documented type")
-            fields.append((info.name, RAW_FIELD_TYPES[info.name] | msgspec.UnsetType, msgspec.UNSET))
+            fields.append((info.name, raw_field_types[info.name] | msgspec.UnsetType, msgspec.UNSET))
         elif info.required:
             fields.append((info.name, info.type))
         else:
@@ -81,9 +109,18 @@ def _schema_ref(struct: type) -> dict[str, Any]:
     return {"$ref": REF.format(name=struct.__name__)}
 
 
-def _content(answer: type | dict[str, Any], media: str) -> dict[str, Any]:
-    schema = answer if isinstance(answer, dict) else _schema_ref(answer)
-    return {media: {"schema": schema}}
+def _schema(shape: Any) -> dict[str, Any]:
+    """A plain JSON Schema as it is; a Struct as a reference to its component; a container of
+    Structs (`list[SeenToggles]`) as msgspec describes it, referring to the components."""
+    if isinstance(shape, dict):
+        return shape
+    if isinstance(shape, type):
+        return _schema_ref(shape)
+    return msgspec.json.schema_components([shape], ref_template=REF)[0][0]
+
+
+def _content(answer: Any, media: str) -> dict[str, Any]:
+    return {media: {"schema": _schema(answer)}}
 
 
 def _error(reason: str) -> dict[str, Any]:
@@ -125,13 +162,22 @@ def _operation(op: Operation, tokens: bool) -> dict[str, Any]:
     return out
 
 
-def build_document(tokens: bool = True, operations: list[Operation] = OPERATIONS) -> dict[str, Any]:
-    """The document; `tokens` False describes a proxy with auth = "open", which asks for none."""
-    structs = {ErrorBody}
+def build_document(operations: list[Operation], raw_field_types: dict[str, Any] | None = None,
+                   tokens: bool = True) -> dict[str, Any]:
+    """The document of `operations`; `raw_field_types` names what each `msgspec.Raw` field holds on
+    the wire (it is decoded later, entry by entry). `tokens` False describes a proxy with
+    auth = "open", which asks for none."""
+    structs: set[type] = {ErrorBody}
+    containers: list[Any] = []  # list[Struct], dict[str, list[Struct]]: their Structs become components
     for op in operations:
-        structs.update(t for t in (op.request, op.answer, *op.other_answers.values()) if isinstance(t, type))
+        for shape in (op.request, op.answer, *op.other_answers.values()):
+            if isinstance(shape, type):
+                structs.add(shape)
+            elif typing.get_origin(shape) is not None and shape not in containers:
+                containers.append(shape)
     ordered = sorted(structs, key=lambda s: s.__name__)
-    _, components = msgspec.json.schema_components([_described(s) for s in ordered], ref_template=REF)
+    described = [_described(s, raw_field_types or {}) for s in ordered]
+    _, components = msgspec.json.schema_components([*described, *containers], ref_template=REF)
     _loosen_raw_fields(components, ordered)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -163,15 +209,14 @@ def _version() -> str:
         return "0+unknown"
 
 
-def document_bytes(tokens: bool = True) -> bytes:
-    return msgspec.json.encode(build_document(tokens))
+OPERATION = Operation("get", "/openapi.json", "This document", None, answer=JSON_OBJECT)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BYTES], content_type="application/json")
 
 
-def install(app: web.Application, tokens: bool) -> web.RouteDef:
-    """The route of /openapi.json, served from bytes built now, once."""
-    app[OPENAPI_BYTES] = document_bytes(tokens)
+def install(app: web.Application, document: bytes) -> web.RouteDef:
+    """The route of /openapi.json, serving `document` (built once, when the app is created)."""
+    app[OPENAPI_BYTES] = document
     return web.get("/openapi.json", openapi_json)

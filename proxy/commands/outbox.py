@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from proxy.config import Settings
+from proxy.config import Settings, settings_from_args
 
 FLUSH_HELP = """\
 Ask the running proxy to send its pending counts upstream now (POST /internal-backstage/flush on
@@ -46,8 +46,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from proxy.cli import settings_from_args
-
     return settings_from_args(args)
 
 
@@ -56,7 +54,7 @@ def _age(then: float | None, now: float) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    from proxy.storage.outbox import StatusUnavailable, read_status
+    from proxy.unleash.store.status import StatusUnavailable, read_status
 
     settings = _settings(args)
     path = settings.database_path
@@ -119,6 +117,7 @@ async def _one_shot(settings: Settings) -> int:
     from proxy.storage import Store
     from proxy.unleash.upstream.forwarder import Forwarder
 
+    assert settings.upstream is not None
     store = Store(settings.database_path, settings.synchronous)
     await store.open()
     forwarder = Forwarder(settings, store, Clock(), ForwarderStats())

@@ -53,11 +53,9 @@ WorkersCounters = Callable[[], "list[WorkerCounters]"]
 
 
 class ProxyCollector(Collector):
-    def __init__(self, store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None,
-                 workers: WorkersCounters | None = None) -> None:
+    def __init__(self, store: Store, ingest: IngestStats, workers: WorkersCounters | None = None) -> None:
         self.store = store
         self.own_ingest = ingest
-        self.forwarder = forwarder
         self.workers = workers
 
     @property
@@ -86,8 +84,6 @@ class ProxyCollector(Collector):
             "Posts an ingest worker held (up to 10 s, then 503) until the primary folded its journal",
             value=ingest.backlog_waits,
         )
-        if self.forwarder is not None:
-            yield from forwarder_families(self.forwarder)
         dropped_counts = CounterMetricFamily(
             "metrics_proxy_dropped_counts",
             "Acknowledged usage counts (yes + no) deleted before delivery, by reason",
@@ -167,6 +163,16 @@ def _size_limit(space: BoundedSpace):
     )
 
 
+class ForwarderCollector(Collector):
+    """The counters of one upstream forwarder."""
+
+    def __init__(self, stats: ForwarderStats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        yield from forwarder_families(self.stats)
+
+
 def forwarder_families(stats: ForwarderStats):
     requests = CounterMetricFamily(
         "metrics_proxy_upstream_requests", "Upstream bulk requests, by answer status", labels=["status"]
@@ -198,10 +204,9 @@ def forwarder_families(stats: ForwarderStats):
     )
 
 
-def build_registry(store: Store, ingest: IngestStats, forwarder: ForwarderStats | None = None,
-                   workers: WorkersCounters | None = None) -> CollectorRegistry:
+def build_registry(store: Store, ingest: IngestStats, workers: WorkersCounters | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(store, ingest, forwarder, workers))
+    registry.register(ProxyCollector(store, ingest, workers))
     return registry
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from proxy.storage.transaction import write_transaction
+
 # Big enough to need fresh pages, so a full disk (or a reached page limit) fails the probe even
 # when a small row would still fit in a page that has room.
 PROBE_BYTES = 16 * 1024
@@ -17,16 +19,10 @@ def probe_write(db: sqlite3.Connection, now: float) -> None:
 
     The row is written and cleared in one transaction: the file does not grow, but the pages
     must be allocated for the commit to succeed."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
+    with write_transaction(db):
         db.execute("INSERT OR REPLACE INTO readiness_probe (id, at, padding) VALUES (1, ?, zeroblob(?))",
                    (now, PROBE_BYTES))
         db.execute("UPDATE readiness_probe SET padding = NULL WHERE id = 1")
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def size_on_disk(path: Path) -> int:

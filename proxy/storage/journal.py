@@ -9,10 +9,21 @@ Structs they are built from.
 from __future__ import annotations
 
 import sqlite3
+from typing import Annotated
 
 import msgspec
 
-from proxy.unleash.schemas.client import ToggleCount
+# Bounded like Unleash Edge's u32, so a rogue SDK cannot overflow the store.
+Count = Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295, description="a non-negative count")]
+
+
+class ToggleCount(msgspec.Struct, kw_only=True, gc=False):
+    """One flag's counts in one post: the ledger's unit, and the wire shape SDKs send it in (the
+    vendor schemas use this Struct, so a validated body is journaled without a copy)."""
+
+    yes: Count = 0
+    no: Count = 0
+    variants: dict[str, Count] | None = None
 
 
 class CountRow(msgspec.Struct, array_like=True, gc=False):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+from proxy.storage.transaction import write_transaction
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS: list[str] = [
@@ -260,14 +262,12 @@ def migrate(db: sqlite3.Connection, target: int = LATEST) -> int:
         )
     for version in range(found + 1, target + 1):
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {version}")
-            db.execute("COMMIT")
+            with write_transaction(db):
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version}")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
             raise MigrationError(f"migration {version} failed: {exc}") from exc
         log.info("database schema upgraded to version %d", version)
     return found

@@ -1,4 +1,8 @@
-"""The Store: the only way the rest of the proxy touches SQLite."""
+"""The Store: the only way the rest of the proxy touches SQLite.
+
+It owns the writer connection (the group commit, folds, pruning, the outbox) and the read-only
+connection. Other rooms hand it the storage layer's query functions (`read`, `write`, `on_writer`)
+and never see a connection."""
 
 from __future__ import annotations
 
@@ -7,28 +11,31 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from proxy.storage import health, idempotency, integrity
+from proxy.storage.capacity.limits import is_disk_full
 from proxy.storage.capacity.space import BoundedSpace
 from proxy.storage.database import durability, log_sqlite_version, open_reader, open_writer
 from proxy.storage.idempotency import IdempotencyClaim
 from proxy.storage.journal import JournalEntry, clear_folded_journal, decode_entry
 from proxy.storage.migrations import migrate
 from proxy.storage.shards.reader import ShardReader
+from proxy.storage.transaction import write_transaction
 from proxy.storage.usage import impact, staging, usage_totals
 from proxy.storage.usage.aggregate import Deltas, write_deltas
 from proxy.storage.usage.minute_rollups import write_minute_rollups
 from proxy.storage.usage.retention import RetentionPolicy, prune_history
 from proxy.storage.writer import Durations, GroupCommitWriter, StorageUnavailable
-from proxy.unleash.store import custom_metrics, queries, upstream_tokens
-from proxy.unleash.store.features import FeatureDocuments
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PULL_SLICE_BYTES = 64 * 1024  # of worker rows merged per loop pass: ~1 ms (ShardReader.pull_slice)
 REPLAY_CHUNK = 10_000
@@ -37,6 +44,7 @@ REPLAY_CHUNK = 10_000
 STAGED_FOLD_KEYS = 2_000
 STAGED_CHUNK_KEYS = 250
 STAGED_CHUNK_PAUSE = 0.01  # seconds between chunks: 12,800 keys take ~0.8 s of a 5 s fold_interval
+KEY_PRUNE_MAX_INTERVAL = 3600.0  # seconds between prunings of expired Idempotency-Keys, at most
 FOLD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -72,7 +80,6 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.writer: GroupCommitWriter | None = None
-        self.features: FeatureDocuments | None = None
         self.folds = 0
         self._staged = False  # fold_staging may hold chunks (storage/usage/staging.py)
         self._chunked_fold = asyncio.Lock()
@@ -120,7 +127,6 @@ class Store:
                 lambda: self.writer is not None and bool(self.writer.deltas),
             )
             self.space.fold_after_bytes //= self.ingest_processes
-        self.features = FeatureDocuments(db)
         self._staged = staging.any_staged(db)  # a staged fold a crash interrupted: written below
         deltas = Deltas()
         last_id = self._replay(db, deltas)
@@ -136,7 +142,7 @@ class Store:
         """Forget a connection to a file about to be quarantined."""
         if self._db is not None:
             self._db.close()
-        self._db, self.writer, self.space, self.features = None, None, None, None
+        self._db, self.writer, self.space = None, None, None
         self.replayed_entries = 0
 
     def _replay(self, db: sqlite3.Connection, deltas: Deltas) -> int:
@@ -183,6 +189,20 @@ class Store:
     def prune_idempotency_keys(self, now: float) -> int:
         assert self._db is not None
         return idempotency.prune(self._db, now - self.idempotency_window)
+
+    async def run_key_pruner(self, now: Callable[[], float]) -> None:
+        """Forget expired Idempotency-Keys now and then. Expired keys are already ignored when a post
+        is checked (storage/idempotency.py): pruning only gives their space back, so it runs rarely."""
+        interval = min(self.idempotency_window / 4, KEY_PRUNE_MAX_INTERVAL)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                pruned = self.prune_idempotency_keys(now())
+            except sqlite3.Error as exc:  # e.g. the disk is full: try again next time
+                log.warning("pruning idempotency keys failed: %s", exc)
+                continue
+            if pruned:
+                log.info("forgot %d idempotency keys older than the window", pruned)
 
     def fold(self) -> bool:
         """Write the in-memory deltas to the tables and drop the folded journal rows, atomically
@@ -292,9 +312,8 @@ class Store:
         assert db is not None
 
         def once() -> None:
-            db.execute("BEGIN IMMEDIATE")
-            body(db)
-            db.execute("COMMIT")
+            with write_transaction(db):
+                body(db)
 
         try:
             if self.space is not None:
@@ -302,8 +321,6 @@ class Store:
             else:
                 once()
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             log.error("%s failed, will retry: %s", what, exc)
             return False
         finally:
@@ -367,55 +384,70 @@ class Store:
                     log.info("pruned read history: %s", deleted)
             await asyncio.sleep(interval)
 
-    # --- reading ----------------------------------------------------------------------------
+    # --- the door: every other room's SQL runs through these -------------------------------
+
+    async def read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await query(connection, *args)` on the read-only connection, after a fold, so it sees
+        every acknowledged count. Queries live in the storage layer (this package and each vendor's
+        `store` package); their callers only pass them here."""
+        self.fold()
+        return await query(self.reader, *args)
+
+    def write(self, body: Callable[..., T], *args: Any) -> T:
+        """`body(connection, *args)` on the writer connection, in one write transaction that is
+        rolled back on any error. SQLite's errors come out as StorageUnavailable (nothing of the
+        body was kept), as does a store that is not open; `body`'s own exceptions pass as they are."""
+        db = self.writer_connection()
+        try:
+            with write_transaction(db):
+                return body(db, *args)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(str(exc), is_disk_full(exc)) from exc
+
+    def on_writer(self, query: Callable[..., T], *args: Any) -> T:
+        """`query(connection, *args)` on the writer connection outside a transaction: single
+        statements (each its own autocommit transaction) and reads that must see the writer's
+        latest state. SQLite's errors come out as StorageUnavailable."""
+        try:
+            return query(self.writer_connection(), *args)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(str(exc), is_disk_full(exc)) from exc
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """The writer connection, for the storage layer's own modules (outbox.py); StorageUnavailable
+        while the store is not open."""
+        if self._db is None:
+            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
+        return self._db
 
     @property
     def db(self) -> sqlite3.Connection:
-        """The single writer connection, for the other modules of proxy/store (e.g. outbox.py)."""
+        """The single writer connection, for the storage layer's own modules (outbox.py) and tests."""
         assert self._db is not None, "store is not open"
         return self._db
 
     @property
     def reader(self) -> aiosqlite.Connection:
+        """The read-only connection, for the storage layer's own modules and tests."""
         assert self._reader is not None, "store is not open"
         return self._reader
-
-    async def feature_toggle_windows(self, now: float) -> queries.Windowed:
-        self.fold()  # reads see every acknowledged count
-        windows = await queries.feature_toggle_windows(self.reader, now)
-        return queries.Windowed(windows, queries.minute_floor(now) + 60)  # both windows move by the minute
-
-    async def totals(self) -> list[tuple[str, str, str, int, int]]:
-        """(environment, app, feature, yes, no) over all stored hours."""
-        self.fold()
-        return await queries.totals(self.reader)
 
     def pragma(self, name: str) -> object:
         assert self._db is not None
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
-    # --- observability, custom metrics, upstream tokens (see the modules named) -------------------
-
-    def record_custom_metrics(self, samples: list[custom_metrics.Sample], now: float, ttl: float,
-                              max_series: int, forward: bool) -> None:
-        if self._db is None:
-            raise StorageUnavailable(self.open_error or "the store is not open", disk_full=False)
-        custom_metrics.record(self._db, samples, now, ttl, max_series, forward)
-
-    async def custom_series(self, since: float) -> list[tuple[str, dict[str, str], float]]:
-        return await custom_metrics.live_series(self.reader, since)
+    async def totals(self) -> list[tuple[str, str, str, int, int]]:
+        """(environment, app, feature, yes, no) over all stored hours."""
+        return await self.read(usage_totals.totals)
 
     async def busiest_usage(self, limit: int) -> tuple[list[tuple[str, str, int, int]], int]:
-        self.fold()
-        return await usage_totals.busiest_usage(self.reader, limit)
+        return await self.read(usage_totals.busiest_usage, limit)
 
     async def pending_by_environment(self) -> list[tuple[str, int, int, int]]:
-        self.fold()
-        return await health.pending_by_environment(self.reader)
+        return await self.read(health.pending_by_environment)
 
     async def pending_metric_series(self) -> tuple[int, list[tuple[str, int]]]:
-        self.fold()
-        return await health.pending_metric_series(self.reader)
+        return await self.read(health.pending_metric_series)
 
     def size_on_disk(self) -> int:
         return health.size_on_disk(self.path)
@@ -438,13 +470,5 @@ class Store:
         """The store is full under overflow_policy "refuse": journal appends are refused."""
         return self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room()
 
-    def load_upstream_tokens(self) -> dict[str, upstream_tokens.TokenVerdict]:
-        return upstream_tokens.load(self._db) if self._db is not None else {}
-
-    def save_upstream_tokens(self, verdicts: dict[str, upstream_tokens.TokenVerdict]) -> None:
-        if self._db is not None:
-            upstream_tokens.save(self._db, verdicts)
-
     async def impact_series(self) -> list[tuple[str, impact.ImpactRow]]:
-        self.fold()
-        return await impact.all_impact(self.reader)
+        return await self.read(impact.all_impact)

@@ -20,6 +20,7 @@ from proxy.storage import idempotency
 from proxy.storage.capacity.limits import StoreFull, is_disk_full
 from proxy.storage.idempotency import IdempotencyClaim
 from proxy.storage.journal import JournalEntry, encode_entry
+from proxy.storage.transaction import write_transaction
 from proxy.storage.usage.aggregate import Deltas
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,6 @@ class GroupCommitWriter:
                 stored = self._commit_once(batch)
                 break
             except (sqlite3.Error, StoreFull) as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
                 full = isinstance(exc, StoreFull) or is_disk_full(exc)
                 if full and space is not None and space.make_room(attempt):
                     attempt += 1
@@ -194,30 +193,29 @@ class GroupCommitWriter:
         keys. Returns the indexes of the stored requests; on error nothing is kept."""
         db = self._db
         first_id = self._next_id
-        db.execute("BEGIN IMMEDIATE")
         try:
-            claims = [claim for _, claim, _ in batch if claim is not None]
+            with write_transaction(db):
+                claims = [claim for _, claim, _ in batch if claim is not None]
             # Keys already recorded, plus each key's first request in this batch: a concurrent
             # repeat in the same group commit is counted once too.
-            taken = idempotency.remembered(db, claims, self.idempotency_window)
-            stored: set[int] = set()
-            rows = []
-            new_claims = []
-            for index, (entries, claim, _) in enumerate(batch):
-                if claim is not None:
-                    if claim.scope in taken:
-                        continue
-                    taken.add(claim.scope)
-                    new_claims.append(claim)
-                stored.add(index)
-                for entry in entries:
-                    rows.append((self._next_id, encode_entry(entry)))
-                    self._next_id += 1
-            db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
-            written = sum(len(blob) for _, blob in rows)
-            if new_claims:
-                idempotency.remember(db, new_claims)
-            db.execute("COMMIT")
+                taken = idempotency.remembered(db, claims, self.idempotency_window)
+                stored: set[int] = set()
+                rows = []
+                new_claims = []
+                for index, (entries, claim, _) in enumerate(batch):
+                    if claim is not None:
+                        if claim.scope in taken:
+                            continue
+                        taken.add(claim.scope)
+                        new_claims.append(claim)
+                    stored.add(index)
+                    for entry in entries:
+                        rows.append((self._next_id, encode_entry(entry)))
+                        self._next_id += 1
+                db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
+                written = sum(len(blob) for _, blob in rows)
+                if new_claims:
+                    idempotency.remember(db, new_claims)
         except BaseException:
             self._next_id = first_id
             raise

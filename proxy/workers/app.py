@@ -12,15 +12,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.api.routing import serve
-from proxy.auth import Authenticator, presented_token
+from proxy.api.state import CLOCK, INGEST, INGEST_STATS, SETTINGS
+from proxy.auth import presented_token
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
-from proxy.observability.worker_stats import WORKER_HTTP_STATS, stats_path, writer_ctx
-from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.observability.worker_stats import stats_path
 from proxy.storage.shards.shard_store import ShardStore
 from proxy.unleash.api import client
+from proxy.unleash.auth import Authenticator
+from proxy.unleash.state import AUTH
+from proxy.workers.counters_file import SHARD_STORE, WORKER_HTTP_STATS, writer_ctx
 from proxy.workers.passthrough import PassThrough, primary_socket_path
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ def _unlisted_token(auth: Authenticator):
 
 
 async def _shard_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = app[STORE]
+    store = app[SHARD_STORE]
     await store.open()
     upkeep = asyncio.create_task(store.run_upkeep(app[SETTINGS].fold_interval), name="shard-upkeep")
     yield
@@ -65,7 +68,7 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     app[CLOCK] = clock or Clock()
     app[AUTH] = auth
     app[INGEST_STATS] = IngestStats()
-    app[STORE] = ShardStore(  # type: ignore[assignment]
+    app[SHARD_STORE] = app[INGEST] = ShardStore(
         settings.shard_path(index), settings.database_path, settings.synchronous,
         max_db_size=settings.max_db_size, ingest_processes=settings.workers,
     )

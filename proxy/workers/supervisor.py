@@ -17,9 +17,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.api.state import SETTINGS, STORE
 from proxy.config import ConfigError
 from proxy.observability import worker_stats
-from proxy.state import SETTINGS, STORE
 from proxy.storage.shards.shard_store import REFUSAL_CHECK_SECONDS, SYNC_SECONDS, refusal_marker
 from proxy.workers.passthrough import primary_socket_path
 

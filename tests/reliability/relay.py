@@ -16,7 +16,8 @@ import aiohttp
 from aiohttp import web
 
 BULK_PATH = "/api/client/metrics/bulk"
-HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+# aiohttp hands the relay a decompressed body, so its Content-Encoding no longer applies.
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 
 @dataclass

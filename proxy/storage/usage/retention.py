@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.storage.transaction import write_transaction
+
 PRUNE_CHUNK_ROWS = 2000
 
 # table -> (its primary key columns, the time column the cutoff applies to)
@@ -52,18 +54,12 @@ def prune_chunk(db: sqlite3.Connection, table: str, cutoff: float, limit: int = 
     """Delete up to `limit` rows of `table` older than `cutoff` in one transaction (uses the
     table's time index); returns how many went."""
     keys, column = HISTORY[table]
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         cursor = db.execute(
             f"DELETE FROM {table} WHERE ({keys}) IN "
             f"(SELECT {keys} FROM {table} WHERE {column} < ? LIMIT ?)",
             (cutoff, limit),
         )
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return cursor.rowcount
 
 

@@ -39,3 +39,12 @@ async def busiest_usage(db: aiosqlite.Connection, limit: int) -> tuple[list[tupl
     cursor = await db.execute(f"SELECT app_name, feature_name, yes, no FROM usage_totals {order} LIMIT ?", (limit,))
     cursor.row_factory = None  # plain tuples: 10,000 sqlite3.Row objects cost more than the query
     return await cursor.fetchall(), max(0, total - limit)
+
+
+async def totals(db: aiosqlite.Connection) -> list[tuple[str, str, str, int, int]]:
+    """(environment, app, feature, yes, no) summed over every stored hour."""
+    cursor = await db.execute(
+        """SELECT environment, app_name, feature_name, sum(yes), sum(no) FROM hourly_counts
+           GROUP BY environment, app_name, feature_name ORDER BY 1, 2, 3"""
+    )
+    return [tuple(row) for row in await cursor.fetchall()]

@@ -4,17 +4,18 @@ answered from the local store; field names and nesting follow Unleash 7.5.1's an
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_choice, query_int, query_text
-from proxy.auth import TokenKind
-from proxy.state import AUTH, STORE
+from proxy.api.state import STORE
 from proxy.storage import Store
-from proxy.unleash.store import admin_reads
+from proxy.unleash.api import admin_answers
+from proxy.unleash.auth import TokenKind
+from proxy.unleash.state import AUTH
 from proxy.unleash.store.admin_reads import SORT_COLUMNS, ApplicationsQuery
 
 MAX_APPLICATIONS_PAGE = 1000
@@ -38,17 +39,17 @@ async def applications(request: web.Request) -> web.Response:
     )
     store = request.app[STORE]
     return await cached_answer(request, ("admin-applications", query),
-                               lambda _now: admin_reads.applications_page(store, query))
+                               lambda _now: admin_answers.applications_page(store, query))
 
 
-def _one_application(read: Callable[[Store, str], Awaitable[dict[str, Any] | None]]):
+def _one_application(read: Callable[[Store, str], Awaitable[msgspec.Struct | None]]):
     """A handler answering `read(store, appName)`, or 404 when the app is unknown."""
 
     async def handler(request: web.Request) -> web.Response:
         await require_admin(request)
         store, name = request.app[STORE], path_name(request, "appName")
 
-        async def compute(_now: float) -> dict[str, Any]:
+        async def compute(_now: float) -> msgspec.Struct:
             found = await read(store, name)
             if found is None:
                 raise not_found(f"no application named {name!r} has registered with this proxy")
@@ -64,7 +65,7 @@ async def instances(request: web.Request) -> web.Response:
     name, environment = path_name(request, "appName"), path_name(request, "environment")
     store = request.app[STORE]
     return await cached_answer(request, ("instances", name, environment),
-                               lambda now: admin_reads.instances(store, name, environment, now))
+                               lambda now: admin_answers.instances(store, name, environment, now))
 
 
 async def raw_usage(request: web.Request) -> web.Response:
@@ -75,22 +76,22 @@ async def raw_usage(request: web.Request) -> web.Response:
         hours_back = HOURS_BACK_DEFAULT  # out of range falls back to the default, as in Unleash
     store = request.app[STORE]
     return await cached_answer(request, ("raw-usage", flag, hours_back),
-                               lambda now: admin_reads.raw_usage(store, flag, hours_back, now))
+                               lambda now: admin_answers.raw_usage(store, flag, hours_back, now))
 
 
 async def feature_summary(request: web.Request) -> web.Response:
     await require_admin(request)
     store, flag = request.app[STORE], path_name(request, "name")
     return await cached_answer(request, ("feature-summary", flag),
-                               lambda now: admin_reads.feature_summary(store, flag, now))
+                               lambda now: admin_answers.feature_summary(store, flag, now))
 
 
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/admin/metrics/applications", applications),
-        web.get("/api/admin/metrics/applications/{appName}", _one_application(admin_reads.application)),
+        web.get("/api/admin/metrics/applications/{appName}", _one_application(admin_answers.application)),
         web.get("/api/admin/metrics/applications/{appName}/overview",
-                _one_application(admin_reads.application_overview)),
+                _one_application(admin_answers.application_overview)),
         web.get("/api/admin/metrics/instances/{appName}/environment/{environment}", instances),
         web.get("/api/admin/client-metrics/features/{name}/raw", raw_usage),
         web.get("/api/admin/client-metrics/features/{name}", feature_summary),

@@ -13,13 +13,14 @@ from aiohttp import web
 
 from proxy.api.body import read_json
 from proxy.api.errors import bad_data, unavailable
-from proxy.auth import TokenKind
-from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.api.state import CLOCK, INGEST, INGEST_STATS, SETTINGS
 from proxy.storage import JournalEntry, StorageUnavailable
 from proxy.storage.idempotency import MAX_KEY_LENGTH, IdempotencyClaim
 from proxy.unleash.api.impact import attach_impact
 from proxy.unleash.api.ingest import bulk_entries, metrics_entry, registration_entry
+from proxy.unleash.auth import TokenKind
 from proxy.unleash.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.unleash.state import AUTH
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ async def _commit(
 ) -> web.Response:
     app = request.app
     try:
-        counted = await app[STORE].append(entries, claim)
+        counted = await app[INGEST].append(entries, claim)
     except StorageUnavailable as exc:
         reason = "the local store is full" if exc.disk_full else "the local store cannot write"
         raise unavailable(f"{reason}; nothing was stored, retry later", RETRY_AFTER_SECONDS) from None
@@ -51,7 +52,7 @@ def _impact(app: web.Application, entries: list[JournalEntry], raw: msgspec.Raw,
     """Attach the post's impact metrics to its entries, counting what was dropped and why."""
     if not raw:  # the common post carries none: keep the hot path free of this work
         return
-    dropped = attach_impact(entries, raw, app_name, environment, now, app[STORE].impact_guard,
+    dropped = attach_impact(entries, raw, app_name, environment, now, app[INGEST].impact_guard,
                             app[SETTINGS].impact_metrics_max_series)
     app[INGEST_STATS].dropped.update(+dropped)
 

@@ -13,10 +13,12 @@ from aiohttp import web
 
 from proxy.api.body import read_json
 from proxy.api.errors import bad_data, unavailable
-from proxy.auth import TokenKind
-from proxy.state import AUTH, CLOCK, INGEST_STATS, SETTINGS, STORE
+from proxy.api.state import CLOCK, INGEST_STATS, SETTINGS, STORE
 from proxy.storage import StorageUnavailable
+from proxy.unleash.auth import TokenKind
 from proxy.unleash.schemas.custom import CustomMetrics
+from proxy.unleash.state import AUTH
+from proxy.unleash.store import custom_metrics
 from proxy.unleash.store.custom_metrics import Sample, SeriesLimitReached
 
 RETRY_AFTER_SECONDS = 10
@@ -60,9 +62,9 @@ async def post_custom_metrics(request: web.Request) -> web.Response:
     body = await read_json(request, CustomMetrics, settings.max_body_size)
     samples = _valid_samples(body)
     try:
-        app[STORE].record_custom_metrics(
-            samples, app[CLOCK].now(), settings.custom_metrics_ttl, settings.custom_metrics_max_series,
-            forward=settings.upstream is not None,
+        app[STORE].write(
+            custom_metrics.record, samples, app[CLOCK].now(), settings.custom_metrics_ttl,
+            settings.custom_metrics_max_series, settings.upstream is not None,
         )
     except SeriesLimitReached as exc:
         app[INGEST_STATS].dropped["custom_series_limit"] += 1

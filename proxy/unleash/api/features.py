@@ -9,16 +9,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.errors import bad_data, not_found, unavailable
-from proxy.auth import (
+from proxy.auth import presented_token
+from proxy.unleash.auth import (
     DEFAULT_ENVIRONMENT,
     Caller,
     TokenKind,
     environment_of,
-    presented_token,
     projects_of,
 )
-from proxy.state import AUTH, FEATURE_CACHE
 from proxy.unleash.features.document import FeatureDocument, FeatureFilter, Rendered
+from proxy.unleash.state import AUTH, FEATURE_CACHE
 
 RETRY_AFTER_SECONDS = 10
 

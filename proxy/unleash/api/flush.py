@@ -9,8 +9,9 @@ from aiohttp import web
 from proxy.api.errors import ApiError
 from proxy.api.render import json_answer
 from proxy.api.schemas.backstage import FlushResult
-from proxy.state import FORWARDER, SETTINGS
+from proxy.api.state import SETTINGS
 from proxy.unleash.api.admin import require_admin
+from proxy.unleash.state import FORWARDER
 
 
 async def flush(request: web.Request) -> web.Response:

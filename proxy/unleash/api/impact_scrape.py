@@ -11,9 +11,9 @@ from itertools import groupby
 
 from aiohttp import web
 
+from proxy.api.state import STORE
 from proxy.observability.exposition import format_value, header, label_text, text
 from proxy.observability.telemetry import CONTENT_TYPE
-from proxy.state import STORE
 from proxy.storage.journal import ImpactRow
 from proxy.storage.usage.impact import merge
 

@@ -6,44 +6,29 @@ proxy/schemas (proxy/api/openapi.py turns them into JSON Schema), so a field is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.api.params import MAX_INTEGER, MAX_NAME_LENGTH
-from proxy.api.schemas.backstage import FlushResult, Health, Readiness
+from proxy.api.openapi import NAME_SCHEMA, PROMETHEUS_TEXT, Operation, path_param, query_param
+from proxy.api.params import MAX_INTEGER
+from proxy.api.schemas.backstage import FlushResult
 from proxy.unleash.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
 from proxy.unleash.schemas.custom import CustomMetrics
+from proxy.unleash.schemas.features import ClientFeatures, FeatureFlag
+from proxy.unleash.schemas.impact import ImpactMetric
+from proxy.unleash.schemas.reads import (
+    AdminApplication,
+    ApplicationOverview,
+    Applications,
+    ApplicationsPage,
+    ClientApplication,
+    EnvironmentInstances,
+    FeatureSummary,
+    FeatureToggleWindows,
+    RawUsage,
+    SeenApp,
+    SeenToggles,
+)
 from proxy.unleash.store.admin_reads import SORT_COLUMNS
-
-JSON_OBJECT: dict[str, Any] = {"type": "object"}  # an answer not (yet) described by a Struct
-JSON_ARRAY: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
-PROMETHEUS_TEXT = "text/plain"
-
-_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
-
-
-def path_param(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": _NAME}
-
-
-def query_param(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    summary: str
-    token: str | None  # "client", "frontend", "admin"; None: no token needed
-    request: type | None = None  # the msgspec Struct of the JSON request body
-    answer: type | dict[str, Any] | None = None  # a Struct, a plain JSON Schema, or None: 202 empty
-    answer_media: str = "application/json"
-    parameters: list[dict[str, Any]] = field(default_factory=list)
-    errors: tuple[int, ...] = ()  # statuses answered with ErrorBody beyond the token ones
-    other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
-    not_modified: bool = False  # answers 304 to a matching If-None-Match
-
 
 _INGEST_ERRORS = (400, 413, 415, 503)
 _APP_NAME = path_param("appName", "the application's name (URL-decoded)")
@@ -75,23 +60,24 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/api/client/metrics/custom", "Custom metrics, latest value per series", "client",
               CustomMetrics, errors=_INGEST_ERRORS),
     Operation("get", "/api/client/features", "Feature flag definitions for SDKs", "client",
-              answer=JSON_OBJECT, parameters=_FEATURE_FILTERS, errors=(400, 503), not_modified=True),
+              answer=ClientFeatures, parameters=_FEATURE_FILTERS, errors=(400, 503), not_modified=True),
     Operation("get", "/api/client/features/{name}", "One feature flag definition", "client",
-              answer=JSON_OBJECT, parameters=[_FLAG_NAME, *_FEATURE_FILTERS], errors=(400, 404, 503),
+              answer=FeatureFlag, parameters=[_FLAG_NAME, *_FEATURE_FILTERS], errors=(400, 404, 503),
               not_modified=True),
     Operation("get", "/api/client/metrics/feature-toggles", "lastHour and lastMinute counts per flag", "admin",
-              answer=JSON_OBJECT),
+              answer=FeatureToggleWindows),
     Operation("get", "/api/client/seen-toggles", "Flags each app used in the last hour", "admin",
-              answer=JSON_ARRAY),
-    Operation("get", "/api/client/applications", "Apps seen in the last two days", "admin", answer=JSON_OBJECT,
-              parameters=[query_param("strategyName", _NAME, "only apps that registered this strategy")],
+              answer=list[SeenToggles]),
+    Operation("get", "/api/client/applications", "Apps seen in the last two days", "admin", answer=Applications,
+              parameters=[query_param("strategyName", NAME_SCHEMA, "only apps that registered this strategy")],
               errors=(400,)),
     Operation("get", "/api/client/applications/{appName}", "One app's instances, strategies, seen flags",
-              "admin", answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
-    Operation("get", "/api/client/seen-apps", "The apps that used each flag", "admin", answer=JSON_OBJECT),
+              "admin", answer=ClientApplication, parameters=[_APP_NAME], errors=(400, 404)),
+    Operation("get", "/api/client/seen-apps", "The apps that used each flag", "admin",
+              answer=dict[str, list[SeenApp]]),
     Operation("get", "/api/admin/metrics/applications", "A page of applications (Unleash 7 shape)", "admin",
-              answer=JSON_OBJECT, errors=(400,), parameters=[
-                  query_param("query", _NAME, "only apps whose name contains this"),
+              answer=ApplicationsPage, errors=(400,), parameters=[
+                  query_param("query", NAME_SCHEMA, "only apps whose name contains this"),
                   query_param("offset", {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}, "apps to skip (empty: 0)",
                               allowEmptyValue=True),
                   query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_INTEGER},
@@ -100,14 +86,14 @@ OPERATIONS: list[Operation] = [
                   query_param("sortOrder", {"type": "string", "enum": ["asc", "desc"]}, "sort direction"),
               ]),
     Operation("get", "/api/admin/metrics/applications/{appName}", "One application (Unleash 7 shape)", "admin",
-              answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
+              answer=AdminApplication, parameters=[_APP_NAME], errors=(400, 404)),
     Operation("get", "/api/admin/metrics/applications/{appName}/overview", "One application's overview",
-              "admin", answer=JSON_OBJECT, parameters=[_APP_NAME], errors=(400, 404)),
+              "admin", answer=ApplicationOverview, parameters=[_APP_NAME], errors=(400, 404)),
     Operation("get", "/api/admin/metrics/instances/{appName}/environment/{environment}",
-              "Instances of an app in one environment, last 24 h", "admin", answer=JSON_OBJECT, errors=(400,),
+              "Instances of an app in one environment, last 24 h", "admin", answer=EnvironmentInstances, errors=(400,),
               parameters=[_APP_NAME, path_param("environment", "the environment's name")]),
     Operation("get", "/api/admin/client-metrics/features/{name}/raw", "Hourly usage of a flag, zero-filled",
-              "admin", answer=JSON_OBJECT, errors=(400,), parameters=[
+              "admin", answer=RawUsage, errors=(400,), parameters=[
                   _FLAG_NAME,
                   # Not bounded in the schema: outside 1..48 is no error but the default, as in Unleash.
                   query_param("hoursBack", {"type": "integer", "maximum": MAX_INTEGER},
@@ -115,17 +101,12 @@ OPERATIONS: list[Operation] = [
                               allowEmptyValue=True),
               ]),
     Operation("get", "/api/admin/client-metrics/features/{name}", "Last-hour usage and apps of a flag",
-              "admin", answer=JSON_OBJECT, parameters=[_FLAG_NAME], errors=(400,)),
-    Operation("get", "/internal-backstage/health", "Liveness", None, answer=Health),
-    Operation("get", "/internal-backstage/ready", "Readiness: commits work and feature documents exist",
-              None, answer=Readiness, other_answers={503: Readiness}),
-    Operation("get", "/internal-backstage/prometheus", "The proxy's metrics, Prometheus text", None,
-              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
-    Operation("get", "/metrics", "The proxy's metrics, Prometheus text (alias)", None,
-              answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
+              "admin", answer=FeatureSummary, parameters=[_FLAG_NAME], errors=(400,)),
     Operation("get", "/internal-backstage/impact/metrics", "Merged impact metrics, Prometheus text", None,
               answer={"type": "string"}, answer_media=PROMETHEUS_TEXT),
     Operation("post", "/internal-backstage/flush", "Send pending counts upstream now", "admin",
               answer=FlushResult, errors=(409,)),
-    Operation("get", "/openapi.json", "This document", None, answer=JSON_OBJECT),
 ]
+
+# `msgspec.Raw` fields are decoded later, entry by entry; this is what they hold on the wire.
+RAW_FIELD_TYPES: dict[str, Any] = {"impactMetrics": list[ImpactMetric]}

@@ -1,6 +1,6 @@
 """The original Unleash metrics read API, answered from the local store (admin token, or
-auth = "open"). Shapes follow Unleash's old docs/api/metrics-api.md. Answers go through the answer
-cache (proxy/api/cached_read.py), keyed by route and parsed parameters."""
+auth = "open"). Shapes follow Unleash's old docs/api/metrics-api.md (proxy/unleash/schemas/reads.py).
+Answers go through the answer cache (proxy/api/cached_read.py), keyed by route and parsed parameters."""
 
 from __future__ import annotations
 
@@ -9,36 +9,37 @@ from aiohttp import web
 from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_text
-from proxy.state import STORE
+from proxy.api.state import STORE
+from proxy.unleash.api import read_answers
 from proxy.unleash.api.admin import require_admin
-from proxy.unleash.store import reads
+from proxy.unleash.schemas.reads import ClientApplication
 
 
 async def feature_toggles(request: web.Request) -> web.Response:
     await require_admin(request)
     store = request.app[STORE]
-    return await cached_answer(request, ("feature-toggles",), store.feature_toggle_windows)
+    return await cached_answer(request, ("feature-toggles",), lambda now: read_answers.feature_toggles(store, now))
 
 
 async def seen_toggles(request: web.Request) -> web.Response:
     await require_admin(request)
     store = request.app[STORE]
-    return await cached_answer(request, ("seen-toggles",), lambda now: reads.seen_toggles(store, now))
+    return await cached_answer(request, ("seen-toggles",), lambda now: read_answers.seen_toggles(store, now))
 
 
 async def applications(request: web.Request) -> web.Response:
     await require_admin(request)
     store, strategy = request.app[STORE], query_text(request, "strategyName")
     return await cached_answer(request, ("applications", strategy),
-                               lambda now: reads.applications(store, now, strategy))
+                               lambda now: read_answers.applications(store, now, strategy))
 
 
 async def application(request: web.Request) -> web.Response:
     await require_admin(request)
     store, name = request.app[STORE], path_name(request, "appName")
 
-    async def compute(_now: float):
-        found = await reads.application(store, name)
+    async def compute(_now: float) -> ClientApplication:
+        found = await read_answers.application(store, name)
         if found is None:
             raise not_found(f"no application named {name!r} has reported to this proxy")
         return found
@@ -49,7 +50,7 @@ async def application(request: web.Request) -> web.Response:
 async def seen_apps(request: web.Request) -> web.Response:
     await require_admin(request)
     store = request.app[STORE]
-    return await cached_answer(request, ("seen-apps",), lambda _now: reads.seen_apps(store))
+    return await cached_answer(request, ("seen-apps",), lambda _now: read_answers.seen_apps(store))
 
 
 def routes() -> list[web.RouteDef]:

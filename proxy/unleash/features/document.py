@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from proxy.unleash.schemas.features import ClientFeatures
+
 # Distinct filters remembered per document; SDK fleets use a handful, so this only bounds abuse.
 MAX_RENDERED_VIEWS = 256
 
@@ -22,6 +24,7 @@ MAX_RENDERED_VIEWS = 256
 _UPSTREAM_ONLY_META = ("etag", "queryHash")
 
 _encoder = msgspec.json.Encoder()
+_check_features = msgspec.json.Decoder(ClientFeatures).decode
 
 
 class InvalidFeatures(ValueError):
@@ -137,21 +140,14 @@ def _upstream_query(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_features(body: bytes) -> dict[str, Any]:
+    """The document as generic JSON, once it is checked against ClientFeatures."""
     try:
-        raw = msgspec.json.decode(body)
+        _check_features(body)
+        return msgspec.json.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidFeatures(f"not a client features document: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidFeatures(f"not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidFeatures("expected a JSON object with a `features` list")
-    features = raw.get("features")
-    if not isinstance(features, list):
-        raise InvalidFeatures("`features` is missing or not a list")
-    for index, feature in enumerate(features):
-        if not isinstance(feature, dict) or not isinstance(feature.get("name"), str):
-            raise InvalidFeatures(f"`features[{index}]` is not an object with a string `name`")
-    if "segments" in raw and not isinstance(raw["segments"], list):
-        raise InvalidFeatures("`segments` is not a list")
-    return raw
 
 
 EMPTY_DOCUMENT = b'{"version":2,"features":[],"segments":[]}'

@@ -17,18 +17,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Count = Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295, description="a non-negative count")]
+from proxy.storage.journal import Count, ToggleCount
+
 NonEmptyName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 # RFC 3339 text (up to nanosecond precision) or epoch milliseconds, as Unleash's Joi date() accepts.
 # Milliseconds are bounded to the years 1..9999 so that every stored hour has a date-time upstream.
 EpochMillis = Annotated[int, msgspec.Meta(ge=-62_135_596_800_000, le=253_402_300_799_999)]
 Timestamp = datetime | EpochMillis
-
-
-class ToggleCount(msgspec.Struct, kw_only=True, gc=False):
-    yes: Count = 0
-    no: Count = 0
-    variants: dict[str, Count] | None = None
 
 
 class Bucket(msgspec.Struct, kw_only=True, gc=False):

@@ -13,8 +13,6 @@ import sqlite3
 
 import aiosqlite
 
-from proxy.storage.writer import StorageUnavailable
-
 Sample = tuple[str, dict[str, str], float]  # name, labels, value
 
 
@@ -39,32 +37,24 @@ _UPSERT = """
 
 def record(db: sqlite3.Connection, samples: list[Sample], now: float, ttl: float, max_series: int,
            forward: bool) -> None:
-    """Store the samples (expiring stale series first) or raise SeriesLimitReached / StorageUnavailable."""
+    """Store the samples (expiring stale series first), inside the caller's transaction
+    (Store.write), or raise SeriesLimitReached, which rolls all of it back."""
     rows = [(name, labels_key(labels), float(value), now) for name, labels, value in samples]
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("DELETE FROM custom_metrics WHERE updated < ?", (now - ttl,))
-        live = db.execute("SELECT count(*) FROM custom_metrics").fetchone()[0]
-        new: set[tuple[str, str]] = set()
-        for index, (name, labels, _value, _now) in enumerate(rows):
-            key = (name, labels)
-            if key in new:
-                continue
-            if db.execute("SELECT 1 FROM custom_metrics WHERE name = ? AND labels = ?", key).fetchone():
-                continue
-            new.add(key)
-            if live + len(new) > max_series:
-                db.execute("ROLLBACK")
-                raise SeriesLimitReached(index)
-        db.executemany(_UPSERT.format(table="custom_metrics"), rows)
-        if forward:
-            db.executemany(_UPSERT.format(table="pending_custom_metrics"), rows)
-        db.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        disk_full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-        raise StorageUnavailable(str(exc), disk_full) from exc
+    db.execute("DELETE FROM custom_metrics WHERE updated < ?", (now - ttl,))
+    live = db.execute("SELECT count(*) FROM custom_metrics").fetchone()[0]
+    new: set[tuple[str, str]] = set()
+    for index, (name, labels, _value, _now) in enumerate(rows):
+        key = (name, labels)
+        if key in new:
+            continue
+        if db.execute("SELECT 1 FROM custom_metrics WHERE name = ? AND labels = ?", key).fetchone():
+            continue
+        new.add(key)
+        if live + len(new) > max_series:
+            raise SeriesLimitReached(index)
+    db.executemany(_UPSERT.format(table="custom_metrics"), rows)
+    if forward:
+        db.executemany(_UPSERT.format(table="pending_custom_metrics"), rows)
 
 
 async def live_series(db: aiosqlite.Connection, since: float) -> list[tuple[str, dict[str, str], float]]:
@@ -73,3 +63,26 @@ async def live_series(db: aiosqlite.Connection, since: float) -> list[tuple[str,
         "SELECT name, labels, value FROM custom_metrics WHERE updated >= ? ORDER BY name, labels", (since,)
     )
     return [(name, json.loads(labels), value) for name, labels, value in await cursor.fetchall()]
+
+
+# --- forwarding: the latest value per series, sent to {upstream}/client/metrics/custom ------------
+
+def pending_custom_metrics(db: sqlite3.Connection, limit: int = 1000) -> list[tuple[str, str, float, float]]:
+    """(name, labels JSON, value, updated) of series changed since they were last sent."""
+    return db.execute(
+        "SELECT name, labels, value, updated FROM pending_custom_metrics ORDER BY updated, name, labels LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def custom_metrics_sent(db: sqlite3.Connection, rows: list[tuple[str, str, float, float]]) -> None:
+    """Forget the sent values (inside the caller's transaction: Store.write); a series updated
+    meanwhile stays pending with its newer value."""
+    db.executemany(
+        "DELETE FROM pending_custom_metrics WHERE name = ? AND labels = ? AND updated <= ?",
+        [(name, labels, updated) for name, labels, _value, updated in rows],
+    )
+
+
+def drop_pending_custom_metrics(db: sqlite3.Connection) -> int:
+    return db.execute("DELETE FROM pending_custom_metrics").rowcount

@@ -1,26 +1,20 @@
-"""Read queries behind the original Unleash metrics API (`/api/client/...` read shapes).
+"""Queries behind the original Unleash metrics API (`/api/client/...` read shapes).
 
-Every function folds first, so an answer includes every acknowledged count, then aggregates in SQL
-on the read-only connection; Python only shapes the (already aggregated) rows into JSON.
+Each takes the read-only connection (Store.read folds first, so every acknowledged count is in)
+and returns rows, aggregated in SQL; proxy/unleash/api/read_answers.py shapes them into the answer
+Structs. Where an answer lists many names per row (1,000 flags per app), SQLite aggregates them
+into one JSON array of strings per row, which msgspec decodes far faster than the rows themselves
+would arrive one by one.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any
-from urllib.parse import quote
+from typing import NamedTuple
 
 import aiosqlite
 import msgspec
 
-from proxy.storage.store import Store
-from proxy.unleash.store.queries import Windowed, leaves_window, minute_floor
-
-SEEN_TOGGLES_WINDOW = 3600
-APPLICATIONS_WINDOW = 2 * 86400
-
+_decode_names = msgspec.json.Decoder(list[str]).decode
 
 # One row per application known from its SDK instances: first registration, last sighting and the
 # strategies its most recent registration declared (Unleash keeps the latest list, not a union).
@@ -37,33 +31,48 @@ APPS_CTE = """
 """
 
 
-@lru_cache(maxsize=4096)  # answers repeat the same hours and sightings many times
-def iso_ms(seconds: float) -> str:
-    """Epoch seconds as Unleash prints dates: `2026-11-22T18:00:00.000Z`."""
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def names(text: str | None) -> list[str]:
+    """A JSON array of strings from SQLite (json_group_array, or a stored strategies list)."""
+    return _decode_names(text) if text else []
 
 
-# The same format computed by SQLite, for answers whose JSON is built in SQL (epoch seconds column).
-SQL_ISO_MS = "strftime('%Y-%m-%dT%H:%M:%fZ', {}, 'unixepoch')"
+class AppSeen(NamedTuple):
+    app_name: str
+    flags: list[str]
+    counted: int  # yes + no received in the window's minutes
 
 
-def json_list(text: str | None) -> list[Any]:
-    return json.loads(text) if text else []
+class AppRow(NamedTuple):
+    app_name: str
+    created_at: float
+    last_seen: float
+    strategies: list[str]
 
 
-async def fresh_reader(store: Store) -> aiosqlite.Connection:
-    store.fold()  # reads see every acknowledged count
-    return store.reader
+class InstanceRow(NamedTuple):
+    instance_id: str
+    client_ip: str | None
+    last_seen: float
+    created_at: float
 
 
-async def seen_toggles(store: Store, now: float) -> Windowed:
-    """`[{appName, seenToggles, metricsCount}]`: flags each app reported within the last hour.
+class FlagApps(NamedTuple):
+    feature_name: str
+    apps: list[str]
 
-    Built as JSON by SQLite: with 100 apps x 1,000 flags, shaping 100,000 rows in Python took
-    ~300 ms (bench/reads.py)."""
-    db = await fresh_reader(store)
-    since = now - SEEN_TOGGLES_WINDOW
+
+class PairSeen(NamedTuple):
+    """A flag x app pair whose app has no instances left (pruned before the flag's sightings)."""
+
+    feature_name: str
+    app_name: str
+    first_seen: float
+    last_seen: float
+
+
+async def seen_toggles(db: aiosqlite.Connection, since: float, since_minute: int) -> tuple[list[AppSeen], float | None]:
+    """Per app, the flags it reported since `since` and its counts since `since_minute`; and the
+    oldest sighting inside the window (when the clock alone changes the answer)."""
     rows = await db.execute_fetchall(
         # json_group_array(DISTINCT ...) drops the same flag seen in several environments while
         # walking flag_seen_by_app in (app, flag) order: no sort, no per-pair group (71 -> 48 ms
@@ -74,51 +83,33 @@ async def seen_toggles(store: Store, now: float) -> Windowed:
                   FROM flag_seen INDEXED BY flag_seen_by_app
                  WHERE last_seen >= :since GROUP BY app_name),
             counted AS (SELECT app_name, sum(yes + no) AS total FROM minute_app_totals
-                         WHERE minute >= :minute GROUP BY app_name),
-            answer AS (
-                SELECT per_app.app_name, per_app.toggles, coalesce(counted.total, 0) AS total
-                  FROM per_app LEFT JOIN counted ON counted.app_name = per_app.app_name
-                 ORDER BY per_app.app_name)
-           SELECT json_group_array(json_object('appName', app_name, 'seenToggles', json(toggles),
-                                               'metricsCount', total)),
-                  (SELECT min(last_seen) FROM flag_seen WHERE last_seen >= :since)
-             FROM answer""",
-        {"since": since, "minute": minute_floor(since)},
+                         WHERE minute >= :minute GROUP BY app_name)
+           SELECT per_app.app_name, per_app.toggles, coalesce(counted.total, 0)
+             FROM per_app LEFT JOIN counted ON counted.app_name = per_app.app_name
+            ORDER BY per_app.app_name""",
+        {"since": since, "minute": since_minute},
     )
-    answer, oldest = rows[0]
-    # metricsCount sums whole minutes: it also moves when the next minute begins
-    return Windowed(msgspec.Raw(answer.encode()),
-                    leaves_window(oldest, SEEN_TOGGLES_WINDOW, minute_floor(now) + 60))
+    oldest = await db.execute_fetchall("SELECT min(last_seen) FROM flag_seen WHERE last_seen >= ?", (since,))
+    return [AppSeen(app, names(toggles), total) for app, toggles, total in rows], oldest[0][0]
 
 
-async def applications(store: Store, now: float, strategy: str | None) -> Windowed:
-    """Applications seen in the last two days, optionally only those implementing `strategy`."""
-    db = await fresh_reader(store)
+async def applications(db: aiosqlite.Connection, since: float, strategy: str | None) -> list[AppRow]:
+    """Applications seen since `since`, optionally only those implementing `strategy`."""
     rows = await db.execute_fetchall(
         f"""WITH {APPS_CTE}
-            SELECT app_name, strategies, created_at, last_seen FROM apps
+            SELECT app_name, created_at, last_seen, strategies FROM apps
              WHERE last_seen >= :since
                AND (:strategy IS NULL
                     OR EXISTS (SELECT 1 FROM json_each(apps.strategies) WHERE value = :strategy))
              ORDER BY app_name""",
-        {"since": now - APPLICATIONS_WINDOW, "strategy": strategy},
+        {"since": since, "strategy": strategy},
     )
-    found = [
-        {
-            "appName": app,
-            "strategies": json_list(strategies),
-            "createdAt": iso_ms(created),
-            "links": {"appDetails": f"/api/client/applications/{quote(app, safe='')}"},
-        }
-        for app, strategies, created, _ in rows
-    ]
-    oldest = min((seen for *_, seen in rows), default=None)
-    return Windowed({"applications": found}, leaves_window(oldest, APPLICATIONS_WINDOW))
+    return [AppRow(app, created, seen, names(strategies)) for app, created, seen, strategies in rows]
 
 
-async def application(store: Store, app: str) -> dict[str, Any] | None:
-    """One application's instances, declared strategies and every flag it reported; None if unknown."""
-    db = await fresh_reader(store)
+async def application(db: aiosqlite.Connection, app: str) -> tuple[list[InstanceRow], list[str], list[str]] | None:
+    """One application's instances, latest declared strategies and every flag it reported; None
+    if the proxy never heard of it."""
     # With max(), SQLite takes the bare columns from the row holding the maximum: the latest IP.
     instances = await db.execute_fetchall(
         """SELECT instance_id, client_ip, max(last_seen) AS seen, min(created_at) FROM instances
@@ -135,48 +126,28 @@ async def application(store: Store, app: str) -> dict[str, Any] | None:
             ORDER BY last_seen DESC LIMIT 1""",
         (app,),
     )
-    return {
-        "appName": app,
-        "instances": [
-            {"instanceId": instance, "clientIp": ip, "lastSeen": iso_ms(seen), "createdAt": iso_ms(created)}
-            for instance, ip, seen, created in instances
-        ],
-        "strategies": [{"appName": app, "strategies": json_list(latest[0][0] if latest else None)}],
-        "seenToggles": [name for (name,) in toggles],
-    }
+    strategies = names(latest[0][0]) if latest else []
+    return [InstanceRow(*row) for row in instances], strategies, [name for (name,) in toggles]
 
 
-async def seen_apps(store: Store) -> msgspec.Raw:
-    """`{flag: [application]}`: for every flag still in the history, the apps that reported it.
-
-    Built as JSON by SQLite (one entry per flag x app: 100,000 with 100 apps x 1,000 flags)."""
-    db = await fresh_reader(store)
-    rows = await db.execute_fetchall(
-        # Every field of an entry comes from its app when the app has instances, so each app's
-        # object is built once and the answer is joined as text: building 100,000 JSON objects
-        # (two dates each) and re-parsing them took twice as long (bench/reads.py).
-        f"""WITH {APPS_CTE},
-            app_objects AS (
-                -- The proxy has no application metadata; Unleash answers null until set in its UI.
-                SELECT app_name, json_object(
-                           'appName', app_name, 'createdAt', {SQL_ISO_MS.format("created_at")},
-                           'updatedAt', {SQL_ISO_MS.format("last_seen")}, 'description', NULL,
-                           'strategies', json(coalesce(strategies, '[]')), 'url', NULL, 'color', NULL,
-                           'icon', NULL) AS object
-                  FROM apps),
-            pairs AS (
-                SELECT feature_name, app_name, min(first_seen) AS created, max(last_seen) AS updated
-                  FROM flag_seen GROUP BY feature_name, app_name ORDER BY feature_name, app_name),
-            per_flag AS (
-                -- An app whose instances were pruned before its flag sightings: dates from those.
-                SELECT pairs.feature_name, group_concat(coalesce(app_objects.object, json_object(
-                           'appName', pairs.app_name, 'createdAt', {SQL_ISO_MS.format("pairs.created")},
-                           'updatedAt', {SQL_ISO_MS.format("pairs.updated")}, 'description', NULL,
-                           'strategies', json('[]'), 'url', NULL, 'color', NULL, 'icon', NULL)), ',') AS apps
-                  FROM pairs LEFT JOIN app_objects ON app_objects.app_name = pairs.app_name
-                 GROUP BY pairs.feature_name ORDER BY pairs.feature_name)
-           SELECT '{{' || coalesce(group_concat(json_quote(feature_name) || ':[' || apps || ']', ','), '')
-                  || '}}'
-             FROM per_flag"""
+async def seen_apps(db: aiosqlite.Connection) -> tuple[list[AppRow], list[FlagApps], list[PairSeen]]:
+    """For every flag still in the history, the apps that reported it (in name order); the apps
+    known from their instances; and the pairs whose app has none left."""
+    apps = await db.execute_fetchall(
+        f"WITH {APPS_CTE} SELECT app_name, created_at, last_seen, strategies FROM apps ORDER BY app_name"
     )
-    return msgspec.Raw(rows[0][0].encode())
+    flags = await db.execute_fetchall(
+        """SELECT feature_name, json_group_array(app_name) FROM
+              (SELECT DISTINCT feature_name, app_name FROM flag_seen ORDER BY feature_name, app_name)
+            GROUP BY feature_name ORDER BY feature_name"""
+    )
+    orphans = await db.execute_fetchall(
+        """SELECT feature_name, app_name, min(first_seen), max(last_seen) FROM flag_seen
+            WHERE app_name NOT IN (SELECT app_name FROM instances)
+            GROUP BY feature_name, app_name"""
+    )
+    return (
+        [AppRow(app, created, seen, names(strategies)) for app, created, seen, strategies in apps],
+        [FlagApps(flag, names(found)) for flag, found in flags],
+        [PairSeen(*row) for row in orphans],
+    )

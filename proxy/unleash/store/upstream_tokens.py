@@ -23,15 +23,8 @@ def load(db: sqlite3.Connection) -> dict[str, TokenVerdict]:
 
 
 def save(db: sqlite3.Connection, verdicts: dict[str, TokenVerdict]) -> None:
-    """`verdicts` by token digest."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
-            "INSERT OR REPLACE INTO upstream_tokens (token, kind, environment, checked) VALUES (?, ?, ?, ?)",
-            [(token, *verdict) for token, verdict in verdicts.items()],
-        )
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+    """`verdicts` by token digest (inside the caller's transaction: Store.write)."""
+    db.executemany(
+        "INSERT OR REPLACE INTO upstream_tokens (token, kind, environment, checked) VALUES (?, ?, ?, ?)",
+        [(token, *verdict) for token, verdict in verdicts.items()],
+    )

@@ -13,7 +13,8 @@ from functools import lru_cache
 import msgspec
 
 from proxy.storage.journal import ImpactRow
-from proxy.storage.outbox import InstanceRow, OutboxItem, PendingImpact, PendingRow
+from proxy.storage.outbox import OutboxItem
+from proxy.unleash.store.pending import InstanceRow, PendingImpact, PendingRow
 
 _encode = msgspec.json.encode
 _decode_impact = msgspec.msgpack.Decoder(ImpactRow).decode
@@ -116,7 +117,3 @@ def encode_body(items: list[OutboxItem]) -> bytes:
         return _HEAD + apps + _MIDDLE + metrics + _TAIL
     return _HEAD + apps + _MIDDLE + metrics + _IMPACT + impact + _TAIL
 
-
-def halves(items: list[OutboxItem]) -> list[list[OutboxItem]]:
-    middle = len(items) // 2
-    return [items[:middle], items[middle:]]

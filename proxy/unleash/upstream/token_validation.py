@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 
 import aiohttp
 import msgspec
 
 from proxy.clock import Clock
-from proxy.storage import Store
+from proxy.storage import StorageUnavailable, Store
+from proxy.unleash.store import upstream_tokens
 from proxy.unleash.store.upstream_tokens import TokenVerdict, digest
+from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class UpstreamUnreachable(Exception):
     pass
 
 
+class ValidationQuestion(msgspec.Struct):
+    tokens: list[str]
+
+
 class ValidatedToken(msgspec.Struct):
     token: str
     type: str
@@ -48,6 +53,7 @@ class ValidationAnswer(msgspec.Struct):
 
 
 _decode_answer = msgspec.json.Decoder(ValidationAnswer).decode
+_encode_question = msgspec.json.Encoder().encode
 
 
 def validate_url(upstream_url: str) -> str:
@@ -59,24 +65,26 @@ def validate_url(upstream_url: str) -> str:
 
 
 class TokenValidator:
-    def __init__(self, upstream_url: str, timeout: float, revalidate_after: float, store: Store,
-                 clock: Clock, headers: dict[str, str] | None = None) -> None:
-        self.url = validate_url(upstream_url)
+    def __init__(self, client: UpstreamClient, timeout: float, revalidate_after: float, store: Store,
+                 clock: Clock) -> None:
+        self.client = client
+        self.url = validate_url(client.base_url)
         self.timeout = min(timeout, MAX_CHECK_SECONDS)
         self.revalidate_after = revalidate_after
         self.store = store
         self.clock = clock
-        self.headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         self.calls = 0  # validation requests sent, for the scrape
         self.failures = 0
         self._verdicts: dict[str, TokenVerdict] | None = None
         self._in_flight: dict[str, asyncio.Future[TokenVerdict]] = {}
-        self._session: aiohttp.ClientSession | None = None
 
     async def verdict(self, token: str) -> tuple[str | None, str | None]:
         """(kind or None if invalid, environment). Raises UpstreamUnreachable for an unchecked token."""
         if self._verdicts is None:
-            self._verdicts = self.store.load_upstream_tokens()
+            try:
+                self._verdicts = self.store.on_writer(upstream_tokens.load)
+            except StorageUnavailable:
+                self._verdicts = {}  # the database did not open: every token is asked upstream
         key = digest(token)
         known = self._verdicts.get(key)
         if known is not None and self.clock.now() - known[2] < self.revalidate_after:
@@ -116,27 +124,22 @@ class TokenValidator:
         assert self._verdicts is not None
         self._verdicts[key] = verdict
         try:
-            self.store.save_upstream_tokens({key: verdict})
-        except sqlite3.Error as exc:
+            self.store.write(upstream_tokens.save, {key: verdict})
+        except StorageUnavailable as exc:
             # The verdict still holds in memory; only a restart would ask the upstream again.
             log.error("could not store a token verdict: %s", exc)
         return verdict
 
     async def _ask(self, token: str) -> ValidationAnswer:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         self.calls += 1
-        async with self._session.post(self.url, json={"tokens": [token]}, headers=self.headers) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                raise UpstreamUnreachable(f"{self.url} answered {resp.status}")
-        return _decode_answer(body)
+        reply = await self.client.request("POST", self.url, body=_encode_question(ValidationQuestion([token])),
+                                          headers={"Content-Type": "application/json"}, timeout=self.timeout)
+        if reply.status != 200:
+            raise UpstreamUnreachable(f"{self.url} answered {reply.status}")
+        return _decode_answer(reply.body)
 
     async def close(self, _app: object = None) -> None:
         """Also usable as an aiohttp on_cleanup callback."""
         for task in list(self._in_flight.values()):
             task.cancel()
         await self.settle()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -8,8 +8,10 @@ from itertools import groupby
 
 from aiohttp import web
 
+from proxy.api.state import CLOCK, SETTINGS, STORE
 from proxy.observability.exposition import family, usage_family
-from proxy.state import AUTH, CLOCK, SETTINGS, STORE
+from proxy.unleash.state import AUTH
+from proxy.unleash.store import custom_metrics
 
 CUSTOM_HELP = "Custom metric reported through metrics-proxy"
 
@@ -63,7 +65,7 @@ async def store_families(app: web.Application) -> list[str]:
             "(app, flag) pairs not rendered in feature_toggle_usage_total (prometheus_max_usage_series)",
             [((), left_out)],
         )
-    series = await store.custom_series(now - settings.custom_metrics_ttl)
+    series = await store.read(custom_metrics.live_series, now - settings.custom_metrics_ttl)
     for name, group in groupby(series, key=lambda s: s[0]):
         # Clients send a counter's current value, so the latest value is the series' value;
         # names ending in _total are counters by Prometheus convention, the rest gauges.

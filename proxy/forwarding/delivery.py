@@ -1,0 +1,209 @@
+"""Delivering the durable outbox: each environment's batches, oldest first, until each is settled.
+
+The outcome table, the same for every vendor (the vendor only says how one attempt is sent):
+- 2xx: delivered, the batch is deleted;
+- 413 and 400: split in halves until the rejected items stand alone, which go to dead_letters;
+- 401/403/404 (and other 4xx): the environment pauses for `auth_retry_interval`, batches kept;
+- 429/408/5xx/network errors: retried with capped full-jitter backoff and no time budget,
+  Retry-After being a lower bound.
+
+A batch leaves the outbox only after one of those outcomes is committed, so whatever happens
+(crash, SIGTERM, outage) an item is in a batch on disk, delivered, or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
+
+from proxy.clock import Clock
+from proxy.forwarding.stats import ForwarderStats
+from proxy.storage.outbox import Batch, Outbox, OutboxItem
+from proxy.upstream.client import SendResult
+
+log = logging.getLogger(__name__)
+
+# One attempt at sending a batch (no retries: those are this module's).
+SendOnce = Callable[[Batch], Awaitable[SendResult]]
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def halves(items: list[OutboxItem]) -> list[list[OutboxItem]]:
+    middle = len(items) // 2
+    return [items[:middle], items[middle:]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retry_initial: float  # seconds before the first retry's ceiling doubles
+    retry_max: float  # cap of the backoff ceiling
+    auth_retry_interval: float  # how long a refused environment pauses
+    max_in_flight: int  # requests at once per environment
+
+
+class _Retryable(Exception):
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+class Delivery:
+    def __init__(self, outbox: Outbox, send_once: SendOnce, policy: RetryPolicy, clock: Clock,
+                 stats: ForwarderStats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.outbox = outbox
+        self.send_once = send_once
+        self.policy = policy
+        self.clock = clock
+        self.stats = stats
+        # Waits between retries go through `sleep`, so a test can run a 24 h outage on a clock it
+        # moves (tests/reliability/test_long_outage.py) instead of waiting for it.
+        self.sleep = sleep
+        self._paused_until: dict[str, float] = {}
+        self._pause_logged: dict[str, int | None] = {}  # env -> status last logged
+        self._in_flight: set[int] = set()  # batch seqs being sent
+        self._drains: dict[str, asyncio.Task] = {}
+
+    # --- draining ---------------------------------------------------------------------------
+
+    def drain(self, env: str) -> None:
+        """Start sending the environment's batches, unless it is paused or already draining."""
+        if self.is_paused(env, self.clock.now()):
+            return
+        drain = self._drains.get(env)
+        if drain is None or drain.done():
+            self._drains[env] = asyncio.create_task(self._drain(env), name=f"drain-{env}")
+
+    async def idle(self) -> None:
+        """Return once no drain is running."""
+        while running := [t for t in self._drains.values() if not t.done()]:
+            await asyncio.wait(running)
+
+    async def cancel(self) -> None:
+        for task in self._drains.values():
+            task.cancel()
+        await asyncio.gather(*self._drains.values(), return_exceptions=True)
+
+    def is_paused(self, env: str, now: float) -> bool:
+        until = self._paused_until.get(env)
+        if until is None:
+            return False
+        if now >= until:
+            del self._paused_until[env]
+            self.stats.paused_environments.discard(env)
+            return False
+        return True
+
+    async def _drain(self, env: str) -> None:
+        sending: set[asyncio.Task] = set()
+        failed = False
+        try:
+            while True:
+                # After an unexpected error (e.g. the disk is full) take no new batches until the
+                # next tick, rather than spinning on the same batch.
+                if not failed and not self.is_paused(env, self.clock.now()):
+                    room = self.policy.max_in_flight - len(sending)
+                    for batch in self.outbox.oldest_batches(env, self._in_flight, room):
+                        self._in_flight.add(batch.seq)
+                        sending.add(asyncio.create_task(self._deliver(batch)))
+                if not sending:
+                    return
+                done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        failed = True
+                        log.error("sending a batch of %s failed, kept for the next tick: %r", env, task.exception())
+        finally:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    # --- one batch --------------------------------------------------------------------------
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Send one batch until it is delivered, dead-lettered or its environment pauses."""
+        try:
+            result = await self._send_with_retries(batch)
+            status = result.status or 0
+            if 200 <= status < 300:
+                now = self.clock.now()
+                self.outbox.delivered(batch, now)
+                self.stats.batches_delivered += 1
+                self.stats.last_success_time = now
+                self._pause_logged.pop(batch.environment, None)
+            elif status in (400, 413):
+                await self._reject(batch, result)
+            else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
+                self._pause(batch.environment, result)
+        finally:
+            self._in_flight.discard(batch.seq)
+
+    async def _send_with_retries(self, batch: Batch) -> SendResult:
+        ambiguous = False
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            wait=self._backoff,
+            stop=stop_never,
+            before_sleep=self._count_retry,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                result = await self.send_once(batch)
+                self.stats.requests[result.label] += 1
+                if result.ambiguous and not ambiguous:
+                    ambiguous = True
+                    self.stats.ambiguous_batches += 1
+                if result.retryable:
+                    self.outbox.record_attempt(batch.seq, result.error[:500])
+                    raise _Retryable(result)
+        return result
+
+    def _backoff(self, state: RetryCallState) -> float:
+        # Full jitter (uniform in [0, min(cap, initial * 2^n)]) keeps many proxies from retrying in
+        # step; the upstream's Retry-After is a floor, even above the cap.
+        ceiling = min(self.policy.retry_max, self.policy.retry_initial * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(0, ceiling)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.result.retry_after is not None:
+            delay = max(delay, exc.result.retry_after)
+        return delay
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+
+    async def _reject(self, batch: Batch, result: SendResult) -> None:
+        """400/413: split until the rejected items stand alone; those are dead-lettered."""
+        if len(batch.items) == 1:
+            moved = self.outbox.dead_letter(batch, result.status, result.error[:500], self.clock.now())
+            self.stats.dead_lettered_rows += moved
+            log.error("upstream refused an item of %s for good (%s); moved to dead_letters",
+                      batch.environment, result.error[:200])
+            return
+        children = self.outbox.split(batch, halves(batch.items), new_batch_id)
+        self.stats.batches_split += 1
+        self._in_flight.update(c.seq for c in children)  # before any await: the drain must not take them
+        for child in children:
+            await self._deliver(child)
+
+    def _pause(self, env: str, result: SendResult) -> None:
+        now = self.clock.now()
+        # Logged once per refusal reason, not on every slow retry; a 2xx resets it.
+        if self._pause_logged.get(env) != result.status:
+            self._pause_logged[env] = result.status
+            log.error(
+                "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
+                env, result.error[:200], self.policy.auth_retry_interval,
+            )
+            self.outbox.set_pause(env, result.error[:200])
+        self._paused_until[env] = now + self.policy.auth_retry_interval
+        self.stats.paused_environments.add(env)

@@ -1,0 +1,62 @@
+"""What `metrics-proxy status` prints: per environment, what waits to be sent upstream, read from
+the database file (read-only, safe beside a running proxy)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def status_report(db: sqlite3.Connection) -> dict:
+    """What `metrics-proxy status` prints, read from any connection (it opens the file read-only)."""
+    envs: dict[str, dict] = {}
+
+    def env(name: str) -> dict:
+        return envs.setdefault(name, {
+            "pending_rows": 0, "pending_yes": 0, "pending_no": 0, "batches": 0, "batch_rows": 0,
+            "batch_yes": 0, "batch_no": 0, "oldest": None, "last_success": None, "paused": None,
+            "dead_letters": 0,
+        })
+
+    for name, rows, yes, no, oldest_hour in db.execute(
+        "SELECT environment, count(*), sum(yes), sum(no), min(hour) FROM pending_counts GROUP BY environment"
+    ):
+        e = env(name)
+        e.update(pending_rows=rows, pending_yes=yes, pending_no=no, oldest=oldest_hour)
+    for name, batches, oldest in db.execute(
+        "SELECT environment, count(*), min(created) FROM outbox_batches GROUP BY environment"
+    ):
+        e = env(name)
+        e["batches"] = batches
+        e["oldest"] = oldest if e["oldest"] is None else min(e["oldest"], oldest)
+    for name, rows, yes, no in db.execute(
+        "SELECT b.environment, count(*), sum(i.yes), sum(i.no) FROM outbox_items i "
+        "JOIN outbox_batches b ON b.seq = i.batch_seq WHERE i.kind = 'metric' GROUP BY b.environment"
+    ):
+        env(name).update(batch_rows=rows, batch_yes=yes, batch_no=no)
+    for name, rows in db.execute("SELECT environment, count(*) FROM dead_letters GROUP BY environment"):
+        env(name)["dead_letters"] = rows
+    instance_id = None
+    for key, value in db.execute("SELECT key, value FROM forwarder_state"):
+        kind, _, name = key.partition(":")
+        if kind == "last_success":
+            env(name)["last_success"] = float(value)
+        elif kind == "paused":
+            env(name)["paused"] = value
+        elif kind == "instance_id":
+            instance_id = value
+    return {"instance_id": instance_id, "environments": dict(sorted(envs.items()))}
+
+
+class StatusUnavailable(Exception):
+    """The database file cannot be read as an outbox (e.g. written before the outbox existed)."""
+
+
+def read_status(path) -> dict:
+    """status_report() of the database file at `path`, opened read-only beside a running proxy."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return status_report(db)
+    except sqlite3.OperationalError as exc:
+        raise StatusUnavailable(str(exc)) from exc
+    finally:
+        db.close()
