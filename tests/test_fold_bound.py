@@ -12,8 +12,9 @@ import pytest
 from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.store.journal import ImpactRow
 from proxy.store.limits import PAGE_FILL_SLACK
+from tests.support import this_hour
 
-HOUR = 1_700_000_000 // 3600 * 3600
+HOUR = this_hour()
 
 
 def distinct_keys(rng: random.Random, n: int) -> list[JournalEntry]:

@@ -12,8 +12,9 @@ from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.store import CountRow, JournalEntry, Store
 from proxy.store.shard_store import ShardStore
 from proxy.store.shards import backlog_bytes
+from tests.support import this_hour
 
-HOUR = 1795370400
+HOUR = this_hour()
 
 
 def entry(yes: int) -> JournalEntry:
