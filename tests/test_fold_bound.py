@@ -12,7 +12,7 @@ import pytest
 from proxy.store import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.store.journal import ImpactRow
 from proxy.store.limits import PAGE_FILL_SLACK
-from tests.support import this_hour
+from tests.support import iso, this_hour
 
 HOUR = this_hour()
 
@@ -55,7 +55,7 @@ def registrations(rng: random.Random, n: int) -> list[JournalEntry]:
         JournalEntry("production", HOUR + i, [], [
             InstanceSeen(f"app-{i % 7}", f"instance-{i}-" + "i" * rng.randrange(200), "unleash-node-sdk:6.1.0",
                          [f"strategy-{s}-" + "s" * rng.randrange(50) for s in range(rng.randrange(20))], 15.0,
-                         "2026-11-22T10:00:00.000Z", "10.0.0.1", [f"project-{p}" for p in range(rng.randrange(10))])
+                         iso(HOUR - 8 * 3600, ".000"), "10.0.0.1", [f"project-{p}" for p in range(rng.randrange(10))])
         ])
         for i in range(n)
     ]
