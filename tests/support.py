@@ -36,7 +36,7 @@ def this_hour() -> int:
 
 
 def iso(seconds: float, fraction: str = "") -> str:
-    """Whole epoch seconds as RFC 3339 UTC the way SDKs write it: iso(t) -> '2026-11-22T18:19:38Z';
+    """Whole epoch seconds as RFC 3339 UTC the way SDKs write it: iso(t) -> 'YYYY-MM-DDThh:mm:ssZ';
     `fraction` is written out as given (iso(t, '.151506186') for nanoseconds, '.000' for milliseconds)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"
 
