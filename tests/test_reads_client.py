@@ -34,6 +34,8 @@ async def get_json(client, path: str, status: int = 200):
 
 @pytest.fixture
 async def proxy(client):
+    """The proxy under test; its clock stands at half past the current hour (or at the recording,
+    for tests marked clock_at)."""
     return client
 
 
