@@ -24,6 +24,7 @@ import aiohttp
 from bench.backlog import fill_backlog, outage_then_recovery
 from bench.harness import cli
 from bench.recorder import UPSTREAM_TOKEN, recording_upstream
+from tests.support import iso, this_hour
 
 GOAL_SECONDS = 30.0
 IN_FLIGHT = 4
@@ -32,7 +33,7 @@ IN_FLIGHT = 4
 def filler_body(size: int) -> bytes:
     """A valid bulk body of about `size` bytes whose counts are zero (they must not skew the tally)."""
     item = json.dumps({"featureName": "baseline.flag", "appName": "baseline", "environment": "development",
-                       "timestamp": "2026-11-22T20:00:00.000Z", "yes": 0, "no": 0, "variants": {}})
+                       "timestamp": iso(this_hour(), ".000"), "yes": 0, "no": 0, "variants": {}})
     items = max(1, (size - 32) // (len(item) + 1))
     return ('{"applications":[],"metrics":[' + ",".join([item] * items) + "]}").encode()
 

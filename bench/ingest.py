@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.harness import cli, proxy_server, server, wrk
 from proxy.config import Settings
+from tests.support import iso, this_hour
 
 APPS = 64
 # The ceiling for this stack (bench/bare_server.py), as a server() command.
@@ -26,9 +27,10 @@ BARE_SERVER = [sys.executable, str(Path(__file__).with_name("bare_server.py")), 
 
 
 def body(app: int, toggles: int) -> str:
+    minute = this_hour() + 19 * 60 + 38  # a one-minute bucket of the current hour, nanoseconds as the Python SDK
     return json.dumps({
         "appName": f"bench-app-{app}", "instanceId": f"bench-{app}", "sdkVersion": "unleash-python-sdk:6.9.1",
-        "bucket": {"start": "2026-11-22T18:19:38.151506186Z", "stop": "2026-11-22T18:20:38.280696701Z",
+        "bucket": {"start": iso(minute, ".151506186"), "stop": iso(minute + 60, ".280696701"),
                    "toggles": {f"feature.flag-{t}": {"yes": 7, "no": 3,
                                                       "variants": {"red": 4, "blue": 3} if t % 5 == 0 else {}}
                                for t in range(toggles)}},

@@ -34,14 +34,16 @@ import aiohttp
 
 from bench.harness import settle_disk
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
+from tests.support import iso, this_hour
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_TOKEN = "*:*.bench-admin-secret"
 CLIENT_TOKEN = "default:development.bench-client-secret"
 COLD_SAMPLES = (5, 10)  # quick, full
-# The post that makes every cached answer stale before a cold read: one count of a stored flag.
+# The post that makes every cached answer stale before a cold read: one count of a stored flag, in
+# the current hour (a bucket dated long ago would be older than the 48 h retention).
 CHANGE = {"appName": "app-007", "instanceId": "app-007-1",
-          "bucket": {"start": "2026-01-01T00:00:00Z", "stop": "2026-01-01T00:00:10Z",
+          "bucket": {"start": iso(this_hour()), "stop": iso(this_hour() + 10),
                      "toggles": {"flag-0042": {"yes": 1, "no": 0}}}}
 GOAL_RATIO = 10.0
 HEALTH = "health (trivial)"

@@ -23,11 +23,13 @@ from proxy.storage.journal import CountRow, JournalEntry
 
 CONCURRENCY = 64
 TOGGLES = 20
+NOW = time.time()  # entries are received from now on, into the current hour
+HOUR = int(NOW // 3600 * 3600)
 
 
 def entry(n: int) -> list[JournalEntry]:
-    rows = [CountRow(f"app-{n % 64}", f"flag-{j}", 1_700_000_000 // 3600 * 3600, 3, 1) for j in range(TOGGLES)]
-    return [JournalEntry("development", 1_700_000_000.0 + n / 1000, rows)]
+    rows = [CountRow(f"app-{n % 64}", f"flag-{j}", HOUR, 3, 1) for j in range(TOGGLES)]
+    return [JournalEntry("development", NOW + n / 1000, rows)]
 
 
 async def run(variant: str, requests: int, folder: Path) -> float:
@@ -40,7 +42,7 @@ async def run(variant: str, requests: int, folder: Path) -> float:
 
         async def worker() -> None:
             for n in next_n:
-                claim = IdempotencyClaim("development", f"batch-{n}", 1_700_000_000.0) if keyed else None
+                claim = IdempotencyClaim("development", f"batch-{n}", NOW) if keyed else None
                 await store.append(entry(n), claim)
                 if n % 5000 == 0:
                     store.fold()  # the periodic fold, as the app runs it

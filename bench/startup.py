@@ -16,8 +16,11 @@ from pathlib import Path
 from bench.harness import cli, free_port, settle_disk, wait_healthy
 from proxy.storage.database import open_writer
 from proxy.storage.migrations import migrate
+from tests.support import this_hour
 
-HOUR = 1795370400
+# The newest hour of the filled rows: the current one, so the 48 hours filled are all within the
+# retention (rows dated long ago would be pruned right after the start being measured).
+HOUR = this_hour()
 
 
 def fill(path: Path, target_bytes: int) -> int:

@@ -20,9 +20,22 @@ from tests.support import (
 pytest_plugins = ["tests.forwarding"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "clock_at(seconds): the clock fixture (and every proxy app built on it) starts at this instant "
+        "instead of half past the current hour; for tests that replay the recorded SDK traffic at the "
+        "time it was recorded (tests/reads_support.py: RECORDED_AT)",
+    )
+
+
 @pytest.fixture
-def clock() -> ManualClock:
-    # A fixed, recent instant in the middle of an hour, so windows are deterministic.
+def clock(request) -> ManualClock:
+    marker = request.node.get_closest_marker("clock_at")
+    if marker is not None:
+        return ManualClock(start=marker.args[0])
+    # A fixed, recent instant in the middle of an hour, so windows are deterministic. Tests derive
+    # their bucket times from it (or from now): no test may depend on today's date.
     return ManualClock(start=(time.time() // 3600) * 3600 + 1800)
 
 

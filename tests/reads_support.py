@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import calendar
 import json
-from datetime import UTC, datetime
+import time
 
-from tests.support import PAYLOADS, client_headers, recorded_requests
+from tests.support import PAYLOADS, client_headers, hour_start, iso, recorded_requests
 
-# The recorded traffic was sent between 18:19 and 18:21 UTC on this day (bucket stops included);
-# the read tests put the proxy's clock just after it, so windows line up with Unleash's answers.
-RECORDED_AT = datetime(2026, 11, 22, 18, 25, tzinfo=UTC).timestamp()
-RECORDED_HOUR = "2026-11-22T18:00:00.000Z"
+
+def recorded_hour() -> int:
+    """The hour in which the recorded SDK metrics were sent, read from their bucket stops."""
+    hours = {hour_start(calendar.timegm(time.strptime(r["body"]["bucket"]["stop"][:19], "%Y-%m-%dT%H:%M:%S")))
+             for r in recorded_requests("metrics")}
+    assert len(hours) == 1, f"the recording spans several hours: {sorted(hours)}"
+    return hours.pop()
+
+
+# The recorded traffic was sent between 18:19 and 18:21 UTC (bucket stops included). Tests that
+# replay it and compare with Unleash's answers run the proxy's clock just after it, at 18:25 of the
+# recording's day (`@pytest.mark.clock_at(RECORDED_AT)`), so windows line up with Unleash's answers.
+# The date is the recording's: since the clock stands there, it never ages.
+RECORDED_AT = recorded_hour() + 25 * 60
+RECORDED_HOUR = iso(hour_start(RECORDED_AT), ".000")
 
 
 def admin_response(name: str) -> dict:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 
+from tests.support import hour_start, iso, this_hour
 
-def metrics_body(app: str, toggles: dict[str, tuple[int, int]]) -> dict:
-    """A /api/client/metrics body with (yes, no) per toggle, in the 18:00 hour of 2026-11-22."""
+
+def metrics_body(app: str, toggles: dict[str, tuple[int, int]], at: float | None = None) -> dict:
+    """A /api/client/metrics body with (yes, no) per toggle, its bucket the first minute of the
+    hour of `at` (the proxy's clock), or of the current hour."""
+    hour = this_hour() if at is None else hour_start(at)
     return {
         "appName": app,
         "instanceId": "i-1",
         "bucket": {
-            "start": "2026-11-22T18:00:00Z",
-            "stop": "2026-11-22T18:01:00Z",
+            "start": iso(hour),
+            "stop": iso(hour + 60),
             "toggles": {name: {"yes": yes, "no": no} for name, (yes, no) in toggles.items()},
         },
     }

@@ -20,6 +20,31 @@ PROD_TOKEN = "default:production.test-prod-secret"
 FRONTEND_TOKEN = "default:development.test-frontend-secret"
 ADMIN_TOKEN = "*:*.test-admin-secret"
 
+HOUR = 3600
+
+
+# Times in tests are derived from the injected clock or from now, never written as calendar dates
+# that age: .ci/run runs the suite with the system clock moved 400 days ahead to prove it.
+def hour_start(seconds: float) -> int:
+    """The start of the UTC hour that holds `seconds` (epoch seconds)."""
+    return int(seconds // HOUR * HOUR)
+
+
+def this_hour() -> int:
+    """The start of the current hour of the system clock."""
+    return hour_start(time.time())
+
+
+def iso(seconds: float, fraction: str = "") -> str:
+    """Whole epoch seconds as RFC 3339 UTC the way SDKs write it: iso(t) -> 'YYYY-MM-DDThh:mm:ssZ';
+    `fraction` is written out as given (iso(t, '.151506186') for nanoseconds, '.000' for milliseconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"
+
+
+def epoch_ms(seconds: float) -> int:
+    """Epoch milliseconds, the other timestamp form SDKs send."""
+    return int(round(seconds * 1000))
+
 
 def client_headers(token: str = CLIENT_TOKEN) -> dict[str, str]:
     return {"Authorization": token, "Content-Type": "application/json"}

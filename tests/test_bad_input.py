@@ -10,9 +10,12 @@ import zlib
 import pytest
 
 from proxy.api.state import STORE
-from tests.support import CLIENT_TOKEN, client_headers
+from tests.support import CLIENT_TOKEN, client_headers, epoch_ms, iso, this_hour
 
-GOOD_BUCKET = {"start": "2026-11-22T18:19:38.151506186Z", "stop": "2026-11-22T18:19:39Z",
+# 19:38 into the current hour (when the module is loaded): never later than the clock fixture, which
+# stands at half past the hour of each test. Nanoseconds, as the Python SDK writes them.
+AT = this_hour() + 19 * 60 + 38
+GOOD_BUCKET = {"start": iso(AT, ".151506186"), "stop": iso(AT + 1),
                "toggles": {"flag-a": {"yes": 1, "no": 2}}}
 
 
@@ -46,7 +49,7 @@ CASES = [
     ("missing stop", "/api/client/metrics", metrics(bucket={"start": GOOD_BUCKET["start"], "toggles": {}}),
      "application/json", 400, "bucket.stop"),
     ("start after stop", "/api/client/metrics",
-     metrics(bucket={**GOOD_BUCKET, "start": "2026-11-22T19:00:00Z", "stop": "2026-11-22T18:00:00Z"}),
+     metrics(bucket={**GOOD_BUCKET, "start": iso(this_hour() + 3600), "stop": iso(this_hour())}),
      "application/json", 400, "bucket.start"),
     ("toggles not an object", "/api/client/metrics", metrics(bucket={**GOOD_BUCKET, "toggles": []}),
      "application/json", 400, "bucket.toggles"),
@@ -54,11 +57,11 @@ CASES = [
     ("not JSON", "/api/client/metrics", b"{appName: nope", "application/json", 400, None),
     ("wrong content type", "/api/client/metrics", b"appName=x", "application/x-www-form-urlencoded", 415, None),
     ("register without strategies", "/api/client/register",
-     {"appName": "a", "interval": 10, "started": "2026-11-22T18:19:06.000Z"}, "application/json", 400, "strategies"),
+     {"appName": "a", "interval": 10, "started": iso(AT - 32, ".000")}, "application/json", 400, "strategies"),
     ("register bad started", "/api/client/register",
      {"appName": "a", "interval": 10, "started": "soon", "strategies": []}, "application/json", 400, "started"),
     ("register negative interval", "/api/client/register",
-     {"appName": "a", "interval": -1, "started": 1795371578, "strategies": []}, "application/json", 400, "interval"),
+     {"appName": "a", "interval": -1, "started": AT, "strategies": []}, "application/json", 400, "interval"),
     ("bulk without metrics", "/api/client/metrics/bulk", {"applications": []}, "application/json", 400, "metrics"),
     ("bulk row without featureName", "/api/client/metrics/bulk",
      {"applications": [], "metrics": [{"appName": "a", "environment": "development", "yes": 1}]},
@@ -94,8 +97,9 @@ async def test_bad_input_does_not_disturb_acknowledged_counts(client):
     assert await client.app[STORE].totals() == [("development", "app", "flag-a", 2, 4)]
 
 
-async def test_epoch_millisecond_timestamps_and_null_fields_are_accepted(client):
-    body = metrics(bucket={"start": 1795371578000, "stop": 1795371579000, "toggles": {"f": {"yes": 1, "no": 0,
+async def test_epoch_millisecond_timestamps_and_null_fields_are_accepted(client, clock):
+    stop = clock.now()
+    body = metrics(bucket={"start": epoch_ms(stop - 1), "stop": epoch_ms(stop), "toggles": {"f": {"yes": 1, "no": 0,
                    "variants": None}}}, yggdrasilVersion=None, environment="ignored", extraField={"x": 1})
     assert (await client.post("/api/client/metrics", json=body, headers=client_headers())).status == 202
 

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import sqlite3
+import time
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.support import (
     CLIENT_TOKEN,
     ProxyProcess,
+    epoch_ms,
     stored_yes_last_hour,
     wait_for_log,
 )
@@ -39,8 +41,9 @@ async def load(url: str, ledger: Ledger, stop: asyncio.Event, seed: int) -> None
     async with aiohttp.ClientSession(headers={"Authorization": CLIENT_TOKEN}) as session:
         while not stop.is_set():
             yes = rng.randint(1, 9)
+            now = time.time()  # the proxy process runs on the same (possibly shifted) system clock
             body = {"appName": f"app-{seed % 4}", "instanceId": f"i-{seed}",
-                    "bucket": {"start": 1795371578000, "stop": 1795371579000,
+                    "bucket": {"start": epoch_ms(now - 1), "stop": epoch_ms(now),
                                "toggles": {f"flag-{rng.randint(0, 20)}": {"yes": yes, "no": 0}}}}
             ledger.in_flight += yes
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -15,9 +16,44 @@ from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FIXTURES
 from tests.upstream_standin import UPSTREAM_DEV_TOKEN, UpstreamStandIn
 
 UnleashClient = pytest.importorskip("UnleashClient").UnleashClient
+# The SDK's scheduler library (UnleashClient depends on apscheduler < 4).
+from apscheduler.executors.pool import ThreadPoolExecutor  # noqa: E402
+from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
 
 # Bounds on waiting for the SDK's own scheduler (it runs on real time; metrics_interval is 1 s).
 SDK_WAIT_SECONDS = 15.0
+
+
+class PollingEvent(threading.Event):
+    """A threading.Event whose timed wait sleeps in short steps instead of blocking on a lock.
+
+    Under libfaketime with a shifted clock (.ci/run runs the suite 400 days ahead) a timed wait on a
+    Python lock never times out: CPython takes the deadline from the shifted monotonic clock and
+    passes it to sem_clockwait, which libfaketime 0.9.10 does not intercept, so the kernel waits
+    until the real monotonic clock gets there, 400 days later. time.sleep (clock_nanosleep, which
+    libfaketime does intercept) keeps time under the shift as without it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return super().wait()
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.02))
+        return True
+
+
+class SleepingBackgroundScheduler(BackgroundScheduler):
+    """The scheduler the SDK makes for itself (a BackgroundScheduler with its own thread pool),
+    except that its thread waits for the next job on a PollingEvent. The stock one waits in
+    Event.wait(seconds until the next job): under a shifted clock its metrics job never ran, and
+    the SDK's metrics never arrived."""
+
+    def start(self, *args, **kwargs) -> None:
+        self._event = PollingEvent()  # BackgroundScheduler.start keeps an unset event it finds
+        super().start(*args, **kwargs)
 
 
 @pytest.fixture
@@ -72,6 +108,8 @@ async def sdk_against_proxy(make_client, upstream, tmp_path):
         refresh_interval=1,
         metrics_interval=1,
         cache_directory=str(tmp_path / "sdk-cache"),
+        scheduler=SleepingBackgroundScheduler(executors={"sdk-jobs": ThreadPoolExecutor()}),
+        scheduler_executor="sdk-jobs",
     )
     # The SDK is synchronous; it runs on a thread while this loop serves the proxy.
     await asyncio.to_thread(sdk.initialize_client)

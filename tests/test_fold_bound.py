@@ -12,8 +12,9 @@ import pytest
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.capacity.limits import PAGE_FILL_SLACK
 from proxy.storage.journal import ImpactRow
+from tests.support import iso, this_hour
 
-HOUR = 1_700_000_000 // 3600 * 3600
+HOUR = this_hour()
 
 
 def distinct_keys(rng: random.Random, n: int) -> list[JournalEntry]:
@@ -54,7 +55,7 @@ def registrations(rng: random.Random, n: int) -> list[JournalEntry]:
         JournalEntry("production", HOUR + i, [], [
             InstanceSeen(f"app-{i % 7}", f"instance-{i}-" + "i" * rng.randrange(200), "unleash-node-sdk:6.1.0",
                          [f"strategy-{s}-" + "s" * rng.randrange(50) for s in range(rng.randrange(20))], 15.0,
-                         "2026-11-22T10:00:00.000Z", "10.0.0.1", [f"project-{p}" for p in range(rng.randrange(10))])
+                         iso(HOUR - 8 * 3600, ".000"), "10.0.0.1", [f"project-{p}" for p in range(rng.randrange(10))])
         ])
         for i in range(n)
     ]

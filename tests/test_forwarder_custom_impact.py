@@ -3,7 +3,7 @@ they stay local), and impact metrics travel inside the bulk batches (Unleash Edg
 
 from __future__ import annotations
 
-from tests.support import client_headers
+from tests.support import client_headers, epoch_ms
 
 
 async def post_custom(client, name: str, value: float, **labels) -> None:
@@ -50,7 +50,7 @@ async def test_a_failed_custom_send_is_retried_on_the_next_flush(forwarding_clie
     assert len(stub.custom) == 2
 
 
-async def test_impact_metrics_are_forwarded_inside_bulk_batches(forwarding_client, stub):
+async def test_impact_metrics_are_forwarded_inside_bulk_batches(forwarding_client, stub, clock):
     client = await forwarding_client()
     counter = {"name": "signups", "help": "sign-ups", "type": "counter",
                "samples": [{"value": 2, "labels": {"plan": "pro"}}]}
@@ -58,7 +58,8 @@ async def test_impact_metrics_are_forwarded_inside_bulk_batches(forwarding_clien
                  "samples": [{"count": 3, "sum": 12.5, "buckets": [{"le": 5, "count": 1}, {"le": "+Inf", "count": 3}]}]}
     for _ in range(2):
         body = {"appName": "web", "instanceId": "i-1", "impactMetrics": [counter, histogram],
-                "bucket": {"start": 1795371578000, "stop": 1795371579000, "toggles": {"f": {"yes": 1, "no": 0}}}}
+                "bucket": {"start": epoch_ms(clock.now() - 1), "stop": epoch_ms(clock.now()),
+                           "toggles": {"f": {"yes": 1, "no": 0}}}}
         resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
         assert resp.status == 202
     await client.forwarder.flush()

@@ -6,7 +6,7 @@ import asyncio
 import re
 
 from proxy.api.state import STORE
-from tests.support import client_headers
+from tests.support import client_headers, epoch_ms
 
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 10
@@ -18,11 +18,11 @@ def prometheus_value(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def test_fifty_concurrent_clients_share_commits(client):
+async def test_fifty_concurrent_clients_share_commits(client, clock):
     async def sdk(n: int) -> None:
         for i in range(REQUESTS_PER_CLIENT):
             body = {"appName": f"app-{n}", "instanceId": f"i-{n}",
-                    "bucket": {"start": 1795371578000, "stop": 1795371579000,
+                    "bucket": {"start": epoch_ms(clock.now() - 1), "stop": epoch_ms(clock.now()),
                                "toggles": {"flag": {"yes": 1, "no": i}}}}
             resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
             assert resp.status == 202

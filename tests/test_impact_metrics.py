@@ -15,7 +15,7 @@ import pytest
 
 from proxy.api.state import STORE
 from proxy.storage.journal import ImpactRow
-from tests.support import PROD_TOKEN, ProxyProcess, client_headers
+from tests.support import PROD_TOKEN, ProxyProcess, client_headers, hour_start, iso
 
 IMPACT_PATH = "/internal-backstage/impact/metrics"
 
@@ -34,10 +34,13 @@ def histogram(name: str, count: int, total: float, buckets: list[tuple[object, i
             "samples": [{"count": count, "sum": total, "buckets": [{"le": le, "count": n} for le, n in buckets]}]}
 
 
-def metrics_post(impact: list, toggles: dict | None = None) -> dict:
+def metrics_post(impact: list, toggles: dict | None = None, at: float | None = None) -> dict:
+    """A metrics post with impact metrics; with `toggles`, also a usage bucket in the first minute
+    of the hour of `at` (the proxy's clock), so the 48 h retention keeps its counts."""
     body = {"appName": "web", "instanceId": "i-1", "impactMetrics": impact}
     if toggles is not None:
-        body["bucket"] = {"start": "2026-11-22T18:00:00Z", "stop": "2026-11-22T18:01:00Z", "toggles": toggles}
+        assert at is not None, "a usage bucket needs a time: pass the clock's now"
+        body["bucket"] = {"start": iso(hour_start(at)), "stop": iso(hour_start(at) + 60), "toggles": toggles}
     return body
 
 
@@ -88,11 +91,11 @@ async def test_histogram_with_new_bounds_starts_over(client):
     assert 'le="1"' not in text
 
 
-async def test_usage_counts_survive_a_bad_impact_metric(client):
+async def test_usage_counts_survive_a_bad_impact_metric(client, clock):
     bad = [{"name": "no_type", "samples": []}, counter("neg", -1), counter("9bad", 1), counter("good", 1),
            gauge("reserved_label", 1, __name__="x"), histogram("le_label", 1, 1.0, [(1, 1)])]
     bad[-1]["samples"][0]["labels"] = {"le": "5"}
-    await post(client, metrics_post(bad, toggles={"flag-a": {"yes": 2, "no": 0}}))
+    await post(client, metrics_post(bad, toggles={"flag-a": {"yes": 2, "no": 0}}, at=clock.now()))
     store = client.server.app[STORE]
     assert await store.totals() == [("development", "web", "flag-a", 2, 0)]
     text = await impact_text(client)
@@ -101,10 +104,11 @@ async def test_usage_counts_survive_a_bad_impact_metric(client):
     assert 'metrics_proxy_dropped_rows_total{reason="impact_metric_invalid"} 5.0' in scrape
 
 
-async def test_new_series_beyond_the_limit_are_dropped_and_counted(make_client):
+async def test_new_series_beyond_the_limit_are_dropped_and_counted(make_client, clock):
     client = await make_client(impact_metrics_max_series=2)
     await post(client, metrics_post([counter("a", 1), counter("b", 1)]))
-    await post(client, metrics_post([counter("a", 1), counter("c", 1)], toggles={"flag-a": {"yes": 1, "no": 0}}))
+    await post(client, metrics_post([counter("a", 1), counter("c", 1)], toggles={"flag-a": {"yes": 1, "no": 0}},
+                                    at=clock.now()))
     await client.close()
     # The limit holds across a restart (the known series are loaded from the store).
     client = await make_client(impact_metrics_max_series=2)

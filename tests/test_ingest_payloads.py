@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
 
 import pytest
 
 from proxy.api.state import INGEST_STATS, STORE
-from tests.support import PAYLOADS, admin_headers, client_headers, recorded_requests
+from tests.reads_support import RECORDED_AT
+from tests.support import PAYLOADS, admin_headers, client_headers, epoch_ms, hour_start, iso, recorded_requests
 
 METRICS = recorded_requests("metrics")
 REGISTRATIONS = recorded_requests("register")
@@ -50,6 +50,9 @@ async def test_recorded_sdk_request_is_accepted(client, record):
     assert await resp.read() == b""
 
 
+# The recorded buckets are dated when they were recorded: the clock stands there, so the stored
+# hours are recent to the proxy and no retention can take them before they are read back.
+@pytest.mark.clock_at(RECORDED_AT)
 async def test_all_recorded_metrics_land_with_exact_counts(client):
     for record in METRICS:
         resp = await client.post(record["path"], json=record["body"], headers=client_headers())
@@ -60,23 +63,24 @@ async def test_all_recorded_metrics_land_with_exact_counts(client):
     assert {env for env, *_ in rows} == {"development"}
 
 
-async def test_counts_are_filed_under_the_hour_of_bucket_stop(client):
+async def test_counts_are_filed_under_the_hour_of_bucket_stop(client, clock):
+    hour = hour_start(clock.now())
     body = json.loads((PAYLOADS / "curl" / "metrics.json").read_text())
-    body["bucket"]["start"] = "2026-11-22T17:59:30.000Z"
-    body["bucket"]["stop"] = "2026-11-22T18:00:30.123456789Z"
+    body["bucket"]["start"] = iso(hour - 30, ".000")  # in the hour before
+    body["bucket"]["stop"] = iso(hour + 30, ".123456789")
     resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
     assert resp.status == 202
     store = client.app[STORE]
     store.fold()
     cursor = await store.reader.execute("SELECT DISTINCT hour FROM hourly_counts")
     hours = [row[0] for row in await cursor.fetchall()]
-    assert hours == [int(datetime.fromisoformat("2026-11-22T18:00:00+00:00").timestamp())]
+    assert hours == [hour]
 
 
-async def test_variants_are_merged_per_name(client):
+async def test_variants_are_merged_per_name(client, clock):
     body = {
         "appName": "variant-app",
-        "bucket": {"start": 1795371579000, "stop": 1795371580000,
+        "bucket": {"start": epoch_ms(clock.now() - 1), "stop": epoch_ms(clock.now()),
                    "toggles": {"f": {"yes": 3, "no": 0, "variants": {"red": 2, "blue": 1}}}},
     }
     for _ in range(2):
@@ -90,6 +94,7 @@ async def test_variants_are_merged_per_name(client):
     assert (yes, no, json.loads(variants)) == (9, 0, {"red": 4, "blue": 2, "green": 3})
 
 
+@pytest.mark.clock_at(RECORDED_AT)  # bulk.json's rows are stamped at the recording
 async def test_curl_bulk_payload_keeps_only_the_token_environment(client):
     body = json.loads((PAYLOADS / "curl" / "bulk.json").read_text())
     resp = await client.post("/api/client/metrics/bulk", json=body, headers=client_headers())

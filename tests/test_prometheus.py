@@ -12,7 +12,7 @@ import pytest
 
 from proxy.storage.migrations import MIGRATIONS, migrate
 from tests.scrape_support import metrics_body, samples
-from tests.support import ADMIN_TOKEN, PROD_TOKEN, client_headers
+from tests.support import ADMIN_TOKEN, HOUR, PROD_TOKEN, client_headers, hour_start
 
 
 async def scrape(client, path: str = "/internal-backstage/prometheus") -> str:
@@ -53,16 +53,17 @@ async def test_usage_totals_survive_a_restart(make_client):
     assert usage['{appName="web",toggle="flag-a",active="true"}'] == 5
 
 
-async def test_upgrade_fills_usage_totals_from_stored_hours(make_client, make_settings):
+async def test_upgrade_fills_usage_totals_from_stored_hours(make_client, make_settings, clock):
     # A database written before usage_totals existed: its hourly counts must show on the scrape.
     before = next(i for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE usage_totals" in sql)
+    hour = hour_start(clock.now())
     path = make_settings().database_path
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path) as db:
         migrate(db, target=before)
         db.executemany(
             "INSERT INTO hourly_counts VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            [("development", "web", "old-flag", 1795366800, 7, 1), ("production", "web", "old-flag", 1795370400, 3, 0)],
+            [("development", "web", "old-flag", hour - HOUR, 7, 1), ("production", "web", "old-flag", hour, 3, 0)],
         )
     client = await make_client()
     usage = samples(await scrape(client), "feature_toggle_usage_total")
@@ -88,8 +89,9 @@ async def test_label_values_are_escaped(client):
 
 
 async def test_outbox_gauges_per_environment(client, clock):
-    await post(client, metrics_body("web", {"flag-a": (3, 1), "flag-b": (1, 0)}))
-    await post(client, metrics_body("web", {"flag-a": (2, 0)}), token=PROD_TOKEN)
+    two_hours_ago = clock.now() - 2 * HOUR
+    await post(client, metrics_body("web", {"flag-a": (3, 1), "flag-b": (1, 0)}, at=two_hours_ago))
+    await post(client, metrics_body("web", {"flag-a": (2, 0)}, at=clock.now()), token=PROD_TOKEN)
     text = await scrape(client)
     assert samples(text, "metrics_proxy_outbox_pending_rows") == {
         '{environment="development"}': 2, '{environment="production"}': 1,
@@ -97,9 +99,10 @@ async def test_outbox_gauges_per_environment(client, clock):
     assert samples(text, "metrics_proxy_outbox_pending_counts") == {
         '{environment="development"}': 5, '{environment="production"}': 2,
     }
-    # Rows are filed under the hour of bucket.stop (18:00 on 2026-11-22); the age counts from it.
+    # Rows are filed under the hour of bucket.stop (2 h 30 min before the clock); the age counts from it.
     ages = samples(text, "metrics_proxy_outbox_oldest_pending_age_seconds")
-    assert ages['{environment="development"}'] == pytest.approx(clock.now() - 1795370400)
+    assert ages['{environment="development"}'] == pytest.approx(clock.now() - hour_start(two_hours_ago))
+    assert ages['{environment="production"}'] == pytest.approx(clock.now() - hour_start(clock.now()))
     assert samples(text, "metrics_proxy_database_size_bytes")[""] > 0
 
 

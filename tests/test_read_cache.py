@@ -12,20 +12,21 @@ import pytest
 from proxy.api.state import ANSWER_CACHE, STORE
 from proxy.app import retention_policy
 from tests.reads_support import RECORDED_AT, post, post_recorded_traffic
-from tests.support import admin_headers
+from tests.support import admin_headers, hour_start, iso
 
 APP = "billing app/eu ✓"
 FLAGS = {f"flag-{i:02d}": {"yes": i, "no": 1} for i in range(40)}
 
 
-def metrics(app: str, toggles: dict, instance: str = "i-1") -> dict:
+def metrics(at: float, app: str, toggles: dict, instance: str = "i-1") -> dict:
+    """A metrics body whose bucket is the minute from 5 to 4 minutes before `at` (the clock)."""
     return {"appName": app, "instanceId": instance,
-            "bucket": {"start": "2026-11-22T18:20:00Z", "stop": "2026-11-22T18:21:00Z", "toggles": toggles}}
+            "bucket": {"start": iso(at - 300), "stop": iso(at - 240), "toggles": toggles}}
 
 
-def register(app: str, instance: str = "i-1") -> dict:
+def register(at: float, app: str, instance: str = "i-1") -> dict:
     return {"appName": app, "instanceId": instance, "strategies": ["default", "flexibleRollout"],
-            "started": "2026-11-22T18:19:00Z", "interval": 10000}
+            "started": iso(at - 360), "interval": 10000}
 
 
 def read_paths() -> list[str]:
@@ -48,11 +49,13 @@ def read_paths() -> list[str]:
     ]
 
 
-async def fill(client) -> None:
+async def fill(client, clock) -> None:
+    """The recorded traffic and some of our own: the clock must stand at the recording (RECORDED_AT)."""
+    assert clock.now() == RECORDED_AT
     await post_recorded_traffic(client)
     for app in (APP, "other-app"):
-        await post(client, "/api/client/register", register(app))
-        await post(client, "/api/client/metrics", metrics(app, FLAGS))
+        await post(client, "/api/client/register", register(clock.now(), app))
+        await post(client, "/api/client/metrics", metrics(clock.now(), app, FLAGS))
 
 
 async def get_raw(client, path: str, gzip_ok: bool) -> tuple[bytes, dict]:
@@ -74,7 +77,7 @@ async def cached_and_uncached(make_client, tmp_path, clock):
     cached = await make_client(data_dir=str(tmp_path / "cached"))
     uncached = await make_client(data_dir=str(tmp_path / "uncached"), read_cache_max_bytes=0)
     for client in (cached, uncached):
-        await fill(client)
+        await fill(client, clock)
     return cached, uncached
 
 
@@ -111,10 +114,10 @@ async def read(client, path: str):
 
 
 async def test_a_read_right_after_a_202_sees_the_new_count(client, clock):
-    clock.set(RECORDED_AT)
+    at = clock.now()
     cache = client.app[ANSWER_CACHE]
     raw = "/api/admin/client-metrics/features/f1/raw?hoursBack=1"
-    await post(client, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}}))
+    await post(client, "/api/client/metrics", metrics(at, "app-a", {"f1": {"yes": 3, "no": 1}}))
     for expected in (3, 5, 6):
         assert (await read(client, "/api/client/metrics/feature-toggles"))["lastHour"]["f1"]["yes"] == expected
         assert (await read(client, "/api/client/seen-toggles"))[0]["metricsCount"] == expected + 1
@@ -122,23 +125,21 @@ async def test_a_read_right_after_a_202_sees_the_new_count(client, clock):
         hits = cache.hits
         assert (await read(client, raw))["data"][0]["yes"] == expected  # unchanged data: from the cache
         assert cache.hits == hits + 1
-        await post(client, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 2 if expected == 3 else 1}}))
+        await post(client, "/api/client/metrics", metrics(at, "app-a", {"f1": {"yes": 2 if expected == 3 else 1}}))
 
 
 async def test_registration_moves_the_data_version_too(client, clock):
-    clock.set(RECORDED_AT)
-    await post(client, "/api/client/register", register("app-a"))
+    await post(client, "/api/client/register", register(clock.now(), "app-a"))
     assert [a["appName"] for a in (await read(client, "/api/client/applications"))["applications"]] == ["app-a"]
-    await post(client, "/api/client/register", register("app-b"))
+    await post(client, "/api/client/register", register(clock.now(), "app-b"))
     assert [a["appName"] for a in (await read(client, "/api/client/applications"))["applications"]] == [
         "app-a", "app-b"]
 
 
 async def test_sliding_windows_expire_at_their_exact_edges(client, clock):
-    clock.set(RECORDED_AT)  # 18:25:00
-    received = clock.now()
-    await post(client, "/api/client/register", register("app-a"))
-    await post(client, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}}))
+    received = clock.now()  # 30 minutes into the hour, on a whole second
+    await post(client, "/api/client/register", register(received, "app-a"))
+    await post(client, "/api/client/metrics", metrics(received, "app-a", {"f1": {"yes": 3, "no": 1}}))
     cache = client.app[ANSWER_CACHE]
 
     async def at(moment: float, path: str):
@@ -146,7 +147,7 @@ async def test_sliding_windows_expire_at_their_exact_edges(client, clock):
         return await read(client, path)
 
     toggles = "/api/client/metrics/feature-toggles"
-    # lastMinute covers the current and the previous minute bucket: 18:25 until 18:26:59.999
+    # lastMinute covers the current and the previous minute bucket: xx:30 until xx:31:59.999
     assert (await at(received, toggles))["lastMinute"] == {"f1": {"yes": 3, "no": 1}}
     hits = cache.hits
     assert (await at(received + 59.5, toggles))["lastMinute"] == {"f1": {"yes": 3, "no": 1}}
@@ -172,16 +173,16 @@ async def test_sliding_windows_expire_at_their_exact_edges(client, clock):
 
 
 async def test_hour_buckets_expire_when_the_hour_turns(client, clock):
-    clock.set(RECORDED_AT)  # 18:25; the counts are in the 18:00 hour
-    await post(client, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}}))
-    hour = RECORDED_AT // 3600 * 3600
+    # The clock is 30 minutes into its hour, and the bucket (5 to 4 minutes before) in the same hour.
+    await post(client, "/api/client/metrics", metrics(clock.now(), "app-a", {"f1": {"yes": 3, "no": 1}}))
+    hour = hour_start(clock.now())
     raw = "/api/admin/client-metrics/features/f1/raw?hoursBack=1"
     summary = "/api/admin/client-metrics/features/f1"
     clock.set(hour + 3599.5)
     assert [row["yes"] for row in (await read(client, raw))["data"]] == [3]
     assert [u["yes"] for u in (await read(client, summary))["lastHourUsage"]] == [3]
-    clock.set(hour + 3600)  # 19:00: the last hour starts at 18:00 exactly, so it still counts
-    assert (await read(client, raw))["data"] == []  # hoursBack=1 is the 19:00 hour alone
+    clock.set(hour + 3600)  # the next hour: the last hour starts at the bucket's hour exactly, so it counts
+    assert (await read(client, raw))["data"] == []  # hoursBack=1 is the new hour alone
     assert [u["yes"] for u in (await read(client, summary))["lastHourUsage"]] == [3]
     clock.set(hour + 3600.5)
     assert (await read(client, summary))["lastHourUsage"] == []
@@ -189,10 +190,9 @@ async def test_hour_buckets_expire_when_the_hour_turns(client, clock):
 
 
 async def test_pruning_makes_cached_answers_stale(make_client, make_settings, clock):
-    clock.set(RECORDED_AT)
     client = await make_client()
-    await post(client, "/api/client/register", register("app-a"))
-    await post(client, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}}))
+    await post(client, "/api/client/register", register(clock.now(), "app-a"))
+    await post(client, "/api/client/metrics", metrics(clock.now(), "app-a", {"f1": {"yes": 3, "no": 1}}))
     # seen-apps and an app's details do not depend on the clock: only data changes make them stale
     before = await read(client, "/api/client/seen-apps")
     assert list(before) == ["f1"]
@@ -209,7 +209,7 @@ async def test_pruning_makes_cached_answers_stale(make_client, make_settings, cl
 async def test_the_entry_bound_evicts_and_answers_stay_right(make_client, clock):
     clock.set(RECORDED_AT)
     client = await make_client(read_cache_max_entries=2)
-    await fill(client)
+    await fill(client, clock)
     cache = client.app[ANSWER_CACHE]
     first = [await read(client, path) for path in read_paths()]
     assert len(cache) == 2 and cache.evictions == len(read_paths()) - 2
@@ -223,7 +223,7 @@ async def test_the_entry_bound_evicts_and_answers_stay_right(make_client, clock)
 async def test_the_byte_bound_keeps_large_answers_out(make_client, clock):
     clock.set(RECORDED_AT)
     client = await make_client(read_cache_max_bytes=4096)
-    await fill(client)
+    await fill(client, clock)
     cache = client.app[ANSWER_CACHE]
     await read(client, "/api/client/seen-apps")  # larger than the whole bound
     assert len(cache) == 0

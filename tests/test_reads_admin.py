@@ -15,12 +15,14 @@ from tests.reads_support import (
     post_recorded_traffic,
     same_shape,
 )
-from tests.support import admin_headers, client_headers
+from tests.support import HOUR, admin_headers, client_headers, iso
 
 
 @pytest.fixture
-async def recorded(client, clock):
+async def recorded(make_client, clock):
+    """A proxy that got the recorded traffic, its clock at the recording (set before it starts)."""
     clock.set(RECORDED_AT)
+    client = await make_client()
     await post_recorded_traffic(client)
     return client
 
@@ -130,9 +132,8 @@ async def test_raw_usage_is_zero_filled_per_hour_app_and_environment(recorded, c
     rows = body["data"]
     assert len(rows) == 3 * 3  # 3 apps x 1 environment x 3 hours
     curl = [r for r in rows if r["appName"] == "curl-app"]
-    assert [r["timestamp"] for r in curl] == [
-        "2026-11-22T20:00:00.000Z", "2026-11-22T19:00:00.000Z", RECORDED_HOUR
-    ]
+    hour = RECORDED_AT // HOUR * HOUR
+    assert [r["timestamp"] for r in curl] == [iso(hour + 2 * HOUR, ".000"), iso(hour + HOUR, ".000"), RECORDED_HOUR]
     assert [(r["yes"], r["no"], r["variants"]) for r in curl] == [(0, 0, {}), (0, 0, {}), (5, 3, {})]
     # the 18:00 hour is outside a 2-hour window: nothing to fill
     short = await get_json(recorded, "/api/admin/client-metrics/features/harness.flag-a/raw?hoursBack=2")
@@ -157,11 +158,10 @@ async def test_feature_summary_matches_unleash(recorded, clock):
 
 
 async def test_path_parameters_are_url_decoded(client, clock):
-    clock.set(RECORDED_AT)
     name = "my app/ünïcode"
     await post(client, "/api/client/metrics", {
         "appName": name, "instanceId": "i-1",
-        "bucket": {"start": "2026-11-22T18:20:00Z", "stop": "2026-11-22T18:21:00Z",
+        "bucket": {"start": iso(clock.now() - 300), "stop": iso(clock.now() - 240),
                    "toggles": {"odd flag/ä": {"yes": 2, "no": 1}}},
     })
     app = await get_json(client, f"/api/admin/metrics/applications/{quote(name, safe='')}")

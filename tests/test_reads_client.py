@@ -8,20 +8,22 @@ from urllib.parse import quote
 import pytest
 
 from tests.reads_support import RECORDED_AT, post, post_recorded_traffic
-from tests.support import PROD_TOKEN, admin_headers, client_headers
+from tests.support import PROD_TOKEN, admin_headers, client_headers, iso
 
 NODE_STRATEGIES = ["default", "applicationHostname", "gradualRolloutRandom", "gradualRolloutUserId",
                    "gradualRolloutSessionId", "userWithId", "remoteAddress", "flexibleRollout"]
 
 
-def metrics(app: str, toggles: dict, instance: str = "i-1") -> dict:
+def metrics(at: float, app: str, toggles: dict, instance: str = "i-1") -> dict:
+    """A metrics body whose bucket is the minute from 5 to 4 minutes before `at` (the clock when the
+    test began), as the recorded buckets lie before RECORDED_AT."""
     return {"appName": app, "instanceId": instance,
-            "bucket": {"start": "2026-11-22T18:20:00Z", "stop": "2026-11-22T18:21:00Z", "toggles": toggles}}
+            "bucket": {"start": iso(at - 300), "stop": iso(at - 240), "toggles": toggles}}
 
 
-def register(app: str, strategies: list[str], instance: str = "i-1") -> dict:
+def register(at: float, app: str, strategies: list[str], instance: str = "i-1") -> dict:
     return {"appName": app, "instanceId": instance, "strategies": strategies,
-            "started": "2026-11-22T18:19:00Z", "interval": 10000}
+            "started": iso(at - 360), "interval": 10000}
 
 
 async def get_json(client, path: str, status: int = 200):
@@ -31,20 +33,23 @@ async def get_json(client, path: str, status: int = 200):
 
 
 @pytest.fixture
-async def proxy(client, clock):
-    clock.set(RECORDED_AT)
+async def proxy(client):
+    """The proxy under test; its clock stands at half past the current hour (or at the recording,
+    for tests marked clock_at)."""
     return client
 
 
 async def test_seen_toggles_lists_last_hour_flags_and_counts(proxy, clock):
-    await post(proxy, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}, "f2": {"yes": 0, "no": 5}}))
-    await post(proxy, "/api/client/metrics", metrics("app-b", {"f1": {"yes": 7, "no": 0}}))
+    at = clock.now()
+    await post(proxy, "/api/client/metrics",
+               metrics(at, "app-a", {"f1": {"yes": 3, "no": 1}, "f2": {"yes": 0, "no": 5}}))
+    await post(proxy, "/api/client/metrics", metrics(at, "app-b", {"f1": {"yes": 7, "no": 0}}))
     assert await get_json(proxy, "/api/client/seen-toggles") == [
         {"appName": "app-a", "seenToggles": ["f1", "f2"], "metricsCount": 9},
         {"appName": "app-b", "seenToggles": ["f1"], "metricsCount": 7},
     ]
     clock.advance(1800)
-    await post(proxy, "/api/client/metrics", metrics("app-b", {"f3": {"yes": 1, "no": 1}}))
+    await post(proxy, "/api/client/metrics", metrics(at, "app-b", {"f3": {"yes": 1, "no": 1}}))
     # app-a's report is now more than an hour old (counts have one-minute resolution, as lastHour)
     clock.advance(1860)
     assert await get_json(proxy, "/api/client/seen-toggles") == [
@@ -53,9 +58,11 @@ async def test_seen_toggles_lists_last_hour_flags_and_counts(proxy, clock):
 
 
 async def test_feature_toggles_windows_slide_with_the_clock(proxy, clock):
-    await post(proxy, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 3, "no": 1}}))
+    at = clock.now()
+    await post(proxy, "/api/client/metrics", metrics(at, "app-a", {"f1": {"yes": 3, "no": 1}}))
     clock.advance(600)
-    await post(proxy, "/api/client/metrics", metrics("app-b", {"f1": {"yes": 1, "no": 1}, "f2": {"yes": 2, "no": 0}}))
+    await post(proxy, "/api/client/metrics",
+               metrics(at, "app-b", {"f1": {"yes": 1, "no": 1}, "f2": {"yes": 2, "no": 0}}))
     body = await get_json(proxy, "/api/client/metrics/feature-toggles")
     assert body == {
         "lastHour": {"f1": {"yes": 4, "no": 2}, "f2": {"yes": 2, "no": 0}},
@@ -69,6 +76,7 @@ async def test_feature_toggles_windows_slide_with_the_clock(proxy, clock):
     }
 
 
+@pytest.mark.clock_at(RECORDED_AT)  # replays the recording at the time it was made
 async def test_applications_with_strategy_filter_and_two_day_window(proxy, clock):
     await post_recorded_traffic(proxy)
     body = await get_json(proxy, "/api/client/applications")
@@ -78,7 +86,7 @@ async def test_applications_with_strategy_filter_and_two_day_window(proxy, clock
     assert list(node) == ["appName", "strategies", "createdAt", "links"]
     assert node["strategies"] == NODE_STRATEGIES
     assert node["links"] == {"appDetails": "/api/client/applications/node-sdk-app"}
-    assert node["createdAt"].startswith("2026-11-22T18:25:00.") and node["createdAt"].endswith("Z")
+    assert node["createdAt"].startswith(iso(clock.now())[:-1] + ".") and node["createdAt"].endswith("Z")
     only = await get_json(proxy, "/api/client/applications?strategyName=userWithId")
     assert [a["appName"] for a in only["applications"]] == ["node-sdk-app"]
     rollout = await get_json(proxy, "/api/client/applications?strategyName=flexibleRollout")
@@ -89,9 +97,10 @@ async def test_applications_with_strategy_filter_and_two_day_window(proxy, clock
 
 
 async def test_application_details(proxy, clock):
-    await post(proxy, "/api/client/register", register("app-a", ["default", "userWithId"]))
+    at = clock.now()
+    await post(proxy, "/api/client/register", register(at, "app-a", ["default", "userWithId"]))
     clock.advance(30)
-    await post(proxy, "/api/client/metrics", metrics("app-a", {"f2": {"yes": 1}, "f1": {"no": 1}}, "i-2"))
+    await post(proxy, "/api/client/metrics", metrics(at, "app-a", {"f2": {"yes": 1}, "f1": {"no": 1}}, "i-2"))
     body = await get_json(proxy, "/api/client/applications/app-a")
     assert list(body) == ["appName", "instances", "strategies", "seenToggles"]
     assert body["appName"] == "app-a"
@@ -109,9 +118,10 @@ async def test_unknown_application_is_404_with_error_body(proxy):
     assert body["details"][0]["message"] == body["message"]
 
 
-async def test_application_names_are_url_decoded(proxy):
+async def test_application_names_are_url_decoded(proxy, clock):
+    at = clock.now()
     name = "billing app/eu ✓"
-    await post(proxy, "/api/client/register", register(name, ["default"]))
+    await post(proxy, "/api/client/register", register(at, name, ["default"]))
     listed = await get_json(proxy, "/api/client/applications?strategyName=default")
     [app] = listed["applications"]
     assert app["appName"] == name
@@ -121,10 +131,11 @@ async def test_application_names_are_url_decoded(proxy):
 
 
 async def test_seen_apps_per_flag(proxy, clock):
-    await post(proxy, "/api/client/register", register("app-a", ["default"]))
-    await post(proxy, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 1}}))
+    at = clock.now()
+    await post(proxy, "/api/client/register", register(at, "app-a", ["default"]))
+    await post(proxy, "/api/client/metrics", metrics(at, "app-a", {"f1": {"yes": 1}}))
     clock.advance(60)
-    await post(proxy, "/api/client/metrics", metrics("app-b", {"f1": {"no": 1}, "f2": {"yes": 1}}),
+    await post(proxy, "/api/client/metrics", metrics(at, "app-b", {"f1": {"no": 1}, "f2": {"yes": 1}}),
                client_headers(PROD_TOKEN))
     body = await get_json(proxy, "/api/client/seen-apps")
     assert sorted(body) == ["f1", "f2"]
@@ -154,10 +165,10 @@ async def test_seen_apps_keeps_a_flag_whose_app_instances_were_pruned(make_clien
     from proxy.api.state import STORE
     from proxy.app import retention_policy
 
-    clock.set(RECORDED_AT)
+    at = clock.now()
     proxy = await make_client(instance_retention_hours=1)
-    await post(proxy, "/api/client/register", register("app-a", ["default"]))
-    await post(proxy, "/api/client/metrics", metrics("app-a", {"f1": {"yes": 1}}))
+    await post(proxy, "/api/client/register", register(at, "app-a", ["default"]))
+    await post(proxy, "/api/client/metrics", metrics(at, "app-a", {"f1": {"yes": 1}}))
     clock.advance(2 * 3600)
     settings = make_settings(instance_retention_hours=1)
     proxy.app[STORE].fold()
@@ -166,4 +177,4 @@ async def test_seen_apps_keeps_a_flag_whose_app_instances_were_pruned(make_clien
     body = await get_json(proxy, "/api/client/seen-apps")
     [entry] = body["f1"]
     assert entry["appName"] == "app-a" and entry["strategies"] == []
-    assert entry["createdAt"] == entry["updatedAt"] == "2026-11-22T18:25:00.000Z"
+    assert entry["createdAt"] == entry["updatedAt"] == iso(at, ".000")  # when the proxy first saw it

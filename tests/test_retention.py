@@ -11,8 +11,8 @@ from proxy.api.state import STORE
 from proxy.app import retention_policy
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.usage.retention import RetentionPolicy, prune_chunk, prune_history
-from tests.reads_support import RECORDED_AT, post
-from tests.support import admin_headers
+from tests.reads_support import post
+from tests.support import admin_headers, iso
 
 HOUR = 3600
 
@@ -34,16 +34,16 @@ def entry(received: float, app: str, flags: int) -> JournalEntry:
     )
 
 
-def metrics(app: str) -> dict:
+def metrics(app: str, at: float) -> dict:
+    """A metrics body whose bucket is the minute from 5 to 4 minutes before `at` (the clock)."""
     return {"appName": app, "instanceId": "i-1",
-            "bucket": {"start": "2026-11-22T18:20:00Z", "stop": "2026-11-22T18:21:00Z",
+            "bucket": {"start": iso(at - 300), "stop": iso(at - 240),
                        "toggles": {"f1": {"yes": 4, "no": 1}}}}
 
 
 async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client, make_settings, clock):
-    clock.set(RECORDED_AT)
-    proxy = await make_client()
-    await post(proxy, "/api/client/metrics", metrics("old-app"))
+    proxy = await make_client()  # the clock is 30 minutes into its hour
+    await post(proxy, "/api/client/metrics", metrics("old-app", clock.now()))
     store = proxy.app[STORE]
     store.fold()
     policy = retention_policy(make_settings())
@@ -56,7 +56,7 @@ async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client,
         "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
         "flag_seen": 0, "instances": 0}
 
-    clock.advance(47 * HOUR)  # 48 h and a minute after the post, but its hour bucket 48h25m ago
+    clock.advance(47 * HOUR)  # 48 h and a minute after the post, but its hour bucket 48h31m ago
     deleted = await store.prune(policy, clock.now())
     assert deleted == {"hourly_counts": 0, "minute_counts": 0, "minute_flag_totals": 0,
                        "minute_app_totals": 0, "flag_seen": 1, "instances": 1}
@@ -71,9 +71,8 @@ async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client,
 
 
 async def test_retention_windows_are_configurable(make_client, make_settings, clock):
-    clock.set(RECORDED_AT)
     proxy = await make_client()
-    await post(proxy, "/api/client/metrics", metrics("app"))
+    await post(proxy, "/api/client/metrics", metrics("app", clock.now()))
     policy = retention_policy(make_settings(retention_hours=2, minute_retention_minutes=5,
                                             instance_retention_hours=1))
     assert policy == RetentionPolicy(2, 5, 1)

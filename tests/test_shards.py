@@ -13,8 +13,9 @@ from proxy.storage import CountRow, JournalEntry, Store
 from proxy.storage.shards.reader import backlog_bytes
 from proxy.storage.shards.shard_store import ShardStore
 from proxy.workers import counters_file
+from tests.support import this_hour
 
-HOUR = 1795370400
+HOUR = this_hour()
 
 
 def entry(yes: int) -> JournalEntry:

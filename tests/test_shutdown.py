@@ -15,13 +15,15 @@ from tests.support import (
     ADMIN_TOKEN,
     CLIENT_TOKEN,
     ProxyProcess,
+    epoch_ms,
     free_port,
     wait_healthy,
 )
 
 
 def post_metrics(url: str, yes: int) -> int:
-    body = {"appName": "app", "bucket": {"start": 1795371578000, "stop": 1795371579000,
+    now = time.time()  # the proxy process runs on the same (possibly shifted) system clock
+    body = {"appName": "app", "bucket": {"start": epoch_ms(now - 1), "stop": epoch_ms(now),
                                          "toggles": {"flag": {"yes": yes, "no": 0}}}}
     req = urllib.request.Request(url + "/api/client/metrics", data=json.dumps(body).encode(), method="POST",
                                  headers={"Authorization": CLIENT_TOKEN, "Content-Type": "application/json"})

@@ -11,9 +11,10 @@ from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.journal import PostedBucket
 from proxy.storage.store import STAGED_CHUNK_KEYS, STAGED_FOLD_KEYS
 from proxy.unleash.schemas.client import ToggleCount
+from tests.support import this_hour
 from tests.test_shards import abandon_reader, crash
 
-HOUR = 1795370400
+HOUR = this_hour()
 APPS = 3
 FLAGS = 1_000  # APPS * FLAGS keys: a staged fold
 TABLES = ("hourly_counts", "pending_counts", "minute_counts", "flag_seen", "usage_totals",

@@ -8,8 +8,9 @@ from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.database import open_writer, wal_reset_bug_possible
 from proxy.storage.journal import encode_entry
 from proxy.storage.migrations import LATEST, MigrationError, migrate, schema_version
+from tests.support import this_hour
 
-HOUR = 1795370400
+HOUR = this_hour()  # the hour the entries are filed under: recent, never a date that ages
 
 
 def entry(yes: int, no: int = 0, flag: str = "f") -> JournalEntry:

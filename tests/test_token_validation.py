@@ -10,7 +10,7 @@ from aiohttp import web
 from proxy.api.state import STORE
 from proxy.unleash.state import AUTH
 from proxy.unleash.upstream.token_validation import validate_url
-from tests.support import CLIENT_TOKEN, client_headers
+from tests.support import CLIENT_TOKEN, client_headers, iso, this_hour
 
 UPSTREAM_CLIENT = "default:development.upstream-only-client"
 UPSTREAM_PROD = "default:production.upstream-only-prod"
@@ -60,7 +60,8 @@ async def proxy(make_client, upstream):
 
 
 def metrics_body() -> dict:
-    return {"appName": "web", "bucket": {"start": "2026-11-22T18:00:00Z", "stop": "2026-11-22T18:01:00Z",
+    hour = this_hour()
+    return {"appName": "web", "bucket": {"start": iso(hour), "stop": iso(hour + 60),
                                          "toggles": {"flag-a": {"yes": 1, "no": 0}}}}
 
 

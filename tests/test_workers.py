@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sqlite3
+import time
 
 import aiohttp
 from aiohttp import web
@@ -20,7 +21,10 @@ from tests.support import (
     ADMIN_TOKEN,
     CLIENT_TOKEN,
     ProxyProcess,
+    epoch_ms,
+    iso,
     stored_yes_last_hour,
+    this_hour,
     wait_for_log,
 )
 from tests.test_token_validation import UPSTREAM_CLIENT, FakeUnleash
@@ -30,8 +34,9 @@ LISTENING = "worker 1 listening"
 
 
 def metrics(app: str, yes: int) -> dict:
+    now = time.time()  # the proxy processes run on the same (possibly shifted) system clock
     return {"appName": app, "instanceId": "i-1",
-            "bucket": {"start": 1795371578000, "stop": 1795371579000, "toggles": {"flag": {"yes": yes, "no": 0}}}}
+            "bucket": {"start": epoch_ms(now - 1), "stop": epoch_ms(now), "toggles": {"flag": {"yes": yes, "no": 0}}}}
 
 
 def start_with_worker(tmp_path) -> ProxyProcess:
@@ -148,7 +153,7 @@ async def test_reads_bulk_and_registrations_work_on_every_connection(tmp_path):
     (reads, bulk with its Idempotency-Key) is passed to the primary and answered unchanged."""
     proxy = start_with_worker(tmp_path)
     bulk = {"applications": [], "metrics": [{"featureName": "bulk-flag", "appName": "chained", "environment":
-                                             "development", "timestamp": "2026-11-22T18:00:00Z", "yes": 5, "no": 1}]}
+                                             "development", "timestamp": iso(this_hour()), "yes": 5, "no": 1}]}
     try:
         for n in range(16):
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
@@ -157,7 +162,7 @@ async def test_reads_bulk_and_registrations_work_on_every_connection(tmp_path):
                     assert resp.status == 202, await resp.text()
                 async with session.post(proxy.url + "/api/client/register", headers={"Authorization": CLIENT_TOKEN},
                                         json={"appName": "reg", "instanceId": f"i-{n}", "strategies": [],
-                                              "started": "2026-11-22T18:00:00Z", "interval": 15000}) as resp:
+                                              "started": iso(this_hour()), "interval": 15000}) as resp:
                     assert resp.status == 202
                 async with session.get(proxy.url + "/api/admin/metrics/applications",
                                        headers={"Authorization": ADMIN_TOKEN}) as resp:
@@ -256,7 +261,8 @@ async def test_workers_refuse_too_when_the_primary_store_is_full(tmp_path):
 
     async def post_fresh(n: int) -> tuple[int, dict | None]:
         flags = {f"r{n:04d}-flag-{j:02d}": {"yes": 1, "no": 0} for j in range(20)}
-        body = {"appName": "app", "bucket": {"start": 1795371578000, "stop": 1795371579000, "toggles": flags}}
+        now = time.time()
+        body = {"appName": "app", "bucket": {"start": epoch_ms(now - 1), "stop": epoch_ms(now), "toggles": flags}}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             async with session.post(proxy.url + "/api/client/metrics", json=body,
                                     headers={"Authorization": CLIENT_TOKEN}) as resp:

@@ -10,6 +10,7 @@ interval onto the platter, in order, before the power went.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -40,9 +41,14 @@ def build_shim(out_dir: Path) -> Path:
 
 
 def shim_env(shim: Path, watched: Path, undo_dir: Path) -> dict[str, str]:
-    """Environment for a process whose writes under `watched` a power cut can take back."""
+    """Environment for a process whose writes under `watched` a power cut can take back.
+
+    The shim is added to what this process already preloads, not put in its place: under
+    libfaketime (.ci/run runs the suite with the clock 400 days ahead) the shimmed process must
+    keep the shifted clock the test and every other process of the test run on."""
     undo_dir.mkdir(parents=True, exist_ok=True)
-    return {"LD_PRELOAD": str(shim), "POWERCUT_DIR": str(watched.resolve()),
+    preload = " ".join(lib for lib in (os.environ.get("LD_PRELOAD", "").strip(), str(shim)) if lib)
+    return {"LD_PRELOAD": preload, "POWERCUT_DIR": str(watched.resolve()),
             "POWERCUT_UNDO_DIR": str(undo_dir.resolve())}
 
 

@@ -40,9 +40,10 @@ from proxy.storage.journal import decode_entry
 from proxy.storage.writer import StorageUnavailable
 from proxy.unleash.upstream.forwarder import Forwarder
 from tests.forwarding import UPSTREAM_DEV
+from tests.support import this_hour
 
 LONG = os.environ.get("RELIABILITY_LONG") == "1"
-START = 1795370400.0
+START = float(this_hour())  # an hour boundary
 FLAGS = [f"flag-{n}" for n in range(4)]
 
 

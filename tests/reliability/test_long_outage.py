@@ -23,6 +23,7 @@ from proxy.forwarding.stats import ForwarderStats
 from proxy.storage import CountRow, JournalEntry, Store
 from proxy.unleash.upstream.forwarder import Forwarder
 from tests.forwarding import UPSTREAM_DEV
+from tests.support import this_hour
 
 PROXIES = 20
 DAY = 24 * 3600.0
@@ -30,7 +31,7 @@ DAY = 24 * 3600.0
 # the whole day with RELIABILITY_LONG=1.
 SPREAD_OUTAGE = DAY if os.environ.get("RELIABILITY_LONG") == "1" else 2 * 3600.0
 DEFAULTS = UpstreamSettings(url="http://upstream.invalid")
-START = 1795370400.0  # an hour boundary
+START = float(this_hour())  # an hour boundary
 FLAGS = 5
 
 

@@ -80,7 +80,7 @@ os.write(fd, b"2" * 20)
 for path in (os.path.join(watched, "x.db-shm"), os.path.join(outside, "o.bin")):
     with open(path, "wb") as f:
         f.write(b"kept")
-print("ready", flush=True)
+print("ready", time.time(), flush=True)
 time.sleep(60)
 """
 
@@ -103,10 +103,14 @@ def run_writer_and_cut(tmp_path: Path, shim: Path, keep) -> tuple[Path, Path, Po
                               env={**os.environ, **shim_env(shim, watched, undo)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert writer.stdout.readline() == "ready\n", writer.stderr.read()
+        ready = writer.stdout.readline().split()
+        assert ready[:1] == ["ready"], writer.stderr.read()
     finally:
         writer.kill()
         writer.wait(10)
+    # The shim joins the preloads instead of replacing them: a shifted clock (libfaketime) holds
+    # in the shimmed process too.
+    assert abs(float(ready[1]) - time.time()) < 60, f"the shimmed process's clock is {ready[1]}, ours {time.time()}"
     return watched, outside, cut_power(watched, undo, keep=keep)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from proxy.storage import CountRow, JournalEntry, Store
 from proxy.storage.integrity import marker_path
-from tests.support import ProxyProcess
+from tests.support import ProxyProcess, this_hour
 
-HOUR = 1795370400
+HOUR = this_hour()
 WAL_HEADER = 32
 FRAME_HEADER = 24
 
