@@ -2,6 +2,8 @@
 
 - Every SDK payload the suite replays, and the bodies tests build by hand, validates against the
   inbound schema Unleash 8.2 checks it with; the few that do not are listed with the reason.
+- 8.x shapes are accepted: sdkFlavor/sdkFlavorVersion, bodies without `environment`, and the bulk
+  `seenTokens`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from datetime import datetime, timezone
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
+from proxy.state import STORE
 from tests import unleash_schemas as schemas
-from tests.support import CLIENT_TOKEN, PAYLOADS, recorded_requests
+from tests.support import CLIENT_TOKEN, FRONTEND_TOKEN, PAYLOADS, client_headers, recorded_requests
 
 INBOUND = {
     "/api/client/metrics": "clientMetricsSchema",
@@ -185,3 +188,30 @@ def hand_built_bodies() -> list[tuple[str, str, dict]]:
 @pytest.mark.parametrize("name, schema, body", hand_built_bodies(), ids=lambda v: v if isinstance(v, str) else "")
 def test_hand_built_body_validates_against_unleash_8_2(name, schema, body):
     assert schemas.errors(schema, body) == []
+
+
+# --- 8.x shapes in ----------------------------------------------------------------------------
+
+async def test_8x_shapes_are_accepted_and_counted(client):
+    cases = [
+        ("/api/client/register", flavoured_register(), client_headers()),
+        ("/api/client/metrics", flavoured_metrics(), client_headers()),
+        ("/api/client/metrics/bulk", edge_bulk("default:development.in-process-secret"), client_headers()),
+        ("/api/frontend/client/register", {"appName": "web", "sdkVersion": "unleash-client-js:3.8.0", **FLAVOUR},
+         client_headers(FRONTEND_TOKEN)),
+        ("/api/frontend/client/metrics", flavoured_metrics("web", {"fe.flag": {"yes": 1, "no": 0}}),
+         client_headers(FRONTEND_TOKEN)),
+    ]
+    for path, body, headers in cases:
+        resp = await client.post(path, json=body, headers=headers)
+        assert resp.status == 202, (path, await resp.text())
+    totals = {(app, flag): (yes, no) for _env, app, flag, yes, no in await client.app[STORE].totals()}
+    assert totals == {("of-app", "of.flag"): (4, 1), ("edge-app", "edge.flag"): (6, 2),
+                      ("edge-app", "edge.variant"): (3, 0), ("web", "fe.flag"): (1, 0)}
+
+
+async def test_a_flavour_that_is_not_text_is_refused_like_any_mistyped_field(client):
+    body = {**flavoured_metrics(), "sdkFlavor": 7}
+    resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
+    assert resp.status == 400
+    assert (await resp.json())["details"][0]["path"] == "sdkFlavor"
