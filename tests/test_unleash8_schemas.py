@@ -2,23 +2,40 @@
 
 - Every SDK payload the suite replays, and the bodies tests build by hand, validates against the
   inbound schema Unleash 8.2 checks it with; the few that do not are listed with the reason.
+- Every bulk body a real proxy process sends upstream validates against bulkMetricsSchema, and
+  carries no field the schema does not declare (Unleash would ignore one; we do not send any).
 - 8.x shapes are accepted: sdkFlavor/sdkFlavorVersion, bodies without `environment`, and the bulk
-  `seenTokens`.
+  `seenTokens`, whose token secrets reach neither the upstream, the database nor the log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import time
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
+import aiohttp
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
 from proxy.state import STORE
 from tests import unleash_schemas as schemas
-from tests.support import CLIENT_TOKEN, FRONTEND_TOKEN, PAYLOADS, client_headers, recorded_requests
+from tests.forwarding import UPSTREAM_DEV, UPSTREAM_PROD, upstream_env
+from tests.support import (
+    CLIENT_TOKEN,
+    FRONTEND_TOKEN,
+    PAYLOADS,
+    PROD_TOKEN,
+    ProxyProcess,
+    client_headers,
+    recorded_requests,
+    wait_for_log,
+)
+from tests.upstream_stub import token_environment
 
 INBOUND = {
     "/api/client/metrics": "clientMetricsSchema",
@@ -215,3 +232,143 @@ async def test_a_flavour_that_is_not_text_is_refused_like_any_mistyped_field(cli
     resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
     assert resp.status == 400
     assert (await resp.json())["details"][0]["path"] == "sdkFlavor"
+
+
+# --- (b) what the proxy sends upstream, from a real process -------------------------------------
+
+def restamped(body: dict) -> dict:
+    """A recorded body moved to now, so the proxy treats it as fresh usage."""
+    body = copy.deepcopy(body)
+    if body.get("bucket"):
+        body["bucket"]["start"], body["bucket"]["stop"] = now_iso(-30), now_iso()
+    for row in body.get("metrics", []):
+        row["timestamp"] = now_iso()
+    return body
+
+
+def sdk_headers(record: dict, token: str = CLIENT_TOKEN) -> dict[str, str]:
+    headers = {k: v for k, v in record["headers"].items() if k.lower().startswith("unleash-")}
+    return {**headers, **client_headers(token)}
+
+
+def curl(name: str) -> dict:
+    return json.loads((PAYLOADS / "curl" / name).read_text())
+
+
+def traffic(secret: str) -> list[tuple[str, dict, dict[str, str]]]:
+    """(path, body, headers): recorded SDK traffic, curl bodies, 8.x bodies, two environments,
+    frontend SDKs, variants, impact metrics of every kind, and an Edge bulk with seenTokens."""
+    from tests import test_impact_metrics as im
+
+    posts = [(r["path"], restamped(r["body"]), sdk_headers(r)) for r in RECORDS]
+    posts += [(path, restamped(curl(name)), client_headers()) for name, path in CURL.items()]
+    posts += [
+        ("/api/client/register", flavoured_register(), client_headers()),
+        ("/api/client/metrics", flavoured_metrics(), client_headers()),
+        ("/api/client/metrics/bulk", edge_bulk(secret), client_headers()),
+        # metrics without instanceId: the header names the instance
+        ("/api/client/metrics", {k: v for k, v in flavoured_metrics("headless").items() if k != "instanceId"},
+         {**client_headers(), "UNLEASH-INSTANCEID": "headless-7"}),
+        # impact metrics only, bucket null
+        ("/api/client/metrics", {"appName": "of-app", "bucket": None,
+                                 "impactMetrics": [im.gauge("pool_size", 12, pool="db")]}, client_headers()),
+        # production: a register with unix-seconds `started` and a null strategy, variants, impact
+        ("/api/client/register", {"appName": "prod-app", "instanceId": "p-1", "interval": 12.5,
+                                  "started": int(time.time()) - 300, "strategies": ["default", None]},
+         client_headers(PROD_TOKEN)),
+        ("/api/client/metrics", {**flavoured_metrics("prod-app", {"p.flag": {"yes": 9, "no": 3,
+                                                                              "variants": {"x": 5, "y": 4}}}),
+                                 "impactMetrics": [im.counter("checkouts", 4, region="eu"),
+                                                   im.histogram("latency", 3, 0.9, [(0.25, 1), (1.0, 3)])]},
+         client_headers(PROD_TOKEN)),
+        # frontend SDKs
+        ("/api/frontend/client/register", {"appName": "web", "sdkVersion": "unleash-client-js:3.8.0", **FLAVOUR},
+         client_headers(FRONTEND_TOKEN)),
+        ("/api/frontend/client/metrics", flavoured_metrics("web", {"fe.flag": {"yes": 2, "no": 5,
+                                                                              "variants": {"blue": 2}}}),
+         client_headers(FRONTEND_TOKEN)),
+    ]
+    return posts
+
+
+def expected_rows(posts) -> set[tuple[str, str, str]]:
+    """(environment, app, flag) that must reach the upstream."""
+    rows = set()
+    for path, body, headers in posts:
+        env = "production" if headers["Authorization"] == PROD_TOKEN else "development"
+        if path.endswith("/bulk"):
+            rows |= {(env, m["appName"], m["featureName"]) for m in body["metrics"] if m["environment"] == env}
+        elif path.endswith("/metrics") and body.get("bucket"):
+            rows |= {(env, body["appName"], flag) for flag in body["bucket"]["toggles"]}
+    return rows
+
+
+def sent_rows(stub) -> set[tuple[str, str, str]]:
+    return {(m["environment"], m["appName"], m["featureName"]) for r in stub.delivered() for m in r.body["metrics"]}
+
+
+async def until(condition, what, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what()
+        await asyncio.sleep(0.05)
+
+
+def assert_not_on_disk(secret: str, data_dir: Path) -> None:
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "metrics-proxy.db" for p in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_every_bulk_body_sent_upstream_validates_and_seen_tokens_go_nowhere(proxies, tmp_path, stub, workers):
+    secret = f"default:development.seen-token-secret-{time.time_ns()}"
+    env = upstream_env(stub.url)
+    env.update(METRICS_PROXY_UPSTREAM_TOKENS=f"development={UPSTREAM_DEV},production={UPSTREAM_PROD}",
+               METRICS_PROXY_FOLD_INTERVAL="0.2", METRICS_PROXY_LOG_LEVEL="DEBUG",
+               METRICS_PROXY_WORKERS=str(workers))
+    proxy = ProxyProcess(tmp_path / "data", extra_env=env)
+    proxies.append(proxy)
+    await asyncio.to_thread(proxy.start)
+    if workers > 1:  # with two processes a post may land on either: the worker passes bulk on
+        await asyncio.to_thread(wait_for_log, proxy, "worker 1 listening")
+
+    posts = traffic(secret)
+    async with aiohttp.ClientSession() as session:
+        for path, body, headers in posts:
+            async with session.post(proxy.url + path, json=body, headers=headers) as resp:
+                assert resp.status == 202, (path, await resp.text())
+    expected = expected_rows(posts)
+    impact_names = {e["name"] for _, body, _ in posts for e in body.get("impactMetrics") or []}
+    sent_impact = lambda: {e["name"] for r in stub.delivered() for e in r.body.get("impactMetrics", [])}  # noqa: E731
+    await until(lambda: sent_rows(stub) >= expected and impact_names <= sent_impact(),
+                lambda: f"not sent: {expected - sent_rows(stub)}, {impact_names - sent_impact()}")
+    assert_not_on_disk(secret, tmp_path / "data")  # the journal files and the -wal too, while running
+    assert await asyncio.to_thread(proxy.terminate) == 0
+
+    assert stub.received and all(r.status == 202 for r in stub.received)
+    problems = {}
+    for i, rec in enumerate(stub.received):
+        found = schemas.errors("bulkMetricsSchema", rec.body) + sorted(schemas.undeclared("bulkMetricsSchema", rec.body))
+        if found:
+            problems[i] = found
+    assert problems == {}, json.dumps(problems, indent=1)
+    # What Unleash would silently drop: a row or an application of another environment than the token's.
+    for rec in stub.received:
+        env_of_token = token_environment(rec)
+        assert {m["environment"] for m in rec.body["metrics"]} <= {env_of_token}
+        assert {a["environment"] for a in rec.body["applications"]} <= {env_of_token}
+    # The body kinds this test is meant to cover did go out.
+    sent = [r.body for r in stub.received]
+    assert {a["appName"] for b in sent for a in b["applications"]} >= {
+        "py-sdk-app", "node-sdk-app", "curl-app", "bulk-app", "edge-app", "of-app", "headless", "prod-app", "web"}
+    assert {e["type"] for b in sent for e in b.get("impactMetrics", [])} == {"counter", "gauge", "histogram"}
+    assert any(m["variants"] for b in sent for m in b["metrics"])
+
+    # seenTokens are token secrets: never sent on, stored, or logged.
+    assert "seenTokens" not in {key for b in sent for key in b}
+    for rec in stub.received:
+        assert secret not in json.dumps(rec.body) and secret not in json.dumps(rec.headers)
+    assert_not_on_disk(secret, tmp_path / "data")
+    assert "DEBUG" in proxy.log() and secret not in proxy.log()
