@@ -7,11 +7,11 @@ need neither the network nor Node. To export them again (after changing VERSION 
     .venv/bin/python -m tests.unleash_schemas            # writes tests/fixtures/unleash-8.2/
     .venv/bin/python -m tests.unleash_schemas --offline  # only from the local npm cache
 
-Validation follows the dialect the schemas are written in: OpenAPI 3.0 Schema Objects (Unleash
-builds an `openapi: 3.0.3` document of them), so `nullable` counts and sibling keywords of a
-`$ref` do not. `format: date-time` is checked (RFC 3339): Unleash's request validator checks it
-too (ajv with ajv-formats). Unlike Unleash, nothing is coerced: Unleash's validator runs with
-`coerceTypes`, which turns e.g. `null` into "" for a string field before checking it.
+Two checks. errors() is the strict one, for the bodies the proxy sends: the dialect the schemas
+are written in, OpenAPI 3.0 Schema Objects (Unleash builds an `openapi: 3.0.3` document of them),
+so `nullable` counts and sibling keywords of a `$ref` do not; `format: date-time` is RFC 3339 with
+a zone; nothing is coerced. unleash_errors() models what Unleash itself accepts: its validator
+coerces types (null becomes "" for a string field) and takes a date-time without a zone.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import argparse
 import base64
 import hashlib
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -85,14 +87,103 @@ def format_checker() -> jsonschema.FormatChecker:
     return checker
 
 
+# --- what Unleash itself accepts ------------------------------------------------------------------
+# Unleash 8.2 checks request bodies with ajv 8 and `coerceTypes: true` (through @wesleytodd/openapi
+# 1.1.0): a value of the wrong type passes when it can be converted, e.g. null -> "" for a string.
+# In a oneOf that makes a value match more than one branch, and ajv then refuses the whole body: an
+# impact-metric label {"pod": 2} or {"pod": "2"} is both a string and a number. The checks below
+# model that (see UNLEASH_8_2_OBSERVED in tests/test_unleash8_schemas.py for what a real 8.2.0
+# answered). They say what Unleash accepts; errors() stays the stricter check for our own bodies.
+
+_JS_SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_DECIMAL = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+_JS_RADIX = {"0x": 16, "0o": 8, "0b": 2}
+
+
+def js_number(text: str) -> float | None:
+    """JavaScript's Number(text) (None for NaN): what ajv coerces a string to."""
+    s = text.strip(_JS_SPACE)
+    if not s:
+        return 0.0
+    radix = _JS_RADIX.get(s[:2].lower())
+    if radix:
+        try:
+            return float(int(s[2:], radix)) if s[2:].isalnum() else None
+        except ValueError:
+            return None
+    return float(s.replace("Infinity", "inf")) if _JS_DECIMAL.fullmatch(s) else None
+
+
+def _coerce(instance: Any, type_: str) -> tuple[bool, Any]:
+    """(True, value) when ajv's coerceTypes turns `instance` into `type_`, else (False, None)."""
+    if type_ in ("number", "integer"):
+        if instance is None or isinstance(instance, bool):
+            number = float(instance or 0)
+        elif isinstance(instance, str) and instance:
+            number = js_number(instance)
+        else:
+            return False, None
+        if number is None or (type_ == "integer" and math.isfinite(number) and number % 1):
+            return False, None
+        return True, number
+    if type_ == "string" and (instance is None or isinstance(instance, (bool, int, float))):
+        if instance is None:
+            return True, ""
+        return True, json.dumps(instance) if isinstance(instance, bool) else format(instance, "g")
+    if type_ == "boolean" and (instance is None or instance in ("true", "false") or instance in (0, 1)):
+        return True, instance in ("true", 1) and instance is not False
+    return False, None
+
+
+def _ajv_type(validator, types, instance, schema):
+    if instance is None and schema.get("nullable"):
+        return
+    types = [types] if isinstance(types, str) else types
+    if not any(validator.is_type(instance, t) or _coerce(instance, t)[0] for t in types):
+        yield jsonschema.ValidationError(f"{instance!r} is not of type {', '.join(map(repr, types))}, "
+                                         "nor can ajv coerce it")
+
+
+def _ajv_one_of(validator, branches, instance, schema):
+    found = []  # (branch index, its errors) with the value as ajv would coerce it for that branch
+    for i, branch in enumerate(branches):
+        value = instance
+        type_ = branch.get("type")
+        if isinstance(type_, str) and not validator.is_type(instance, type_):
+            coerced, converted = _coerce(instance, type_)
+            value = converted if coerced else instance
+        found.append((i, list(validator.descend(value, branch))))
+    matched = [i for i, errors in found if not errors]
+    if len(matched) > 1:
+        yield jsonschema.ValidationError(f"{instance!r} matches oneOf branches {matched} once ajv coerces "
+                                         "its type, and ajv then refuses the body")
+    elif not matched:  # the errors of the branch that came closest
+        yield from min((errors for _, errors in found), key=len)
+
+
+def _unleash_date_time(instance: object) -> bool:
+    # Observed: Unleash 8.2 also takes a date-time without a zone ("2026-12-04T10:00:00").
+    if not isinstance(instance, str):
+        return True
+    check = format_checker().checkers["date-time"][0]
+    return any(check(candidate) for candidate in (instance, instance + "Z"))
+
+
+_UnleashValidator = jsonschema.validators.extend(OAS30Validator, {"type": _ajv_type, "oneOf": _ajv_one_of})
+
+
 @cache
-def validator(name: str, closed: bool = False) -> OAS30Validator:
-    """A validator for one of SCHEMA_NAMES, its $refs resolved within components.json."""
+def validator(name: str, closed: bool = False, as_unleash: bool = False) -> OAS30Validator:
+    """A validator for one of SCHEMA_NAMES, its $refs resolved within components.json; with
+    `as_unleash`, one that models Unleash's own (coercing) check instead of the strict one."""
     if name not in SCHEMA_NAMES:
         raise KeyError(name)
     registry = Registry().with_resource(BASE_URI, DRAFT4.create_resource(components(closed)))
-    return OAS30Validator({"$ref": f"{BASE_URI}#/components/schemas/{name}"}, registry=registry,
-                          format_checker=format_checker())
+    checker = format_checker()
+    if as_unleash:
+        checker.checks("date-time")(_unleash_date_time)
+    cls = _UnleashValidator if as_unleash else OAS30Validator
+    return cls({"$ref": f"{BASE_URI}#/components/schemas/{name}"}, registry=registry, format_checker=checker)
 
 
 def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
@@ -108,6 +199,13 @@ def errors(name: str, instance: Any, closed: bool = False) -> list[str]:
     """Every way `instance` fails the schema, as sorted "path: message" lines ([] when valid)."""
     return sorted({f"{_path(leaf)}: {leaf.message}"
                    for error in validator(name, closed).iter_errors(instance) for leaf in _leaves(error)})
+
+
+def unleash_errors(name: str, instance: Any) -> list[str]:
+    """Why Unleash 8.2 would answer 400 to `instance` ([] when it would accept it): the schema
+    checked as Unleash checks it, with ajv's type coercion."""
+    return sorted({f"{_path(leaf)}: {leaf.message}"
+                   for error in validator(name, as_unleash=True).iter_errors(instance) for leaf in _leaves(error)})
 
 
 def error_paths(name: str, instance: Any) -> set[str]:
