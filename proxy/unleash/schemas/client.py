@@ -5,6 +5,12 @@ These Structs are the one source of truth: they validate inbound bodies and desc
 fields are accepted, and counts are bounded like Unleash Edge's u32 so a rogue SDK cannot overflow
 the store.
 
+Unleash 8.x shapes are accepted: `sdkFlavor`/`sdkFlavorVersion` (an integration built on an SDK,
+such as an OpenFeature provider; accepted, not stored or forwarded, and not capped at Unleash's 256
+and 32 characters), bodies without `environment`, and the bulk `seenTokens` of Unleash Edge 20.4+,
+deliberately not declared: it lists token secrets, so msgspec skips it while decoding and it never
+reaches the store, a log line or the upstream.
+
 Decoded bodies hold plain data and never take part in reference cycles, so their Structs are
 untracked by the cyclic GC (`gc=False`): a 200-flag body is ~400 objects the collector would
 otherwise count towards its next pass and walk while requests are in flight.
@@ -43,6 +49,8 @@ class ClientMetrics(msgspec.Struct, kw_only=True, gc=False):
     platformVersion: str | None = None
     yggdrasilVersion: str | None = None
     specVersion: str | None = None
+    sdkFlavor: str | None = None
+    sdkFlavorVersion: str | None = None
     connectionId: str | None = None
     bucket: Bucket | None = None
     # Kept raw: each entry is decoded on its own (proxy/unleash/api/impact.py) so a bad one costs no counts.
@@ -62,6 +70,8 @@ class ClientRegistration(msgspec.Struct, kw_only=True, gc=False):
     platformVersion: str | None = None
     yggdrasilVersion: str | None = None
     specVersion: str | None = None
+    sdkFlavor: str | None = None
+    sdkFlavorVersion: str | None = None
     connectionId: str | None = None
     projects: list[str] | None = None
 
@@ -72,6 +82,8 @@ class FrontendRegistration(msgspec.Struct, kw_only=True, gc=False):
     appName: NonEmptyName
     instanceId: str | None = None
     sdkVersion: str | None = None
+    sdkFlavor: str | None = None
+    sdkFlavorVersion: str | None = None
     environment: str | None = None
     interval: Annotated[float, msgspec.Meta(ge=0)] | None = None
     started: Timestamp | None = None
@@ -93,6 +105,8 @@ class BulkApplication(msgspec.Struct, kw_only=True, gc=False):
     projects: list[str] | None = None
     sdkVersion: str | None = None
     sdkType: Literal["frontend", "backend"] | None = None
+    sdkFlavor: str | None = None
+    sdkFlavorVersion: str | None = None
 
 
 class BulkMetric(msgspec.Struct, kw_only=True, gc=False):
