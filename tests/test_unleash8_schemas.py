@@ -15,7 +15,7 @@ import copy
 import json
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -24,11 +24,11 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate as validate_openapi
 
-from proxy.state import STORE
-from proxy.store.custom_metrics import labels_key
-from proxy.store.journal import ImpactRow
-from proxy.store.outbox import PendingImpact
-from proxy.upstream import payload
+from proxy.api.state import STORE
+from proxy.storage.journal import ImpactRow
+from proxy.unleash.store.custom_metrics import labels_key
+from proxy.unleash.store.pending import PendingImpact
+from proxy.unleash.upstream import payload
 from tests import unleash_schemas as schemas
 from tests.forwarding import UPSTREAM_DEV, UPSTREAM_PROD, upstream_env
 from tests.support import (
@@ -70,7 +70,7 @@ UNDECLARED = {
 
 
 def now_iso(offset: float = 0.0) -> str:
-    moment = datetime.fromtimestamp(time.time() + offset, tz=timezone.utc)
+    moment = datetime.fromtimestamp(time.time() + offset, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -230,7 +230,7 @@ def hand_built_bodies() -> list[tuple[str, str, dict]]:
         ("storage_support.bulk_body", "bulkMetricsSchema", storage_support.bulk_body("development", "f", 4, 1)),
         ("test_token_validation.metrics_body", "clientMetricsSchema", test_token_validation.metrics_body()),
         ("test_impact_metrics.metrics_post", "clientMetricsSchema",
-         test_impact_metrics.metrics_post(impact, {"f": {"yes": 1, "no": 0}})),
+         test_impact_metrics.metrics_post(impact, {"f": {"yes": 1, "no": 0}}, time.time())),
         ("test_unleash_direct.own_bulk_body", "bulkMetricsSchema", test_unleash_direct.own_bulk_body()),
         ("test_proxy_to_unleash.own_metrics_body", "clientMetricsSchema", test_proxy_to_unleash.own_metrics_body()),
         ("8.x register", "clientApplicationSchema", flavoured_register()),
@@ -453,7 +453,7 @@ async def test_known_gap_a_numeric_label_costs_its_series_but_no_counts(forwardi
     stub.default = as_unleash
     client = await forwarding_client()
     body = im.metrics_post([im.gauge("queue_depth", 7, pod=2), im.gauge("pool_size", 3, pool="db")],
-                           {"f": {"yes": 5, "no": 1}})
+                           {"f": {"yes": 5, "no": 1}}, time.time())
     body["bucket"] = {"start": now_iso(-60), "stop": now_iso(), "toggles": body["bucket"]["toggles"]}
     resp = await client.post("/api/client/metrics", json=body, headers=client_headers())
     assert resp.status == 202
