@@ -30,7 +30,8 @@ UPSTREAM_TOKEN = "default:development.bench-upstream"
 class Tally:
     def __init__(self) -> None:
         self.answer = 202
-        self.stats = {"requests": 0, "bytes": 0, "delivered_requests": 0, "delivered_bytes": 0, "yes": 0, "no": 0,
+        # bytes: the JSON bodies (aiohttp undoes Content-Encoding); wire_bytes: as sent (gzip by default)
+        self.stats = {"requests": 0, "bytes": 0, "wire_bytes": 0, "delivered_requests": 0, "delivered_bytes": 0, "yes": 0, "no": 0,
                       "metric_rows": 0, "application_rows": 0, "feature_polls": 0, "first_at": None, "last_at": None,
                       "idempotency_keys": 0}
         self.keys: set[str] = set()
@@ -40,6 +41,7 @@ class Tally:
         s = self.stats
         s["requests"] += 1
         s["bytes"] += len(raw)
+        s["wire_bytes"] += request.content_length or len(raw)
         if self.answer >= 300:
             return web.Response(status=self.answer)
         body = json.loads(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+from datetime import datetime
 
 import pytest
 from aiohttp import web
@@ -37,12 +38,14 @@ async def test_2xx_delivers_once_with_headers_applications_and_no_zero_rows(forw
     assert rec.headers["UNLEASH-INSTANCEID"] == client.forwarder.instance_id != ""
     assert rec.headers["User-Agent"] == f"metrics-proxy/{__version__}"
     assert rec.headers["Content-Type"] == "application/json"
+    assert rec.headers["Content-Encoding"] == "gzip" and 0 < rec.wire_size < rec.size
     assert rec.headers["X-Extra"] == "yes"
     assert len(rec.key) >= 16
     assert sent_flags(stub) == {"flag-a": (5, 3), "flag-b": (1, 0)}
     metric = next(m for m in rec.body["metrics"] if m["featureName"] == "flag-a")
     assert metric["appName"] == "app-a" and metric["environment"] == "development"
-    assert metric["timestamp"].endswith(":00:00.000Z") and metric["variants"] == {}
+    hour = datetime.fromisoformat(metric["timestamp"]).timestamp()
+    assert hour == clock.now() // 3600 * 3600 and metric["variants"] == {}
     [app] = rec.body["applications"]
     assert app["appName"] == "app-a" and app["instanceId"] == "i-1" and app["environment"] == "development"
     assert isinstance(app["interval"], (int, float)) and app["started"] and app["strategies"] == []
@@ -310,3 +313,14 @@ async def test_backlog_is_sent_with_bounded_parallelism(forwarding_client, stub,
     assert len(stub.received) >= 10 and stub.max_concurrent == 4
     assert all(r.size <= 1024 for r in stub.received)
     assert sent_flags(stub) == flags
+
+
+async def test_compress_false_sends_the_bulk_body_as_plain_json(forwarding_client, stub, clock):
+    client = await forwarding_client(compress=False)
+    await post_metrics(client, {"flag-a": (2, 1)}, clock.now())
+
+    assert await client.forwarder.flush() == 0
+
+    [rec] = stub.received
+    assert "Content-Encoding" not in rec.headers and rec.wire_size == rec.size
+    assert sent_flags(stub) == {"flag-a": (2, 1)}

@@ -17,9 +17,10 @@ from proxy.unleash.auth import environment_of
 class Received:
     headers: dict[str, str]
     body: dict
-    size: int
+    size: int  # bytes of the JSON body (aiohttp undoes a Content-Encoding before the handler reads it)
     arrived: float  # loop.time()
     status: int = 0  # what the stub answered (0: no answer, e.g. connection dropped)
+    wire_size: int = 0  # bytes on the wire (Content-Length), compressed if the body was
 
     @property
     def key(self) -> str:
@@ -55,7 +56,8 @@ class StubUpstream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        rec = Received(dict(request.headers), json.loads(raw), len(raw), asyncio.get_running_loop().time())
+        rec = Received(dict(request.headers), json.loads(raw), len(raw), asyncio.get_running_loop().time(),
+                       wire_size=request.content_length or 0)
         self.received.append(rec)
         self.arrived.set()
         self.concurrent += 1

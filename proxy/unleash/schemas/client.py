@@ -119,6 +119,25 @@ class BulkMetric(msgspec.Struct, kw_only=True, gc=False):
     variants: dict[str, Count] | None = None
 
 
+class SentApplication(BulkApplication, omit_defaults=True, kw_only=True, gc=False):
+    """An `applications` entry of a bulk body this proxy sends upstream. Unleash checks bulk
+    applications against its register schema and refuses the whole request without `interval`,
+    `started` or `strategies`, so those are always there; options the SDK did not report are left out."""
+
+    interval: Annotated[float, msgspec.Meta(ge=0)]
+    started: Timestamp
+    strategies: list[str | None]
+
+
+class SentMetric(BulkMetric, omit_defaults=True, kw_only=True, gc=False):
+    """A `metrics` entry of a bulk body this proxy sends upstream: every count field written out."""
+
+    timestamp: Timestamp
+    yes: Count
+    no: Count
+    variants: dict[str, Count]
+
+
 class BulkMetrics(msgspec.Struct, kw_only=True, gc=False):
     """Body of POST /api/client/metrics/bulk: what Unleash Edge and this proxy send upstream."""
 

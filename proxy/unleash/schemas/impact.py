@@ -13,12 +13,14 @@ import msgspec
 from proxy.unleash.schemas.client import Count, NonEmptyName
 
 
-class HistogramBucket(msgspec.Struct, kw_only=True):
+class HistogramBucket(msgspec.Struct, kw_only=True, omit_defaults=True):
     le: float | Literal["+Inf"]
     count: Count
 
 
-class ImpactSample(msgspec.Struct, kw_only=True):
+class ImpactSample(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Encoded (upstream) without the fields its kind does not use."""
+
     value: float | None = None  # counter and gauge
     labels: dict[str, str | int | float] | None = None
     count: Count | None = None  # histogram
@@ -34,3 +36,9 @@ class ImpactMetric(msgspec.Struct, kw_only=True):
     # Present on entries one proxy forwards to another inside a bulk batch (Unleash Edge's shape).
     appName: str | None = None
     environment: str | None = None
+
+
+class SentImpactMetric(ImpactMetric, omit_defaults=True, kw_only=True):
+    """An `impactMetrics` entry of a bulk body this proxy sends upstream (Unleash requires `help`)."""
+
+    help: Annotated[str, msgspec.Meta(max_length=1000)]

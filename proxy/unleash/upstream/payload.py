@@ -1,12 +1,13 @@
 """Bulk request bodies for Unleash's /client/metrics/bulk: items, size-bounded chunks, encoding.
 
-Items are stored in the outbox as the exact JSON text that goes on the wire, so a resent batch is
+Each item is encoded from the Structs that validate inbound bulk posts (SentApplication, SentMetric,
+SentImpactMetric refine BulkApplication, BulkMetric and ImpactMetric for what the proxy writes), so
+what the proxy sends is what it would accept. Items are stored in the outbox as the exact JSON text that goes on the wire, so a resent batch is
 byte-for-byte the body that was sent before, and a body's size is known before it is cut.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -14,64 +15,64 @@ import msgspec
 
 from proxy.storage.journal import ImpactRow
 from proxy.storage.outbox import OutboxItem
+from proxy.unleash.schemas.client import SentApplication, SentMetric
+from proxy.unleash.schemas.impact import HistogramBucket, ImpactSample, SentImpactMetric
 from proxy.unleash.store.pending import InstanceRow, PendingImpact, PendingRow
 
-_encode = msgspec.json.encode
+_encode = msgspec.json.Encoder().encode
 _decode_impact = msgspec.msgpack.Decoder(ImpactRow).decode
+_decode_json_list = msgspec.json.Decoder(list[str | None]).decode
+_decode_variants = msgspec.json.Decoder(dict[str, int]).decode
+_decode_labels = msgspec.json.Decoder(dict[str, str | int | float]).decode
+_decode_time = msgspec.json.Decoder(datetime).decode
 _HEAD, _MIDDLE, _IMPACT, _TAIL = b'{"applications":[', b'],"metrics":[', b'],"impactMetrics":[', b"]}"
 BODY_OVERHEAD = len(_HEAD) + len(_MIDDLE) + len(_IMPACT) + len(_TAIL)
 
 
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @lru_cache(maxsize=256)
-def hour_stamp(hour: int) -> str:
-    """iso() of an hour: a backlog's rows share a few hours, and formatting each row's took most
-    of the time spent building a cut's items."""
-    return iso(hour)
+def hour_time(hour: int) -> datetime:
+    """An hour as a UTC date-time: a backlog's rows share a few hours, and making each row's took
+    most of the time spent building a cut's items."""
+    return datetime.fromtimestamp(hour, tz=UTC)
+
+
+def _started(inst: InstanceRow) -> datetime:
+    # Stored as the RFC 3339 text ingest made of what the SDK sent; before any register, the
+    # proxy's first sighting stands in.
+    if inst.started:
+        return _decode_time(b'"' + inst.started.encode() + b'"')
+    return datetime.fromtimestamp(inst.created_at, tz=UTC)
 
 
 def metric_item(environment: str, row: PendingRow) -> OutboxItem:
-    body = {
-        "featureName": row.feature_name,
-        "appName": row.app_name,
-        "environment": environment,
-        "timestamp": hour_stamp(row.hour),
-        "yes": row.yes,
-        "no": row.no,
-        "variants": json.loads(row.variants) if row.variants else {},
-    }
+    body = SentMetric(
+        featureName=row.feature_name, appName=row.app_name, environment=environment,
+        timestamp=hour_time(row.hour), yes=row.yes, no=row.no,
+        variants=_decode_variants(row.variants) if row.variants else {},
+    )
     return OutboxItem("metric", _encode(body).decode(), row.yes, row.no)
 
 
 def application_item(environment: str, inst: InstanceRow) -> OutboxItem:
-    # Unleash validates bulk applications with its register schema and rejects the whole request
-    # when `started`, `interval` or `strategies` is missing; metrics posts do not carry them.
-    body: dict = {
-        "appName": inst.app_name,
-        "instanceId": inst.instance_id,
-        "environment": environment,
-        "interval": inst.interval if inst.interval is not None else 0,
-        "started": inst.started or iso(inst.created_at),
-        "strategies": json.loads(inst.strategies) if inst.strategies else [],
-    }
-    if inst.sdk_version:
-        body["sdkVersion"] = inst.sdk_version
+    body = SentApplication(
+        appName=inst.app_name, instanceId=inst.instance_id, environment=environment,
+        interval=inst.interval if inst.interval is not None else 0, started=_started(inst),
+        strategies=_decode_json_list(inst.strategies) if inst.strategies else [],
+        sdkVersion=inst.sdk_version or None,
+    )
     return OutboxItem("application", _encode(body).decode())
 
 
 def impact_item(pending: PendingImpact) -> OutboxItem:
     """One merged impact-metric series in Unleash's impactMetrics shape (one sample each)."""
     row = _decode_impact(pending.row)
-    sample: dict = {"labels": json.loads(row.labels)}
+    labels = _decode_labels(row.labels)
     if row.kind == "histogram":
-        sample.update(count=row.count, sum=row.sum,
-                      buckets=[{"le": "+Inf" if le == "+Inf" else float(le), "count": n} for le, n in row.buckets or []])
+        buckets = [HistogramBucket(le="+Inf" if le == "+Inf" else float(le), count=n) for le, n in row.buckets or []]
+        sample = ImpactSample(labels=labels, count=row.count, sum=row.sum, buckets=buckets)
     else:
-        sample["value"] = row.value
-    body = {"name": row.name, "help": row.help, "type": row.kind, "samples": [sample]}
+        sample = ImpactSample(labels=labels, value=row.value)
+    body = SentImpactMetric(name=row.name, help=row.help, type=row.kind, samples=[sample])
     return OutboxItem("impact", _encode(body).decode())
 
 
