@@ -17,7 +17,7 @@ from proxy.observability.telemetry import ForwarderCollector
 from proxy.unleash.api import admin, client, custom, features, flush, impact_scrape, reads, scrape
 from proxy.unleash.api.openapi_operations import OPERATIONS, RAW_FIELD_TYPES
 from proxy.unleash.auth import Authenticator
-from proxy.unleash.features.lifecycle import cache_for, features_ctx, source_for
+from proxy.unleash.feature_source import cache_for, features_ctx, source_for
 from proxy.unleash.features.telemetry import FeatureCollector
 from proxy.unleash.state import AUTH, FEATURE_CACHE, FEATURE_SOURCE, FORWARDER, FORWARDER_STATS, UPSTREAM
 from proxy.unleash.upstream import forwarder, session

@@ -15,6 +15,6 @@ FORWARDER_STATS = web.AppKey("forwarder_stats", ForwarderStats)
 FORWARDER = web.AppKey("forwarder", Forwarder)  # only set when [upstream] is configured
 UPSTREAM = web.AppKey("upstream", UpstreamClient)  # only set when [upstream] is configured
 FEATURE_CACHE = web.AppKey("feature_cache", FeatureCache)
-# The source of feature documents (proxy.unleash.features.lifecycle.FeatureSource) or None; typed
+# The source of feature documents (proxy.unleash.feature_source.FeatureSource) or None; typed
 # loosely because lifecycle imports this module.
 FEATURE_SOURCE = web.AppKey("feature_source", object)
