@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from aiohttp import web
@@ -96,10 +97,16 @@ class GroupLog:
                 self.sequence += 1
                 parts += (HEADER.pack(self.sequence, len(body)), body)
             data = b"".join(parts)
-            if self._thread is None:
-                self._write(data)
-            else:
-                await loop.run_in_executor(self._thread, self._write, data)
+            try:
+                if self._thread is None:
+                    self._write(data)
+                else:
+                    await loop.run_in_executor(self._thread, self._write, data)
+            except OSError as exc:  # e.g. a full disk: those requests fail, nothing is acknowledged
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
             self.flushes += 1
             for _, future in group:
                 if not future.done():  # a client that went away cancelled its wait
@@ -182,8 +189,8 @@ def main() -> None:
         die_with_parent()
         serve(args.dir, args.index, args, lambda _: print("listening", flush=True))
         return
-    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
-        args.dir = folder = args.dir or Path(tmp)
+    with nullcontext(str(args.dir)) if args.dir else tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        args.dir = folder = Path(tmp)
         siblings = []
         try:
             for index in range(1, args.processes):
