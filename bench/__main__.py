@@ -17,7 +17,7 @@ FULL_ONLY = ["instructions"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs for CI (under 2 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="short runs (about 3 minutes in all)")
     parser.add_argument("names", nargs="*", help=f"subset of: {', '.join(BENCHES + FULL_ONLY)}")
     args = parser.parse_args()
     summary = {}

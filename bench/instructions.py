@@ -1,4 +1,5 @@
-"""Instructions per ingest post, counted by callgrind: the proxy beside the bare aiohttp handler.
+"""Instructions per ingest post, counted by callgrind: the proxy beside the bare aiohttp handler
+and the durable ceiling (the bare handler plus a group-committed, fdatasynced log; one process).
 
 Run: python -m bench.instructions [--quick]. Needs valgrind (apt-get install valgrind) and wrk.
 
@@ -30,7 +31,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench.harness import cli, proxy_server, require_wrk, server, wrk
-from bench.ingest import BARE_SERVER, lua_script, proxy_with_workers
+from bench.ingest import BARE_SERVER, CEILING_SERVER, lua_script, proxy_with_workers
 
 START_SECONDS = 120.0  # importing aiohttp and friends under valgrind takes 10-30 s here
 FOLD_INTERVAL = "3600"
@@ -86,6 +87,7 @@ def run(quick: bool = False) -> dict:
         script = lua_script(Path(tmp), 20)
         servers = {
             "bare": lambda out: server([*_callgrind(out), *BARE_SERVER], None, START_SECONDS),
+            "ceiling": lambda out: server([*_callgrind(out), *CEILING_SERVER], None, START_SECONDS),
             "proxy": lambda out: proxy_server(env, wrapper=_callgrind(out), start_timeout=START_SECONDS),
             "workers_2": lambda out: proxy_with_workers(2, _callgrind(out), START_SECONDS, env),
         }
@@ -93,9 +95,11 @@ def run(quick: bool = False) -> dict:
             out = Path(tmp) / name
             out.mkdir()
             results[name] = measure(start(out), out, script, seconds)
-    bare = results["bare"]["per_request"]
-    for name in ("proxy", "workers_2"):
+    bare, ceiling = results["bare"]["per_request"], results["ceiling"]["per_request"]
+    for name in ("ceiling", "proxy", "workers_2"):
         results[name]["vs_bare"] = round(results[name]["per_request"] / bare, 2)
+    for name in ("proxy", "workers_2"):
+        results[name]["vs_ceiling"] = round(results[name]["per_request"] / ceiling, 2)
     return results
 
 
@@ -104,10 +108,13 @@ def report(results: dict) -> None:
     print(f"instructions per 20-toggle post (callgrind, {results['connections']} connections, "
           f"{results['seconds_per_run']} s under valgrind)")
     print(f"  bare aiohttp handler   {bare['per_request']:>9,}   ({bare['requests']} requests)")
+    ceiling = results["ceiling"]
+    print(f"  durable ceiling        {ceiling['per_request']:>9,}   {ceiling['vs_bare']:.2f}x bare   "
+          f"({ceiling['requests']} requests; user space only: the flush is kernel time)")
     for name, label in (("proxy", "proxy, one process"), ("workers_2", "proxy, workers = 2")):
         row = results[name]
-        print(f"  {label:<22} {row['per_request']:>9,}   {row['vs_bare']:.2f}x bare   ({row['requests']} requests; "
-              f"all processes)")
+        print(f"  {label:<22} {row['per_request']:>9,}   {row['vs_bare']:.2f}x bare   {row['vs_ceiling']:.2f}x ceiling   "
+              f"({row['requests']} requests; all processes)")
 
 
 if __name__ == "__main__":
