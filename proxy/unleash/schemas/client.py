@@ -38,12 +38,11 @@ class Bucket(msgspec.Struct, kw_only=True, gc=False):
     toggles: dict[str, ToggleCount] = {}
 
 
-class ClientMetrics(msgspec.Struct, kw_only=True, gc=False):
-    """Body of POST /api/client/metrics (and /api/frontend/client/metrics)."""
+class SdkInstance(msgspec.Struct, kw_only=True, gc=False):
+    """How a server-side SDK instance describes itself in its metrics and register posts."""
 
     appName: NonEmptyName
     instanceId: str | None = None
-    environment: str | None = None  # deprecated: the environment comes from the token
     sdkVersion: str | None = None
     platformName: str | None = None
     platformVersion: str | None = None
@@ -52,27 +51,23 @@ class ClientMetrics(msgspec.Struct, kw_only=True, gc=False):
     sdkFlavor: str | None = None
     sdkFlavorVersion: str | None = None
     connectionId: str | None = None
+
+
+class ClientMetrics(SdkInstance, kw_only=True, gc=False):
+    """Body of POST /api/client/metrics (and /api/frontend/client/metrics)."""
+
+    environment: str | None = None  # deprecated: the environment comes from the token
     bucket: Bucket | None = None
     # Kept raw: each entry is decoded on its own (proxy/unleash/api/impact.py) so a bad one costs no counts.
     impactMetrics: msgspec.Raw = msgspec.Raw()
 
 
-class ClientRegistration(msgspec.Struct, kw_only=True, gc=False):
+class ClientRegistration(SdkInstance, kw_only=True, gc=False):
     """Body of POST /api/client/register; Unleash requires appName, interval, started, strategies."""
 
-    appName: NonEmptyName
     interval: Annotated[float, msgspec.Meta(ge=0)]
     started: Timestamp
     strategies: list[str | None]
-    instanceId: str | None = None
-    sdkVersion: str | None = None
-    platformName: str | None = None
-    platformVersion: str | None = None
-    yggdrasilVersion: str | None = None
-    specVersion: str | None = None
-    sdkFlavor: str | None = None
-    sdkFlavorVersion: str | None = None
-    connectionId: str | None = None
     projects: list[str] | None = None
 
 

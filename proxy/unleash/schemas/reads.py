@@ -82,7 +82,8 @@ class ClientApplication(_Answer, kw_only=True):
 
 
 class SeenApp(_Answer, kw_only=True):
-    """One app of GET /api/client/seen-apps, whose answer is `{flag: [SeenApp]}`."""
+    """An app as Unleash describes it; one app of GET /api/client/seen-apps, whose answer is
+    `{flag: [SeenApp]}`."""
 
     appName: str
     createdAt: IsoTime
@@ -101,16 +102,10 @@ class AppUsage(_Answer, kw_only=True):
     environments: list[str]
 
 
-class ApplicationSummary(_Answer, kw_only=True):
-    appName: str
-    createdAt: IsoTime
-    updatedAt: IsoTime
-    description: str | None = None
-    strategies: list[str]
+class ApplicationSummary(SeenApp, kw_only=True):
+    """An app as the admin applications page lists it: its description, and where it is used."""
+
     createdBy: str = "unleash_system_user"
-    url: str | None = None
-    color: str | None = None
-    icon: str | None = None
     project: str
     environment: str | None
     usage: list[AppUsage]
