@@ -101,10 +101,10 @@ def proxy_with_workers(workers: int, wrapper: list[str] | None = None, start_tim
 
 
 def peer(folder: Path, seconds: int, proxy_rps: float) -> dict:
-    """The same 20-toggle load against a real Unleash 7.5.1 (the integration tests' server, its
+    """The same 20-toggle load against a real Unleash (the integration tests' server and version, its
     per-IP limiter raised). Goal (issue 7): the proxy >= 15x Unleash's req/s, same run."""
     from bench.peer_unleash import CLIENT_TOKEN, metrics_bodies, peer_unleash
-    from tests.integration.unleash_server import ToolMissing
+    from tests.integration.unleash_server import UNLEASH_VERSION, ToolMissing
 
     try:
         with peer_unleash() as stack:
@@ -114,7 +114,7 @@ def peer(folder: Path, seconds: int, proxy_rps: float) -> dict:
             unleash = wrk(url, "/api/client/metrics", script, seconds)
     except ToolMissing as exc:
         return {"skipped": str(exc)}
-    return {"unleash": unleash, "proxy_vs_unleash": round(proxy_rps / unleash["rps"], 1)}
+    return {"unleash": unleash, "version": UNLEASH_VERSION, "proxy_vs_unleash": round(proxy_rps / unleash["rps"], 1)}
 
 
 def run(quick: bool = False, write_docs: bool | None = None, note: str | None = None,
@@ -252,7 +252,7 @@ def goal_lines(results: dict) -> list[str]:
     peer_result = results.get("peer")
     if peer_result and "unleash" in peer_result:
         u = peer_result["unleash"]
-        lines.append(f"peer: Unleash 7.5.1 {u['rps']:,.0f} req/s (p99 {u['p99_ms']:.0f} ms, {u['non_2xx']} non-2xx); "
+        lines.append(f"peer: Unleash {peer_result.get('version', '')} {u['rps']:,.0f} req/s (p99 {u['p99_ms']:.0f} ms, {u['non_2xx']} non-2xx); "
                      f"proxy / Unleash = {peer_result['proxy_vs_unleash']}x (goal >= 15x: "
                      f"{'met' if peer_result['proxy_vs_unleash'] >= 15 else 'NOT met'})")
     elif peer_result:

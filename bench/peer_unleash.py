@@ -1,4 +1,4 @@
-"""A real Unleash 7.5.1 as a benchmark peer, and a quick measurement of its metrics ingest.
+"""A real Unleash (the integration tests' version, 8.2.0) as a benchmark peer, and a quick measurement of its metrics ingest.
 
     .venv/bin/python bench/peer_unleash.py serve            # start it, print URL and tokens, wait
     .venv/bin/python bench/peer_unleash.py load --seconds 10 --connections 64
@@ -8,7 +8,7 @@ bounded time and prints Unleash's req/s as a ratio of a bare aiohttp server answ
 same client in the same run (the baseline: what this load client and machine can drive at all).
 
 The server is the integration tests' harness (tests/integration/unleash_server.py) with Unleash's
-per-IP rate limit raised; its env names are crossed in 7.5.1: REGISTER_CLIENT_RATE_LIMIT_PER_MINUTE
+per-IP rate limit raised; its env names are crossed (7.5.1 and 8.2.0 alike): REGISTER_CLIENT_RATE_LIMIT_PER_MINUTE
 limits /api/client/metrics and CLIENT_METRICS_RATE_LIMIT_PER_MINUTE limits /api/client/register.
 """
 
@@ -31,7 +31,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from tests.integration.unleash_server import CLIENT_TOKEN, UnleashStack, unleash_stack  # noqa: E402
+from tests.integration.unleash_server import (  # noqa: E402
+    CLIENT_TOKEN,
+    UNLEASH_VERSION,
+    UnleashStack,
+    unleash_stack,
+)
 from tests.support import PAYLOADS, free_port  # noqa: E402
 
 UNLIMITED = str(10**9)
@@ -133,7 +138,7 @@ def measure(seconds: float, connections: int) -> None:
     with peer_unleash() as stack:
         print(f"unleash started in {stack.started_in:.1f} s at {stack.server.url}")
         unleash = asyncio.run(load(stack.server.api_url + "/client/metrics", bodies, seconds, connections))
-    for name, result in (("bare aiohttp 202 (baseline)", baseline), ("unleash 7.5.1", unleash)):
+    for name, result in (("bare aiohttp 202 (baseline)", baseline), (f"unleash {UNLEASH_VERSION}", unleash)):
         print(f"{name:28s} {result['req_per_s']:9.0f} req/s  p50 {result['p50_ms']:.1f} ms  "
               f"p99 {result['p99_ms']:.1f} ms  statuses {result['statuses']}")
     print(f"unleash / baseline = {unleash['req_per_s'] / baseline['req_per_s']:.3f} "

@@ -1,4 +1,4 @@
-"""One real Unleash 7.5.1 + PostgreSQL for the whole session (about 6-30 s to start once the npm
+"""One real Unleash (8.2.0) + PostgreSQL for the whole session (about 6-30 s to start once the npm
 cache is warm; the first run installs unleash-server, about a minute)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 3, end to end: SDK posts -> a real proxy process -> the real Unleash 7.5.1.
+"""Issue 3, end to end: SDK posts -> a real proxy process -> the real Unleash (8.2.0, tests/integration/unleash_server.py).
 
 Unleash's bulk upsert is additive and has no idempotency key, so any re-send by the proxy shows up
 as a larger total. The test reads the totals back, then keeps reading well past Unleash's 5 s write

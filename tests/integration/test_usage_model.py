@@ -1,4 +1,4 @@
-"""The tests' model of Unleash's counting, checked against what a real Unleash 7.5.1 answered.
+"""The tests' model of Unleash's counting, checked against what a real Unleash (8.2.0) answered.
 
 The recording in tests/fixtures/payloads posted the SDK metrics and the curl bodies to Unleash
 and saved its raw usage per flag (admin-responses/raw-*.json). The model must predict exactly

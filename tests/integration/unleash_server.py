@@ -4,7 +4,7 @@ Used by the integration tests (tests/integration/conftest.py) and by benchmarks
 (bench/peer_unleash.py). Plain Python, no pytest: a missing tool raises `ToolMissing`, which the
 test fixture turns into a skip.
 
-Timings that shape the tests (Unleash 7.5.1, read from its source and observed here):
+Timings that shape the tests (read from Unleash 7.5.1's source, observed on 7.5.1 and 8.2.0):
 - usage for a flag name that is not in the database is dropped; the list of names is cached
   for 10 s, so flags are created before the first metric is posted;
 - accepted usage is buffered in memory and written to PostgreSQL every 5 s, so reads poll.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tests.support import free_port
 
-UNLEASH_VERSION = "7.5.1"
+UNLEASH_VERSION = "8.2.0"  # the current release (2026-09); the read shapes still follow 7.5.1 answers (tests/fixtures)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Outside git (see .gitignore); reused by every later run, since the install takes about a minute.
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "unleash-server"
