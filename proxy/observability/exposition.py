@@ -1,7 +1,7 @@
 """Prometheus text format (0.0.4) written by hand for families built from store rows.
 
 prometheus_client costs ~700 bytes per series and ~200 ms to render 10,000 of them
-(performance.md); the per-flag and custom-metric families are rendered straight from query rows
+(docs/performance.md); the per-flag and custom-metric families are rendered straight from query rows
 instead, one f-string per sample.
 """
 

@@ -2,7 +2,7 @@
 
 The writer calls sqlite3 directly on the event loop. A journal append of a few dozen rows takes well
 under a millisecond; done on a helper thread it would wait for the GIL behind the busy loop for
-tens to hundreds of milliseconds (performance.md, "aiosqlite and the GIL"). There is no wait
+tens to hundreds of milliseconds (docs/performance.md, "aiosqlite and the GIL"). There is no wait
 window: a fixed window halved throughput in measurements; batches are capped instead.
 """
 

@@ -100,7 +100,7 @@ class Authenticator:
             raise ApiError(
                 403,
                 "ForbiddenError",
-                f"a {known.value} token cannot use this endpoint; it needs a {kind.value} token",
+                f"a {known.value} token cannot use this endpoint; it needs {_article(kind.value)} {kind.value} token",
             )
         return Caller(kind, environment)
 
@@ -121,3 +121,7 @@ class Authenticator:
         if environment in (None, "", "*"):
             environment = environment_of(token)
         return token_kind, environment
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"

@@ -1,4 +1,4 @@
-"""reliability.md §9 item 15: a model-based test of the buffer, with Hypothesis.
+"""Reliability requirement 15 (tests/reliability/README.md): a model-based test of the buffer, with Hypothesis.
 
 The real Store (SQLite in a temporary folder) and the real Forwarder, sending over loopback to a
 stub upstream served on the machine's own event loop, go through random sequences of ingest,

@@ -1,5 +1,5 @@
 """Inbound limits on a real proxy process: oversized, chunked and gzip-bomb bodies get 413 and the
-process's memory stays bounded (reliability.md §9 item 10)."""
+process's memory stays bounded (reliability requirement 10, tests/reliability/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""reliability.md §9 item 1: conservation under kill -9 WITH forwarding.
+"""Reliability requirement 1 (tests/reliability/README.md): conservation under kill -9 WITH forwarding.
 
 A real `python -m proxy serve` takes concurrent SDK load and forwards every 0.2 s to a stub
 upstream served on loopback by this test process; it is SIGKILLed at random points and

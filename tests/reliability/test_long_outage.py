@@ -1,4 +1,4 @@
-"""reliability.md §9 item 8: a 24-hour upstream outage under the default backoff, in virtual time.
+"""Reliability requirement 8 (tests/reliability/README.md): a 24-hour upstream outage under the default backoff, in virtual time.
 
 Real Forwarders, each with its own SQLite store and ManualClock, send to one stub upstream over
 loopback. Their retry waits go through the Forwarder's injectable `sleep`, which moves that

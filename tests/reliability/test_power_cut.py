@@ -1,4 +1,4 @@
-"""reliability.md §9 item 4, the power-cut half: no acknowledged count is lost to a power loss
+"""Reliability requirement 4 (tests/reliability/README.md), the power-cut half: no acknowledged count is lost to a power loss
 under `synchronous = FULL`, and the simulator is shown to catch the loss `NORMAL` allows.
 
 A real `python -m proxy serve` runs with the LD_PRELOAD shim of `power_cut.py`, which keeps an

@@ -1,4 +1,4 @@
-"""reliability.md §9 item 14: a torn -wal, a missing -shm and a corrupt database at start-up.
+"""Reliability requirement 14 (tests/reliability/README.md): a torn -wal, a missing -shm and a corrupt database at start-up.
 
 The crash states are real files: a copy of the database and its -wal taken while the store is
 open and idle is exactly what a kill -9 leaves behind (nothing is mid-commit in a single-writer

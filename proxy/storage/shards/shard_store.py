@@ -251,7 +251,7 @@ class ShardStore:
         return self.backlog() >= self.backlog_limit
 
     def _refresh_impact_series(self) -> None:
-        # Series admitted by the other processes; the limit is checked per process (README).
+        # Series admitted by the other processes; the limit is checked per process (docs/workers.md).
         assert self._primary is not None
         self.impact_guard.keys |= impact.SeriesGuard.load(self._primary).keys
 

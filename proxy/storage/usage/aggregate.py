@@ -1,7 +1,7 @@
 """In-memory deltas of committed journal entries, folded into the tables in one transaction.
 
 Why: merging every request into the tables with UPSERTs costs ~6x the throughput of appending one
-journal row per request (performance.md). So a request's record is committed to the journal (that
+journal row per request (docs/performance.md). So a request's record is committed to the journal (that
 commit backs the 202), its counts are added here, and every `fold_interval` the deltas are written
 with one UPSERT per dirty key *and* the folded journal rows are deleted in the same transaction:
 after a crash, exactly the unfolded journal rows are replayed, never one twice.

@@ -1,7 +1,7 @@
 """What /openapi.json says about each route: token kind, parameters, request and answer types.
 
 Only the route-level facts live here; every body shape comes from the msgspec Structs in
-proxy/schemas (proxy/api/openapi.py turns them into JSON Schema), so a field is never listed twice.
+proxy/unleash/schemas (proxy/api/openapi.py turns them into JSON Schema), so a field is never listed twice.
 """
 
 from __future__ import annotations
