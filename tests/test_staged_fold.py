@@ -10,6 +10,7 @@ import sqlite3
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.journal import PostedBucket
 from proxy.storage.store import STAGED_CHUNK_KEYS, STAGED_FOLD_KEYS
+from proxy.storage.usage.aggregate import Deltas
 from proxy.unleash.schemas.client import ToggleCount
 from tests.support import this_hour
 from tests.test_shards import abandon_reader, crash
@@ -84,10 +85,11 @@ async def test_a_staged_fold_writes_the_same_tables_as_one_transaction(tmp_path)
 
 async def test_requests_are_answered_between_chunks_and_a_read_sees_every_count(tmp_path):
     store = await fill(tmp_path / "db.sqlite")
+    chunks = -(-store.writer.deltas.count_keys() // STAGED_CHUNK_KEYS)  # keys by chunk, whatever the groups
     folding = asyncio.create_task(store.fold_in_chunks())
     await asyncio.sleep(0)  # the task staged the fold and wrote its first chunk, then yielded
     left = staged_chunks(tmp_path / "db.sqlite")
-    assert 0 < left < APPS * FLAGS // STAGED_CHUNK_KEYS
+    assert left == chunks - 1
     assert await store.append(posts(9)[:1]) is True  # the loop answers ingest between chunks
     assert await yes_total(store) == EXPECTED_YES + yes_of(posts(9)[:1])
     assert staged_chunks(tmp_path / "db.sqlite") == 0  # the read's fold wrote what was staged first
@@ -142,3 +144,20 @@ async def test_two_chunked_folds_at_once_take_turns_and_write_one_chunk_at_a_tim
     assert await yes_total(store) == EXPECTED_YES
     await store.close()
 
+
+
+def test_one_group_larger_than_a_chunk_is_cut_by_keys():
+    """All the flags one app posts in one minute are one group; a group of 1,000 new flags used to
+    be one chunk (one transaction), however large the group."""
+    deltas = Deltas()
+    toggles = {f"flag-{n:04d}": ToggleCount(yes=n % 5 + 1, no=1) for n in range(1000)}
+    deltas.add(JournalEntry("development", HOUR + 30, bucket=PostedBucket("app", HOUR, toggles)))
+    deltas.add(JournalEntry("development", HOUR + 90, [CountRow("edge", "flag-x", HOUR, 2, 0)]))
+    chunks = deltas.count_chunks(STAGED_CHUNK_KEYS)
+    parts = [Deltas.from_chunk(chunk) for chunk in chunks]
+    assert [part.count_keys() for part in parts] == [250, 250, 250, 250, 1]
+    merged: dict = {}
+    for part in parts:
+        for key, group in part.counts.items():
+            merged.setdefault(key, {}).update({flag: list(agg) for flag, agg in group.items()})
+    assert merged == deltas.counts

@@ -58,7 +58,7 @@ async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -
     `valid_until` says when the clock alone changes it. Errors it raises are not cached."""
     app = request.app
     store, cache, now = app[STORE], app[ANSWER_CACHE], app[CLOCK].now()
-    store.fold()  # before the version is read: it covers every count acknowledged so far
+    await store.fold_in_chunks()  # before the version is read: it covers every count acknowledged so far
     version = store.data_version
     entry = cache.get(key, version, now)
     if entry is None:

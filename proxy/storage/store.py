@@ -31,7 +31,7 @@ from proxy.storage.usage import impact, staging, usage_totals
 from proxy.storage.usage.aggregate import Deltas, write_deltas
 from proxy.storage.usage.minute_rollups import write_minute_rollups
 from proxy.storage.usage.retention import RetentionPolicy, prune_history
-from proxy.storage.writer import Durations, GroupCommitWriter, StorageUnavailable
+from proxy.storage.writer import STAGED_FOLD_KEYS, Durations, GroupCommitWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,8 @@ T = TypeVar("T")
 
 PULL_SLICE_BYTES = 64 * 1024  # of worker rows merged per loop pass: ~1 ms (ShardReader.pull_slice)
 REPLAY_CHUNK = 10_000
-# The folder stages a fold of this many keys or more and writes it in chunks of about
+# The folder stages a fold of STAGED_FOLD_KEYS or more (writer.py) and writes it in chunks of about
 # STAGED_CHUNK_KEYS (~5 ms each here); smaller folds stay one transaction.
-STAGED_FOLD_KEYS = 2_000
 STAGED_CHUNK_KEYS = 250
 STAGED_CHUNK_PAUSE = 0.01  # seconds between chunks: 12,800 keys take ~0.8 s of a 5 s fold_interval
 KEY_PRUNE_MAX_INTERVAL = 3600.0  # seconds between prunings of expired Idempotency-Keys, at most
@@ -82,7 +81,10 @@ class Store:
         self.writer: GroupCommitWriter | None = None
         self.folds = 0
         self._staged = False  # fold_staging may hold chunks (storage/usage/staging.py)
+        self.staged_fold_bytes = 0  # Deltas.fold_bytes of the staged chunks not written yet
         self._chunked_fold = asyncio.Lock()
+        self._fold_wanted = asyncio.Event()  # wakes the folder before its interval
+        self._stage_wanted = False  # the writer's deltas are large: stage them at the next chance
         self.fold_durations = Durations(FOLD_SECONDS_BUCKETS)
         # Changes whenever the tables the read endpoints answer from may have changed (a fold, a
         # pruning chunk); read answers cached under one value are never served under another.
@@ -124,7 +126,7 @@ class Store:
         if self.max_db_size is not None:
             self.space = BoundedSpace(
                 db, self.max_db_size, self.overflow_policy, self.fold,
-                lambda: self.writer is not None and bool(self.writer.deltas),
+                lambda: self.writer is not None and bool(self.writer.deltas), lambda: self.staged_fold_bytes,
             )
             self.space.fold_after_bytes //= self.ingest_processes
         self._staged = staging.any_staged(db)  # a staged fold a crash interrupted: written below
@@ -132,7 +134,8 @@ class Store:
         last_id = self._replay(db, deltas)
         self.shards.load(db)
         self.replayed_entries += self.shards.pull(deltas)
-        self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window)
+        self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window,
+                                        want_stage=self.want_stage)
         self.writer.last_journal_id = last_id
         self.fold()
         self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too
@@ -228,12 +231,17 @@ class Store:
         return self._fold_journal(lambda db: _write_folded(db, deltas))
 
     async def fold_in_chunks(self) -> bool:
-        """The folder's fold. A large one (STAGED_FOLD_KEYS or more) is staged and then written a
-        chunk per transaction, answering requests between chunks (storage/usage/staging.py).
+        """The fold of the folder and of readers. Staged chunks (left by the writer, or by a
+        large fold here: STAGED_FOLD_KEYS or more) are written a chunk per transaction, pausing
+        between chunks so that requests are answered meanwhile (storage/usage/staging.py).
 
-        One at a time (the folder and the shard puller both fold): a second one would find the
-        first's chunks staged and write them all at once, the stall staging is there to avoid."""
+        One at a time (the folder, readers and the shard puller all fold): a second one waits for
+        the first instead of writing its chunks at once, the stall staging is there to avoid."""
         async with self._chunked_fold:
+            if self._stage_wanted and not self.stage_deltas():
+                return False
+            if not await self._write_staged_paced():
+                return False
             await self._pull_in_slices()
             return await self._fold_in_chunks()
 
@@ -246,21 +254,45 @@ class Store:
         writer = self.writer
         if writer is None or self._db is None:
             return True
-        if not self._write_staged():
-            return False
-        deltas = writer.deltas
-        if deltas.count_keys() < STAGED_FOLD_KEYS:
+        if writer.deltas.count_keys() < STAGED_FOLD_KEYS:
             return self._fold_pulled()
+        if not self.stage_deltas():
+            return False
+        return await self._write_staged_paced()
+
+    def want_stage(self) -> None:
+        """The writer's deltas are large (writer.STAGE_AFTER_KEYS, or the space's fold bound): the
+        folder stages them at once, or between two chunks of the fold it is writing."""
+        self._stage_wanted = True
+        self._fold_wanted.set()
+
+    def stage_deltas(self) -> bool:
+        """Move the in-memory deltas into staged chunks, in one short transaction that also drops
+        their journal rows (instances and impact samples, few rows, are written at once); the
+        folder writes the chunks later, a transaction each, so memory and every transaction stay
+        bounded whatever one post carries."""
+        writer = self.writer
+        assert writer is not None
+        self._stage_wanted = False
+        deltas = writer.deltas
         chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
 
         def stage(db: sqlite3.Connection) -> None:
-            _write_folded(db, rest)  # instances and impact samples: few rows
+            _write_folded(db, rest)
             staging.stage(db, chunks)
 
         if not self._fold_journal(stage):
             return False
-        self._staged = True
+        if chunks:
+            self._staged = True
+            self.staged_fold_bytes += deltas.fold_bytes
+            self._fold_wanted.set()
+        return True
+
+    async def _write_staged_paced(self) -> bool:
         while self._staged:
+            if self._stage_wanted and not self.stage_deltas():
+                return False
             if not self._write_staged(chunks=1):
                 return False
             # A request needs a few loop passes (read, commit, answer): a pause rather than a
@@ -278,6 +310,7 @@ class Store:
             found = staging.first_chunk(db)
             if found is None:
                 self._staged = False
+                self.staged_fold_bytes = 0
                 break
             seq, chunk = found
             write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq)
@@ -361,8 +394,11 @@ class Store:
         return self.space.limit.hard_limit()
 
     async def run_folder(self, interval: float) -> None:
+        """Fold every `interval` seconds, and as soon as the writer staged deltas."""
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fold_wanted.wait(), interval)
+            self._fold_wanted.clear()
             await self.fold_in_chunks()
 
     async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
@@ -390,7 +426,7 @@ class Store:
         """`await query(connection, *args)` on the read-only connection, after a fold, so it sees
         every acknowledged count. Queries live in the storage layer (this package and each vendor's
         `store` package); their callers only pass them here."""
-        self.fold()
+        await self.fold_in_chunks()
         return await query(self.reader, *args)
 
     def write(self, body: Callable[..., T], *args: Any) -> T:

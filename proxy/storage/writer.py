@@ -13,6 +13,7 @@ import bisect
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -87,6 +88,17 @@ class SpaceKeeper(Protocol):
 
     def fold(self) -> bool: ...
 
+    def fits_staged(self, fold_bytes: int) -> bool:
+        """Deltas that may add `fold_bytes` to the tables can be staged and written later, in
+        chunks: what is already staged and they would still fold within the limit."""
+
+
+# Deltas of this many keys (or fold_bytes at the space's bound) are staged by the folder soon after
+# and written in paced chunks: a fold of one big post (50,000 new flags) in one
+# transaction held the event loop for over a second, and in-memory deltas grew with every key.
+STAGE_AFTER_KEYS = 20_000
+# A fold of fewer keys is one transaction (a few ms); of more, it is staged and written in chunks.
+STAGED_FOLD_KEYS = 2_000
 
 _Queued = tuple[list[JournalEntry], IdempotencyClaim | None, "asyncio.Future[bool]"]
 
@@ -95,8 +107,12 @@ class GroupCommitWriter:
     def __init__(
         self, db: sqlite3.Connection, deltas: Deltas, next_journal_id: int,
         space: SpaceKeeper | None = None, idempotency_window: float = 24 * 3600.0,
+        want_stage: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
+        # Ask the folder to stage the deltas soon (Store.want_stage): it does so between its own
+        # transactions, so a commit never waits for a staging.
+        self._want_stage = want_stage
         self.deltas = deltas
         self._next_id = next_journal_id
         self._space = space
@@ -152,9 +168,27 @@ class GroupCommitWriter:
     def _commit_next(self) -> None:
         batch = self._queue[:MAX_REQUESTS_PER_COMMIT]
         del self._queue[:MAX_REQUESTS_PER_COMMIT]
+        try:
+            self._commit_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
+            # A bug here must not kill the writer task: every later post would wait forever.
+            log.exception("journal commit of %d requests failed unexpectedly", len(batch))
+            error = StorageUnavailable(f"unexpected error: {exc!r}", disk_full=False)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+
+    def _commit_batch(self, batch: list[_Queued]) -> None:
         space = self._space
-        if space is not None and self.deltas.fold_bytes >= space.fold_after_bytes:
-            # Fold inline while the fold still fits in the space reserved for it (limits.py).
+        deltas = self.deltas
+        over_bound = space is not None and deltas.fold_bytes >= space.fold_after_bytes
+        if (self._want_stage is not None  # the primary's writer (an ingest worker's merges nothing)
+                and deltas.keys >= (STAGED_FOLD_KEYS if over_bound else STAGE_AFTER_KEYS)
+                and (space is None or space.fits_staged(deltas.fold_bytes))):
+            self._want_stage()
+        elif over_bound:
+            # Fold inline while the fold still fits in the space reserved for it (limits.py): a
+            # small fold is a few ms, and a large one only comes here near the limit.
             space.fold()
         started = time.perf_counter()
         attempt = 0

@@ -8,7 +8,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 
-from proxy.storage.capacity.limits import SizeLimit, is_disk_full
+from proxy.storage.capacity.limits import PAGE_FILL_SLACK, SizeLimit, is_disk_full
 from proxy.storage.capacity.overflow import drop_oldest_hour
 
 log = logging.getLogger(__name__)
@@ -21,19 +21,30 @@ class BoundedSpace:
 
     def __init__(
         self, db: sqlite3.Connection, max_bytes: int, policy: str,
-        fold: Callable[[], bool], has_unfolded: Callable[[], bool],
+        fold: Callable[[], bool], has_unfolded: Callable[[], bool], staged_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
         self._db = db
         self.limit = SizeLimit(db, max_bytes)
         self.policy = policy
         self.fold = fold
         self._has_unfolded = has_unfolded
+        self._staged_bytes = staged_bytes  # fold_bytes of staged deltas not written yet
         self.fold_after_bytes = self.limit.budget.fold_after_bytes
         self.dropped_counts: Counter[str] = Counter()  # acknowledged counts deleted, by reason
         self.reserve_folds = 0  # folds that only fitted above the high-water mark
 
     def has_room(self) -> bool:
         return self.limit.has_room()
+
+    def fits_staged(self, fold_bytes: int) -> bool:
+        """Staged chunks are written later, one transaction each: they and `fold_bytes` more must
+        fit in what still folds below the high-water mark (or in the reserve, near the limit),
+        page fill included, so that every staged chunk can be written."""
+        pages, free = self.limit.pages()
+        budget = self.limit.budget
+        below = max(budget.high_water_pages - (pages - free), 0) * budget.page_size
+        room = max(self.limit.budget.fold_after_bytes * PAGE_FILL_SLACK, below) // PAGE_FILL_SLACK
+        return self._staged_bytes() + fold_bytes < room
 
     def make_room(self, attempt: int) -> bool:
         # Folding frees the journal's pages; dropping is the fold's business (fold_within_limit),

@@ -9,6 +9,7 @@ after a crash, exactly the unfolded journal rows are replayed, never one twice.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Deltas:
     instances: dict[InstanceKey, tuple[float, float, InstanceSeen]] = field(default_factory=dict)
     impact: ImpactDeltas = field(default_factory=ImpactDeltas)
     entries: int = 0
+    keys: int = 0  # (group, flag) count keys held
     # An upper bound of the bytes the next fold can add to the tables (new keys, new variant
     # names, instance records, impact samples); counts added to known keys grow nothing. The
     # writer folds before this outgrows the reserve a fold may use (storage/capacity/limits.py).
@@ -115,19 +117,33 @@ class Deltas:
         self._views = None
 
     def count_keys(self) -> int:
-        return sum(len(group) for group in self.counts.values())
+        return self.keys
 
     def count_chunks(self, keys_per_chunk: int) -> list[bytes]:
-        """The count deltas as staged chunks of whole groups, each of about `keys_per_chunk` keys."""
+        """The count deltas as staged chunks of `keys_per_chunk` keys (the last one fewer). A
+        group (one app's flags in one minute) larger than a chunk is cut across chunks: one post of
+        50,000 new flags is one group, and written whole it held the event loop for over a second."""
         chunks: list[bytes] = []
         chunk: list[tuple] = []
-        keys = 0
+        room = keys_per_chunk
         for (env, app, hour, minute), group in self.counts.items():
-            chunk.append((env, app, hour, minute, group))
-            keys += len(group)
-            if keys >= keys_per_chunk:
+            if len(group) <= room:
+                chunk.append((env, app, hour, minute, group))
+                room -= len(group)
+            else:
+                flags = iter(group.items())
+                left = len(group)
+                while left:
+                    take = min(room, left)
+                    chunk.append((env, app, hour, minute, dict(itertools.islice(flags, take))))
+                    room -= take
+                    left -= take
+                    if room == 0:
+                        chunks.append(_encode_chunk(chunk))
+                        chunk, room = [], keys_per_chunk
+            if room == 0:
                 chunks.append(_encode_chunk(chunk))
-                chunk, keys = [], 0
+                chunk, room = [], keys_per_chunk
         if chunk:
             chunks.append(_encode_chunk(chunk))
         return chunks
@@ -136,7 +152,9 @@ class Deltas:
     def from_chunk(cls, chunk: bytes) -> Deltas:
         deltas = cls(entries=1)
         for env, app, hour, minute, group in _decode_chunk(chunk):
+            # A chunk holds each group at most once (count_chunks cuts a group across chunks).
             deltas.counts[(env, app, hour, minute)] = group  # type: ignore[assignment]
+            deltas.keys += len(group)
         return deltas
 
     def without_counts(self) -> Deltas:
@@ -148,13 +166,15 @@ class Deltas:
         group of `key` (environment, app, hour, minute received)."""
         group = self.counts.get(key)
         if group is None:
-            group = self.counts[key] = {}
+            self._new_group(key, flags, received)
+            return
         env, app, hour, _ = key
         for flag, counted in flags:
             agg = group.get(flag)
             if agg is None:
                 group[flag] = [counted.yes, counted.no, dict(counted.variants) if counted.variants else None,
                                received, received]
+                self.keys += 1
                 self.fold_bytes += self._new_key_bytes(env, app, hour, flag) + _variant_bytes(counted.variants)
                 continue
             agg[0] += counted.yes
@@ -174,6 +194,27 @@ class Deltas:
                         self.fold_bytes += VARIANT_TABLES * (len(name) + VARIANT_OVERHEAD)
                     else:
                         merged[name] = known_count + count
+
+    def _new_group(self, key: GroupKey, flags: Iterable[tuple[str, Counted]], received: float) -> None:
+        """_merge for a group not seen yet, where every flag is a new key: built in one pass (a
+        post of 27,000 new flags merged in 17 ms flag by flag)."""
+        group = self.counts[key] = {
+            flag: [counted.yes, counted.no, dict(counted.variants) if counted.variants else None, received, received]
+            for flag, counted in flags
+        }
+        self.keys += len(group)
+        env, app, hour, _ = key
+        hour_flags = self._hour_flags.get((env, app, hour))
+        if hour_flags is None:  # every flag new to the hour too
+            self._hour_flags[(env, app, hour)] = set(group)
+            per_key = COUNT_KEY_TABLES * (ROW_OVERHEAD + len(env) + len(app))
+            self.fold_bytes += len(group) * per_key + COUNT_KEY_TABLES * sum(map(len, group))
+        else:
+            for flag in group:
+                self.fold_bytes += self._new_key_bytes(env, app, hour, flag)
+        for agg in group.values():
+            if agg[2]:
+                self.fold_bytes += _variant_bytes(agg[2])
 
     def _new_key_bytes(self, env: str, app: str, hour: int, flag: str) -> int:
         """A flag new to this hour gets rows in every count table; one already counted in another

@@ -102,7 +102,7 @@ class Forwarder:
 
     async def tick(self) -> None:
         """Fold, cut every environment's pending counts into batches, and start its drain."""
-        self.store.fold()
+        await self.store.fold_in_chunks()
         now = self.clock.now()
         for env in self.store.on_writer(pending.environments):
             if env not in self.settings.tokens:
