@@ -69,7 +69,9 @@ class Delivery:
         self.sleep = sleep
         self._paused_until: dict[str, float] = {}
         self._pause_logged: dict[str, int | None] = {}  # env -> status last logged
-        self._in_flight: set[int] = set()  # batch seqs being sent
+        # Ids of the batches being sent. Ids, not seqs: SQLite hands a deleted batch's seq out
+        # again, and a guard keyed by seq lifted by one batch would lift another's.
+        self._in_flight: set[str] = set()
         self._drains: dict[str, asyncio.Task] = {}
 
     # --- draining ---------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class Delivery:
                 if not failed and not self.is_paused(env, self.clock.now()):
                     room = self.policy.max_in_flight - len(sending)
                     for batch in self.outbox.oldest_batches(env, self._in_flight, room):
-                        self._in_flight.add(batch.seq)
+                        self._in_flight.add(batch.id)
                         sending.add(asyncio.create_task(self._deliver(batch)))
                 if not sending:
                     return
@@ -144,7 +146,7 @@ class Delivery:
             else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
                 self._pause(batch.environment, result)
         finally:
-            self._in_flight.discard(batch.seq)
+            self._in_flight.discard(batch.id)
 
     async def _send_with_retries(self, batch: Batch) -> SendResult:
         ambiguous = False
@@ -164,7 +166,7 @@ class Delivery:
                     ambiguous = True
                     self.stats.ambiguous_batches += 1
                 if result.retryable:
-                    self.outbox.record_attempt(batch.seq, result.error[:500])
+                    self.outbox.record_attempt(batch, result.error[:500])
                     raise _Retryable(result)
         return result
 
@@ -191,7 +193,7 @@ class Delivery:
             return
         children = self.outbox.split(batch, halves(batch.items), new_batch_id)
         self.stats.batches_split += 1
-        self._in_flight.update(c.seq for c in children)  # before any await: the drain must not take them
+        self._in_flight.update(c.id for c in children)  # before any await: the drain must not take them
         for child in children:
             await self._deliver(child)
 

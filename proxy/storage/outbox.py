@@ -8,6 +8,11 @@ its original id. The delivery mechanism that drives these changes is proxy/forwa
 
 All methods run on the store's single writer connection, on the event loop, between awaits: they
 cannot interleave with a group commit or a fold.
+
+A batch is named by its id, not by its seq alone: seq is an INTEGER PRIMARY KEY without
+AUTOINCREMENT, so SQLite hands the highest seq out again once its row is deleted (a split deletes
+its parent before inserting the halves). Each change of a batch matches both and raises BatchGone,
+changing nothing, unless it found exactly the row it was given.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from proxy.storage.writer import StorageUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class BatchGone(Exception):
+    """The batch is no longer in the outbox as it was read (delivered, split or dead-lettered
+    since): the change was not made."""
 
 
 def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
@@ -90,9 +100,14 @@ def insert_batch(db: sqlite3.Connection, environment: str, created: float, items
     return seq
 
 
-def _delete_batch(db: sqlite3.Connection, seq: int) -> None:
-    db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (seq,))
-    db.execute("DELETE FROM outbox_batches WHERE seq = ?", (seq,))
+def _delete_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    """Delete exactly `batch` and its items, or raise BatchGone (inside the caller's transaction,
+    which it then rolls back)."""
+    if db.execute("DELETE FROM outbox_batches WHERE seq = ? AND id = ?", (batch.seq, batch.id)).rowcount != 1:
+        raise BatchGone(f"batch {batch.id} (seq {batch.seq}) is no longer in the outbox")
+    deleted = db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (batch.seq,)).rowcount
+    if deleted != len(batch.items):
+        raise BatchGone(f"batch {batch.id} holds {deleted} items, not the {len(batch.items)} it was read with")
 
 
 class Outbox:
@@ -126,7 +141,7 @@ class Outbox:
 
     @_storage_errors
     def set_pause(self, environment: str, reason: str) -> None:
-        self.set_state(f"paused:{environment}", reason)
+        set_state(self.db, f"paused:{environment}", reason)
 
     @_storage_errors
     def clear_pause(self, environment: str) -> None:
@@ -140,9 +155,9 @@ class Outbox:
         return [r[0] for r in self.db.execute("SELECT DISTINCT environment FROM outbox_batches ORDER BY 1")]
 
     @_storage_errors
-    def oldest_batches(self, environment: str, exclude: set[int], limit: int) -> list[Batch]:
-        """The oldest batches of an environment not already being sent (splits keep their
-        parent's age, so a backlog drains in the order it was cut)."""
+    def oldest_batches(self, environment: str, exclude: set[str], limit: int) -> list[Batch]:
+        """The oldest batches of an environment whose ids are not in `exclude` (those being sent;
+        splits keep their parent's age, so a backlog drains in the order it was cut)."""
         if limit <= 0:
             return []
         rows = self.db.execute(
@@ -152,7 +167,7 @@ class Outbox:
         )
         found = []
         for row in rows:
-            if row[0] in exclude:
+            if row[1] in exclude:
                 continue
             found.append(Batch(*row, items=self._items(row[0])))
             if len(found) == limit:
@@ -175,15 +190,18 @@ class Outbox:
         ).fetchone()[0]
 
     @_storage_errors
-    def record_attempt(self, seq: int, error: str) -> None:
-        self.db.execute(
-            "UPDATE outbox_batches SET attempts = attempts + 1, last_error = ? WHERE seq = ?", (error, seq)
-        )
+    def record_attempt(self, batch: Batch, error: str) -> None:
+        updated = self.db.execute(
+            "UPDATE outbox_batches SET attempts = attempts + 1, last_error = ? WHERE seq = ? AND id = ?",
+            (error, batch.seq, batch.id),
+        ).rowcount
+        if updated != 1:
+            raise BatchGone(f"batch {batch.id} (seq {batch.seq}) is no longer in the outbox")
 
     @_storage_errors
     def delivered(self, batch: Batch, now: float) -> None:
         with write_transaction(self.db) as db:
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
             set_state(db, f"last_success:{batch.environment}", repr(now))
             delete_state(db, f"paused:{batch.environment}")  # the upstream took it: not paused any more
 
@@ -193,7 +211,7 @@ class Outbox:
         different request bodies)."""
         made = []
         with write_transaction(self.db) as db:
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
             for half in halves:
                 batch_id = new_id()
                 seq = insert_batch(db, batch.environment, batch.created, half, batch_id)
@@ -209,5 +227,5 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch.environment, i.kind, i.item, i.yes, i.no, status, reason, now) for i in batch.items],
             )
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
         return len(batch.items)

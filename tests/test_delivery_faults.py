@@ -1,0 +1,158 @@
+"""Faults of the delivery mechanism under splits, storage errors and a full store (issue 17),
+each against the real store file and a scripted upstream over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from proxy.api.state import STORE
+from proxy.forwarding.delivery import new_batch_id
+from proxy.storage import Store
+from proxy.storage.outbox import BatchGone, Outbox, OutboxItem, insert_batch
+from proxy.unleash.store.pending import PendingRow
+from proxy.unleash.upstream.payload import metric_item
+from tests.forwarding import post_metrics
+
+ENV = "development"
+
+
+def item(flag: str, yes: int, hour: int) -> OutboxItem:
+    return metric_item(ENV, PendingRow("app-a", flag, hour, yes, 0, None))
+
+
+def flags_of(rec) -> tuple[str, ...]:
+    return tuple(m["featureName"] for m in rec.body["metrics"])
+
+
+def delivered_yes(stub) -> Counter:
+    """Yes counts per flag over the bodies the stub answered 2xx."""
+    totals: Counter = Counter()
+    for rec in stub.delivered():
+        for m in rec.body["metrics"]:
+            totals[m["featureName"]] += m["yes"]
+    return totals
+
+
+def put_batches(client, *batches: list[str]) -> dict[str, int]:
+    """Batches of the given flags in the outbox, in this order, as a cut would leave them; each
+    flag's yes count is its number (from 1). Returns those counts."""
+    store = client.server.app[STORE]
+    created = client.forwarder.clock.now()
+    expected: dict[str, int] = {}
+    for flags in batches:
+        items = [item(flag, len(expected) + n, int(created // 3600 * 3600)) for n, flag in enumerate(flags, start=1)]
+        expected |= {flag: i.yes for flag, i in zip(flags, items)}
+        store.write(insert_batch, ENV, created, items, new_batch_id())
+    return expected
+
+
+async def test_a_split_child_taking_a_finished_parents_seq_is_not_sent_twice(forwarding_client, stub):
+    """outbox_batches.seq is reused once the highest row is deleted. This schedule makes a batch
+    of one subtree (Q's first half) take the seq of another subtree's root (P) while P's last leaf
+    is still in flight: when P's subtree ends, P's seq must not release Q's half, which its own
+    sender is still sending (held at the upstream) and would otherwise be sent and split again,
+    its items delivered twice under new Idempotency-Keys."""
+    client = await forwarding_client()  # the default max_in_flight (4): Q, X, Y and P at once
+    fillers_done, leaf_sent, q_half_sent, q_half_again = (asyncio.Event() for _ in range(4))
+    fillers: set[tuple[str, ...]] = set()
+
+    async def answer(request, rec):
+        flags = flags_of(rec)
+        if flags in (("x",), ("y",)):
+            fillers.add(flags)
+            if len(fillers) == 2:
+                fillers_done.set()
+            return web.Response(status=202)
+        if flags == ("p-0", "p-1", "p-2"):
+            await fillers_done.wait()  # X and Y gone: P's halves take low seqs
+        elif flags == ("p-2",):  # P's last leaf, the highest row once Q splits
+            leaf_sent.set()
+            await q_half_sent.wait()
+        elif flags == ("q-0", "q-1", "q-2", "q-3"):
+            await leaf_sent.wait()  # Q's halves take the seqs just above P's leaf: P's own seq first
+        elif flags == ("q-0", "q-1"):
+            if q_half_sent.is_set():
+                q_half_again.set()
+            else:
+                q_half_sent.set()
+                # Held until a second sender shows up (today's code) or long enough to tell.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(q_half_again.wait(), 1.0)
+        return web.Response(status=202 if len(flags) == 1 else 413)
+
+    stub.default = answer
+    expected = put_batches(client, ["q-0", "q-1", "q-2", "q-3"], ["x"], ["y"], ["p-0", "p-1", "p-2"])
+
+    assert await client.forwarder.flush() == 0
+
+    assert stub.resent == []
+    assert not q_half_again.is_set(), "Q's first half was sent by a second sender"
+    assert dict(delivered_yes(stub)) == expected
+    assert client.stats.batches_split == 5  # P, P's second half, Q and Q's halves: once each
+
+
+async def test_outbox_changes_of_a_batch_no_longer_there_touch_no_other_batch(tmp_path):
+    """A Batch read before its row was deleted must not act on the row that took its seq since (an
+    INTEGER PRIMARY KEY without AUTOINCREMENT hands the highest seq out again): delivering,
+    splitting, dead-lettering or counting an attempt of it changes nothing and says so."""
+    store = Store(tmp_path / "outbox.db")
+    await store.open()
+    try:
+        outbox = Outbox(store)
+        store.write(insert_batch, ENV, 1.0, [item("a-0", 1, 0), item("a-1", 2, 0)], "batch-a")
+        [gone] = outbox.oldest_batches(ENV, set(), 1)
+        outbox.delivered(gone, 2.0)
+        store.write(insert_batch, ENV, 1.0, [item("b-0", 3, 0)], "batch-b")
+        [kept] = outbox.oldest_batches(ENV, set(), 1)
+        assert kept.seq == gone.seq  # the seq was handed out again
+
+        for change in (
+            lambda: outbox.delivered(gone, 3.0),
+            lambda: outbox.split(gone, [gone.items[:1], gone.items[1:]], new_batch_id),
+            lambda: outbox.dead_letter(gone, 413, "too large", 3.0),
+            lambda: outbox.record_attempt(gone, "HTTP 503"),
+        ):
+            with pytest.raises(BatchGone):
+                change()
+
+        [still] = outbox.oldest_batches(ENV, set(), 5)
+        assert (still.id, still.attempts, [i.item for i in still.items]) == ("batch-b", 0, [kept.items[0].item])
+        assert store.db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+        assert store.db.execute("SELECT count(*) FROM outbox_items").fetchone() == (1,)
+    finally:
+        await store.close()
+
+
+async def test_a_backlog_cut_during_an_outage_and_split_to_single_items_is_delivered_exactly_once(
+    forwarding_client, stub, clock, caplog,
+):
+    """The fault campaign's workload: 2,000 flags cut into batches while the upstream answers 500,
+    then a 413 for every body of more than one item, with the default max_in_flight. Every flag
+    arrives once, under one Idempotency-Key, and no outbox change misses its batch."""
+    client = await forwarding_client(max_body_bytes=4096)  # ~20 items a batch: many splits at once
+    outage = True
+
+    async def answer(request, rec):
+        if outage:
+            return web.Response(status=500)
+        return web.Response(status=202 if len(rec.body["metrics"]) + len(rec.body["applications"]) == 1 else 413)
+
+    stub.default = answer
+    flags = {f"flag-{n:04d}": (n + 1, 0) for n in range(2000)}
+    names = list(flags)
+    for start in range(0, len(names), 250):
+        await post_metrics(client, {name: flags[name] for name in names[start:start + 250]}, clock.now())
+        await client.forwarder.tick()
+        await asyncio.sleep(0.02)
+    outage = False
+
+    assert await client.forwarder.flush() == 0
+
+    assert stub.resent == []
+    assert dict(delivered_yes(stub)) == {name: yes for name, (yes, _no) in flags.items()}
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
