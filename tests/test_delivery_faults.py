@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -156,3 +157,38 @@ async def test_a_backlog_cut_during_an_outage_and_split_to_single_items_is_deliv
     assert stub.resent == []
     assert dict(delivered_yes(stub)) == {name: yes for name, (yes, _no) in flags.items()}
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
+
+
+async def test_a_split_child_is_sent_on_the_next_tick_after_a_sibling_failed(forwarding_client, stub):
+    """A 413 splits a batch; recording its first half's delivery fails (another process holds the
+    database's write lock: an operator's `flush --one-shot` or sqlite3 shell on the live file).
+    The second half was never sent, and must not stay marked as being sent: the next tick sends
+    both (the first again under its own key)."""
+    client = await forwarding_client()
+    store = client.server.app[STORE]
+    store.db.execute("PRAGMA busy_timeout = 100")  # give up on the lock quickly, not after 5 s
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def answer(request, rec):
+        flags = flags_of(rec)
+        if len(stub.received) == 2:  # the first half, the first time
+            other.execute("BEGIN IMMEDIATE")  # the write lock, until the test lets go
+        return web.Response(status=202 if len(flags) <= 2 else 413)
+
+    stub.default = answer
+    expected = put_batches(client, ["p-0", "p-1", "p-2", "p-3"])
+
+    try:
+        assert await client.forwarder.flush() == 2  # the halves: one answered, one never sent
+        assert [flags_of(r) for r in stub.received] == [("p-0", "p-1", "p-2", "p-3"), ("p-0", "p-1")]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    for _tick in range(3):
+        if await client.forwarder.flush() == 0:
+            break
+    assert client.forwarder.outbox.pending_batch_count() == 0
+    assert dict(delivered_yes(stub)) | {"p-0": 1, "p-1": 2} == expected
+    assert sorted(f for r in stub.delivered() for f in flags_of(r)) == ["p-0", "p-0", "p-1", "p-1", "p-2", "p-3"]
+    assert stub.resent == []  # the first half went twice, under the same Idempotency-Key

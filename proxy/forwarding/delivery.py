@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from proxy.clock import Clock
 from proxy.forwarding.stats import ForwarderStats
+from proxy.storage import StorageUnavailable
 from proxy.storage.outbox import Batch, Outbox, OutboxItem
 from proxy.upstream.client import SendResult
 
@@ -113,9 +114,12 @@ class Delivery:
                 # next tick, rather than spinning on the same batch.
                 if not failed and not self.is_paused(env, self.clock.now()):
                     room = self.policy.max_in_flight - len(sending)
-                    for batch in self.outbox.oldest_batches(env, self._in_flight, room):
-                        self._in_flight.add(batch.id)
-                        sending.add(asyncio.create_task(self._deliver(batch)))
+                    try:
+                        batches = self.outbox.oldest_batches(env, self._in_flight, room)
+                    except StorageUnavailable as exc:  # the sends under way go on
+                        failed, batches = True, []
+                        log.error("reading the batches of %s failed, retried on the next tick: %s", env, exc)
+                    sending.update(self._start(batch) for batch in batches)
                 if not sending:
                     return
                 done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -128,25 +132,32 @@ class Delivery:
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
 
+    def _start(self, batch: Batch) -> asyncio.Task:
+        """Send `batch` in a task of its own, marked as being sent for exactly as long as the task
+        lasts: the mark goes in a done callback, which runs however the task ends (even when it is
+        cancelled before its first step, when no `finally` of the coroutine would)."""
+        self._in_flight.add(batch.id)
+        task = asyncio.create_task(self._deliver(batch), name=f"deliver-{batch.id}")
+        task.add_done_callback(lambda _task: self._in_flight.discard(batch.id))
+        return task
+
     # --- one batch --------------------------------------------------------------------------
 
     async def _deliver(self, batch: Batch) -> None:
-        """Send one batch until it is delivered, dead-lettered or its environment pauses."""
-        try:
-            result = await self._send_with_retries(batch)
-            status = result.status or 0
-            if 200 <= status < 300:
-                now = self.clock.now()
-                self.outbox.delivered(batch, now)
-                self.stats.batches_delivered += 1
-                self.stats.last_success_time = now
-                self._pause_logged.pop(batch.environment, None)
-            elif status in (400, 413):
-                await self._reject(batch, result)
-            else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
-                self._pause(batch.environment, result)
-        finally:
-            self._in_flight.discard(batch.id)
+        """Send one batch until it is delivered, dead-lettered or its environment pauses. The
+        caller marks it as being sent (and unmarks it)."""
+        result = await self._send_with_retries(batch)
+        status = result.status or 0
+        if 200 <= status < 300:
+            now = self.clock.now()
+            self.outbox.delivered(batch, now)
+            self.stats.batches_delivered += 1
+            self.stats.last_success_time = now
+            self._pause_logged.pop(batch.environment, None)
+        elif status in (400, 413):
+            await self._reject(batch, result)
+        else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
+            self._pause(batch.environment, result)
 
     async def _send_with_retries(self, batch: Batch) -> SendResult:
         ambiguous = False
@@ -193,9 +204,15 @@ class Delivery:
             return
         children = self.outbox.split(batch, halves(batch.items), new_batch_id)
         self.stats.batches_split += 1
-        self._in_flight.update(c.id for c in children)  # before any await: the drain must not take them
-        for child in children:
-            await self._deliver(child)
+        # Marked before any await (the drain must not take them) and unmarked however this ends:
+        # a half left unsent because its sibling raised goes out with the next tick's drain.
+        ids = {c.id for c in children}
+        self._in_flight |= ids
+        try:
+            for child in children:
+                await self._deliver(child)
+        finally:
+            self._in_flight -= ids
 
     def _pause(self, env: str, result: SendResult) -> None:
         now = self.clock.now()
