@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections import Counter
 
@@ -14,10 +15,14 @@ from aiohttp import web
 from proxy.api.state import STORE
 from proxy.forwarding.delivery import new_batch_id
 from proxy.storage import Store
+from proxy.storage.capacity.limits import PageBudget
 from proxy.storage.outbox import BatchGone, Outbox, OutboxItem, insert_batch
 from proxy.unleash.store.pending import PendingRow
 from proxy.unleash.upstream.payload import metric_item
-from tests.forwarding import post_metrics
+from tests.forwarding import UPSTREAM_PROD, post_metrics
+from tests.storage_support import HOUR, metrics_body
+from tests.support import client_headers
+from tests.test_disk_full import fill_until_refused
 
 ENV = "development"
 
@@ -192,3 +197,89 @@ async def test_a_split_child_is_sent_on_the_next_tick_after_a_sibling_failed(for
     assert dict(delivered_yes(stub)) | {"p-0": 1, "p-1": 2} == expected
     assert sorted(f for r in stub.delivered() for f in flags_of(r)) == ["p-0", "p-0", "p-1", "p-1", "p-2", "p-3"]
     assert stub.resent == []  # the first half went twice, under the same Idempotency-Key
+
+
+async def test_a_full_store_splits_dead_letters_and_backs_off_until_it_has_drained(forwarding_client, stub, clock,
+                                                                                    caplog):
+    """A store filled to max_db_size, whose cut then filled the reserve above the ingest
+    high-water mark to the last page: no split, dead letter or recorded attempt could be written
+    ('database or disk is full'), so a 413 or 400 could never be settled, nothing was delivered
+    and ingest stayed refused. The cut now leaves part of the reserve to the outbox changes,
+    which may all use it: the store drains, 500s are retried with backoff, ingest comes back."""
+    client = await forwarding_client({"max_db_size": 1024 * 1024}, max_body_bytes=8192)
+    hour = clock.now() // HOUR * HOUR
+    acked, refused, _ = await fill_until_refused(client, hour, flags_per_post=50)
+    assert acked and refused
+    bad = {flag for flag in acked if flag.endswith("-007")}  # one flag of every post
+    assert bad
+    caplog.clear()  # of the refused posts' errors
+    outages = 4
+
+    async def answer(request, rec):
+        nonlocal outages
+        if outages:
+            outages -= 1
+            return web.Response(status=500, text="upstream trouble; " * 20)  # a long last_error
+        if len(rec.body["metrics"]) + len(rec.body["applications"]) > 1:
+            return web.Response(status=413)
+        return web.Response(status=400 if set(flags_of(rec)) & bad else 202)
+
+    stub.default = answer
+
+    for _tick in range(5):  # a few ticks at most: a cut the full store refused goes on after sends
+        if await client.forwarder.flush() == 0:
+            break
+    assert client.forwarder.outbox.pending_batch_count() == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
+
+    delivered = delivered_yes(stub)
+    delivered.update({m["featureName"]: m["no"] for r in stub.delivered() for m in r.body["metrics"]})
+    assert dict(delivered) == {flag: n for flag, n in acked.items() if flag not in bad}
+    assert stub.resent == []
+    store = client.server.app[STORE]
+    dead = store.db.execute("SELECT item, status FROM dead_letters").fetchall()
+    assert sorted(json.loads(i)["featureName"] for i, _ in dead) == sorted(bad)
+    assert {status for _, status in dead} == {400}
+    # Each 500 was retried with backoff within its batch's send, under the batch's own key.
+    assert client.stats.retries == client.stats.requests["500"] == 4
+    refused_keys = [r.key for r in stub.received if r.status == 500]
+    assert all(key in {r.key for r in stub.received if r.status != 500} for key in refused_keys)
+
+    response = await client.post("/api/client/metrics", json=metrics_body(hour, ["after-0"], yes=1),
+                                 headers=client_headers())
+    assert response.status == 202
+    assert await client.forwarder.flush() == 0
+    assert delivered_yes(stub)["after-0"] == 1
+
+
+async def test_a_store_already_deep_in_its_reserve_with_nothing_cut_still_drains(forwarding_client, stub, clock):
+    """The cut keeps part of the reserve for settling batches, but when folds have already filled
+    more than its share and no batch waits (so no delivery will free room), it takes the whole
+    reserve: otherwise the pending counts would never leave a full store. Made here by reopening
+    a filled store under a max_db_size whose reserve it is three-quarters into."""
+    client = await forwarding_client({"max_db_size": 1024 * 1024}, tokens={"production": UPSTREAM_PROD})
+    hour = clock.now() // HOUR * HOUR
+    acked, _refused, _ = await fill_until_refused(client, hour, flags_per_post=50)  # development: not cut
+    store = client.server.app[STORE]
+    store.fold()
+    used = store.pragma("page_count") - store.pragma("freelist_count")
+    page_size = store.pragma("page_size")
+    await client.close()
+
+    def reserve_used(max_bytes: int) -> float:
+        budget = PageBudget.for_size(max_bytes, page_size)
+        return (used - budget.high_water_pages) / (budget.hard_pages - budget.high_water_pages)
+
+    smaller = next(size for size in range(1024 * 1024, 0, -page_size) if reserve_used(size) >= 0.75)
+    assert reserve_used(smaller) < 0.85
+    client = await forwarding_client({"max_db_size": smaller})
+    assert client.server.app[STORE].refusing_ingest()
+
+    for _tick in range(5):  # a cut the full store refused goes on once its batches were sent
+        await client.forwarder.flush()
+    delivered: Counter = Counter()
+    for rec in stub.delivered():
+        for m in rec.body["metrics"]:
+            delivered[m["featureName"]] += m["yes"] + m["no"]
+    assert dict(delivered) == acked
+    assert not client.server.app[STORE].refusing_ingest()

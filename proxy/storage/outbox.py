@@ -7,7 +7,10 @@ every item in exactly one batch (or still pending), and a batch found at start-u
 its original id. The delivery mechanism that drives these changes is proxy/forwarding/delivery.py.
 
 All methods run on the store's single writer connection, on the event loop, between awaits: they
-cannot interleave with a group commit or a fold.
+cannot interleave with a group commit or a fold. Every change may use the store's whole reserve
+above the ingest high-water mark (Store.reserve), of which a vendor's cut takes only a share:
+sending is what frees a full store, so a full store must not stop a split, a dead letter, an
+attempt or a delivery from being recorded.
 
 A batch is named by its id, not by its seq alone: seq is an INTEGER PRIMARY KEY without
 AUTOINCREMENT, so SQLite hands the highest seq out again once its row is deleted (a split deletes
@@ -48,6 +51,19 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
             raise StorageUnavailable(str(exc), is_disk_full(exc)) from exc
 
     return wrapper
+
+
+def _change(method: Callable[..., R]) -> Callable[..., R]:
+    """An outbox write: within the store's reserve (never nested: Store.reserve is not
+    reentrant, so a change calls the module's functions, not another change)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: object, **kwargs: object) -> R:
+        self._store.writer_connection()  # a closed store raises StorageUnavailable before the reserve is touched
+        with self._store.reserve():
+            return method(self, *args, **kwargs)
+
+    return _storage_errors(wrapper)
 
 
 @dataclass(slots=True)
@@ -126,7 +142,7 @@ class Outbox:
     def state(self, key: str) -> str | None:
         return state(self.db, key)
 
-    @_storage_errors
+    @_change
     def set_state(self, key: str, value: str) -> None:
         set_state(self.db, key, value)
 
@@ -139,11 +155,11 @@ class Outbox:
             self.set_state(key, value)
         return value
 
-    @_storage_errors
+    @_change
     def set_pause(self, environment: str, reason: str) -> None:
         set_state(self.db, f"paused:{environment}", reason)
 
-    @_storage_errors
+    @_change
     def clear_pause(self, environment: str) -> None:
         delete_state(self.db, f"paused:{environment}")
 
@@ -189,7 +205,7 @@ class Outbox:
             "SELECT count(*) FROM outbox_batches WHERE environment = ?", (environment,)
         ).fetchone()[0]
 
-    @_storage_errors
+    @_change
     def record_attempt(self, batch: Batch, error: str) -> None:
         updated = self.db.execute(
             "UPDATE outbox_batches SET attempts = attempts + 1, last_error = ? WHERE seq = ? AND id = ?",
@@ -198,14 +214,14 @@ class Outbox:
         if updated != 1:
             raise BatchGone(f"batch {batch.id} (seq {batch.seq}) is no longer in the outbox")
 
-    @_storage_errors
+    @_change
     def delivered(self, batch: Batch, now: float) -> None:
         with write_transaction(self.db) as db:
             _delete_batch(db, batch)
             set_state(db, f"last_success:{batch.environment}", repr(now))
             delete_state(db, f"paused:{batch.environment}")  # the upstream took it: not paused any more
 
-    @_storage_errors
+    @_change
     def split(self, batch: Batch, halves: list[list[OutboxItem]], new_id: Callable[[], str]) -> list[Batch]:
         """Atomically replace a batch by smaller ones (same environment and age, new ids: they are
         different request bodies)."""
@@ -218,7 +234,7 @@ class Outbox:
                 made.append(Batch(seq, batch_id, batch.environment, batch.created, 0, half))
         return made
 
-    @_storage_errors
+    @_change
     def dead_letter(self, batch: Batch, status: int | None, reason: str, now: float) -> int:
         """Move a batch the upstream will never accept into dead_letters; returns the items moved."""
         with write_transaction(self.db) as db:
