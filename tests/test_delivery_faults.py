@@ -283,3 +283,36 @@ async def test_a_store_already_deep_in_its_reserve_with_nothing_cut_still_drains
             delivered[m["featureName"]] += m["yes"] + m["no"]
     assert dict(delivered) == acked
     assert not client.server.app[STORE].refusing_ingest()
+
+
+async def test_a_500_is_retried_with_backoff_even_when_its_attempt_cannot_be_recorded(forwarding_client, stub,
+                                                                                        caplog):
+    """Counting an attempt is bookkeeping: when it cannot be written (here another process holds
+    the write lock) the batch is still retried after a backoff under its key, not dropped from the
+    send and resent on the next tick without one."""
+    client = await forwarding_client()
+    store = client.server.app[STORE]
+    store.db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def locked_500(request, rec):
+        other.execute("BEGIN IMMEDIATE")
+        return web.Response(status=500)
+
+    async def unlocked_202(request, rec):
+        other.execute("ROLLBACK")
+        return web.Response(status=202)
+
+    stub.script = [locked_500, unlocked_202]
+    expected = put_batches(client, ["a-0", "a-1"])
+    try:
+        assert await client.forwarder.flush() == 0
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+    assert [r.status for r in stub.received] == [500, 202] and len({r.key for r in stub.received}) == 1
+    assert client.stats.retries == 1
+    assert dict(delivered_yes(stub)) == expected
+    assert any("could not record a failed attempt" in r.getMessage() for r in caplog.records)

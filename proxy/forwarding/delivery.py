@@ -177,9 +177,19 @@ class Delivery:
                     ambiguous = True
                     self.stats.ambiguous_batches += 1
                 if result.retryable:
-                    self.outbox.record_attempt(batch, result.error[:500])
+                    self._record_attempt(batch, result)
                     raise _Retryable(result)
         return result
+
+    def _record_attempt(self, batch: Batch, result: SendResult) -> None:
+        """Count a failed attempt for the status report. Only bookkeeping: when it cannot be
+        written the batch is retried all the same, after its backoff (a batch no longer in the
+        outbox, BatchGone, is not)."""
+        try:
+            self.outbox.record_attempt(batch, result.error[:500])
+        except StorageUnavailable as exc:
+            log.warning("could not record a failed attempt of a batch of %s (%s); retrying it anyway: %s",
+                        batch.environment, result.error[:200], exc)
 
     def _backoff(self, state: RetryCallState) -> float:
         # Full jitter (uniform in [0, min(cap, initial * 2^n)]) keeps many proxies from retrying in
