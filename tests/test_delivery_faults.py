@@ -18,6 +18,7 @@ from proxy.storage import Store
 from proxy.storage.capacity.limits import PageBudget
 from proxy.storage.outbox import BatchGone, Outbox, OutboxItem, insert_batch
 from proxy.unleash.store.pending import PendingRow
+from proxy.unleash.store.status import status_report
 from proxy.unleash.upstream.payload import metric_item
 from tests.forwarding import UPSTREAM_PROD, post_metrics
 from tests.storage_support import HOUR, metrics_body
@@ -316,3 +317,82 @@ async def test_a_500_is_retried_with_backoff_even_when_its_attempt_cannot_be_rec
     assert client.stats.retries == 1
     assert dict(delivered_yes(stub)) == expected
     assert any("could not record a failed attempt" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refused_environment_pauses_even_when_the_pause_cannot_be_recorded(forwarding_client, stub, clock):
+    """A 401 pauses the environment in memory whatever happens to writing the reason down for the
+    status report (here another process holds the write lock); the reason is written at the next
+    refusal."""
+    client = await forwarding_client(auth_retry_interval=300.0)
+    store = client.server.app[STORE]
+    store.db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def locked_401(request, rec):
+        other.execute("BEGIN IMMEDIATE")
+        return web.Response(status=401, text="token revoked")
+
+    stub.script = [locked_401]
+    stub.default = 401
+    put_batches(client, ["a-0"])
+    try:
+        assert await client.forwarder.flush() == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.stats.paused_environments == {ENV}
+
+    assert await client.forwarder.flush() == 1
+    assert len(stub.received) == 1  # paused: not tried again before auth_retry_interval
+    clock.advance(300)
+    assert await client.forwarder.flush() == 1
+    assert len(stub.received) == 2
+    assert status_report(store.db)["environments"][ENV]["paused"] is not None
+
+
+async def test_the_halves_of_a_split_wait_while_their_environment_is_paused(forwarding_client, stub, clock):
+    """A 413 splits a batch and its first half is refused (401): the environment pauses, and the
+    second half waits for the pause to end like every other batch of it."""
+    client = await forwarding_client(auth_retry_interval=300.0)
+    refusing = True
+
+    async def answer(request, rec):
+        if len(rec.body["metrics"]) > 2:
+            return web.Response(status=413)
+        return web.Response(status=401 if refusing else 202)
+
+    stub.default = answer
+    expected = put_batches(client, ["a-0", "a-1", "a-2", "a-3"])
+
+    assert await client.forwarder.flush() == 2
+    assert [(len(r.body["metrics"]), r.status) for r in stub.received] == [(4, 413), (2, 401)]
+
+    refusing = False
+    clock.advance(300)
+    assert await client.forwarder.flush() == 0
+    assert dict(delivered_yes(stub)) == expected
+
+
+async def test_a_2xx_ends_a_pause_a_concurrent_refusal_began(forwarding_client, stub, clock):
+    """Two batches in flight: one is refused (401) and pauses the environment, then the other is
+    accepted. The accepted one clears the recorded pause; the environment is no longer paused in
+    memory either, so the status report, the metrics and the drain agree."""
+    client = await forwarding_client(auth_retry_interval=300.0)
+    refused = asyncio.Event()
+
+    async def answer(request, rec):
+        if flags_of(rec) == ("a-0",) and not refused.is_set():
+            refused.set()
+            return web.Response(status=401)
+        await refused.wait()
+        await asyncio.sleep(0.05)  # answered after the refusal was settled
+        return web.Response(status=202)
+
+    stub.default = answer
+    expected = put_batches(client, ["a-0"], ["b-0"])
+
+    await client.forwarder.flush()
+    assert status_report(client.forwarder.outbox.db)["environments"][ENV]["paused"] is None
+    assert client.stats.paused_environments == set()
+    assert await client.forwarder.flush() == 0
+    assert dict(delivered_yes(stub)) == expected

@@ -153,7 +153,7 @@ class Delivery:
             self.outbox.delivered(batch, now)
             self.stats.batches_delivered += 1
             self.stats.last_success_time = now
-            self._pause_logged.pop(batch.environment, None)
+            self._unpause(batch.environment)  # the upstream takes its batches (delivered() cleared the record)
         elif status in (400, 413):
             await self._reject(batch, result)
         else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
@@ -220,19 +220,34 @@ class Delivery:
         self._in_flight |= ids
         try:
             for child in children:
+                if self.is_paused(child.environment, self.clock.now()):
+                    return  # a half refused (401...): the rest waits for the pause like every batch
                 await self._deliver(child)
         finally:
             self._in_flight -= ids
 
     def _pause(self, env: str, result: SendResult) -> None:
-        now = self.clock.now()
-        # Logged once per refusal reason, not on every slow retry; a 2xx resets it.
-        if self._pause_logged.get(env) != result.status:
-            self._pause_logged[env] = result.status
-            log.error(
-                "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
-                env, result.error[:200], self.policy.auth_retry_interval,
-            )
-            self.outbox.set_pause(env, result.error[:200])
-        self._paused_until[env] = now + self.policy.auth_retry_interval
+        # Paused first: writing the reason down for the status report may fail (a full or locked
+        # store), and must not leave the environment sending to an upstream that refuses it.
+        self._paused_until[env] = self.clock.now() + self.policy.auth_retry_interval
         self.stats.paused_environments.add(env)
+        # Logged and recorded once per refusal reason, not on every slow retry; a 2xx resets it.
+        if self._pause_logged.get(env) == result.status:
+            return
+        log.error(
+            "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
+            env, result.error[:200], self.policy.auth_retry_interval,
+        )
+        try:
+            self.outbox.set_pause(env, result.error[:200])
+        except StorageUnavailable as exc:
+            log.warning("could not record the pause of %r (written at its next refusal): %s", env, exc)
+        else:
+            self._pause_logged[env] = result.status
+
+    def _unpause(self, env: str) -> None:
+        """A 2xx: the upstream takes the environment's batches again, whatever a refusal answered
+        meanwhile said."""
+        self._pause_logged.pop(env, None)
+        if self._paused_until.pop(env, None) is not None:
+            self.stats.paused_environments.discard(env)
