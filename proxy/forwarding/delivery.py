@@ -126,7 +126,8 @@ class Delivery:
                 for task in done:
                     if task.exception() is not None:
                         failed = True
-                        log.error("sending a batch of %s failed, kept for the next tick: %r", env, task.exception())
+                        log.error("sending or settling a batch of %s failed; the environment takes no new "
+                                  "batches until the next tick: %r", env, task.exception())
         finally:
             for task in sending:
                 task.cancel()
