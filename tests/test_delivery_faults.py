@@ -63,7 +63,11 @@ async def test_a_split_child_taking_a_finished_parents_seq_is_not_sent_twice(for
     of one subtree (Q's first half) take the seq of another subtree's root (P) while P's last leaf
     is still in flight: when P's subtree ends, P's seq must not release Q's half, which its own
     sender is still sending (held at the upstream) and would otherwise be sent and split again,
-    its items delivered twice under new Idempotency-Keys."""
+    its items delivered twice under new Idempotency-Keys.
+
+    The seqs: Q 1, X 2, Y 3, P 4. X and Y are delivered; P splits into 2 and 3, and its second
+    half (3) into 2 and 3; while that last leaf (3) is in flight Q splits into 4 and 5, so Q's
+    first half holds 4, P's seq, until P's subtree ends."""
     client = await forwarding_client()  # the default max_in_flight (4): Q, X, Y and P at once
     fillers_done, leaf_sent, q_half_sent, q_half_again = (asyncio.Event() for _ in range(4))
     fillers: set[tuple[str, ...]] = set()
