@@ -43,6 +43,10 @@ class StubUpstream:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     custom: list[dict] = field(default_factory=list)  # bodies posted to /client/metrics/custom
     custom_status: int = 202
+    # Metric items answered 2xx again under another Idempotency-Key than the first time: what even
+    # a deduplicating upstream counts twice (a resend under the same key is not listed).
+    resent: list[dict] = field(default_factory=list)
+    _took: dict[str, str] = field(default_factory=dict)  # a 2xx'd metric item's JSON -> its key
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=10 * 1024 * 1024)
@@ -70,13 +74,22 @@ class StubUpstream:
                 response = await answer(request, rec)
                 if response is None:  # the answer dropped the connection; rec.status stays 0
                     return web.Response(status=599)
-                rec.status = response.status
+                self._answered(rec, response.status)
                 return response
             status, headers = answer if isinstance(answer, tuple) else (answer, {})
-            rec.status = status
+            self._answered(rec, status)
             return web.Response(status=status, headers=headers)
         finally:
             self.concurrent -= 1
+
+    def _answered(self, rec: Received, status: int) -> None:
+        rec.status = status
+        if not 200 <= status < 300:
+            return
+        for metric in rec.body["metrics"]:
+            content = json.dumps(metric, sort_keys=True)
+            if self._took.setdefault(content, rec.key) != rec.key:
+                self.resent.append(metric)
 
     def delivered(self) -> list[Received]:
         return [r for r in self.received if 200 <= r.status < 300]

@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from proxy.clock import Clock
 from proxy.forwarding.stats import ForwarderStats
+from proxy.storage import StorageUnavailable
 from proxy.storage.outbox import Batch, Outbox, OutboxItem
 from proxy.upstream.client import SendResult
 
@@ -69,7 +70,9 @@ class Delivery:
         self.sleep = sleep
         self._paused_until: dict[str, float] = {}
         self._pause_logged: dict[str, int | None] = {}  # env -> status last logged
-        self._in_flight: set[int] = set()  # batch seqs being sent
+        # Ids of the batches being sent. Ids, not seqs: SQLite hands a deleted batch's seq out
+        # again, and a guard keyed by seq lifted by one batch would lift another's.
+        self._in_flight: set[str] = set()
         self._drains: dict[str, asyncio.Task] = {}
 
     # --- draining ---------------------------------------------------------------------------
@@ -111,40 +114,51 @@ class Delivery:
                 # next tick, rather than spinning on the same batch.
                 if not failed and not self.is_paused(env, self.clock.now()):
                     room = self.policy.max_in_flight - len(sending)
-                    for batch in self.outbox.oldest_batches(env, self._in_flight, room):
-                        self._in_flight.add(batch.seq)
-                        sending.add(asyncio.create_task(self._deliver(batch)))
+                    try:
+                        batches = self.outbox.oldest_batches(env, self._in_flight, room)
+                    except StorageUnavailable as exc:  # the sends under way go on
+                        failed, batches = True, []
+                        log.error("reading the batches of %s failed, retried on the next tick: %s", env, exc)
+                    sending.update(self._start(batch) for batch in batches)
                 if not sending:
                     return
                 done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
                         failed = True
-                        log.error("sending a batch of %s failed, kept for the next tick: %r", env, task.exception())
+                        log.error("sending or settling a batch of %s failed; the environment takes no new "
+                                  "batches until the next tick: %r", env, task.exception())
         finally:
             for task in sending:
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
 
+    def _start(self, batch: Batch) -> asyncio.Task:
+        """Send `batch` in a task of its own, marked as being sent for exactly as long as the task
+        lasts: the mark goes in a done callback, which runs however the task ends (even when it is
+        cancelled before its first step, when no `finally` of the coroutine would)."""
+        self._in_flight.add(batch.id)
+        task = asyncio.create_task(self._deliver(batch), name=f"deliver-{batch.id}")
+        task.add_done_callback(lambda _task: self._in_flight.discard(batch.id))
+        return task
+
     # --- one batch --------------------------------------------------------------------------
 
     async def _deliver(self, batch: Batch) -> None:
-        """Send one batch until it is delivered, dead-lettered or its environment pauses."""
-        try:
-            result = await self._send_with_retries(batch)
-            status = result.status or 0
-            if 200 <= status < 300:
-                now = self.clock.now()
-                self.outbox.delivered(batch, now)
-                self.stats.batches_delivered += 1
-                self.stats.last_success_time = now
-                self._pause_logged.pop(batch.environment, None)
-            elif status in (400, 413):
-                await self._reject(batch, result)
-            else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
-                self._pause(batch.environment, result)
-        finally:
-            self._in_flight.discard(batch.seq)
+        """Send one batch until it is delivered, dead-lettered or its environment pauses. The
+        caller marks it as being sent (and unmarks it)."""
+        result = await self._send_with_retries(batch)
+        status = result.status or 0
+        if 200 <= status < 300:
+            now = self.clock.now()
+            self.outbox.delivered(batch, now)
+            self.stats.batches_delivered += 1
+            self.stats.last_success_time = now
+            self._unpause(batch.environment)  # the upstream takes its batches (delivered() cleared the record)
+        elif status in (400, 413):
+            await self._reject(batch, result)
+        else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
+            self._pause(batch.environment, result)
 
     async def _send_with_retries(self, batch: Batch) -> SendResult:
         ambiguous = False
@@ -164,9 +178,19 @@ class Delivery:
                     ambiguous = True
                     self.stats.ambiguous_batches += 1
                 if result.retryable:
-                    self.outbox.record_attempt(batch.seq, result.error[:500])
+                    self._record_attempt(batch, result)
                     raise _Retryable(result)
         return result
+
+    def _record_attempt(self, batch: Batch, result: SendResult) -> None:
+        """Count a failed attempt for the status report. Only bookkeeping: when it cannot be
+        written the batch is retried all the same, after its backoff (a batch no longer in the
+        outbox, BatchGone, is not)."""
+        try:
+            self.outbox.record_attempt(batch, result.error[:500])
+        except StorageUnavailable as exc:
+            log.warning("could not record a failed attempt of a batch of %s (%s); retrying it anyway: %s",
+                        batch.environment, result.error[:200], exc)
 
     def _backoff(self, state: RetryCallState) -> float:
         # Full jitter (uniform in [0, min(cap, initial * 2^n)]) keeps many proxies from retrying in
@@ -191,19 +215,40 @@ class Delivery:
             return
         children = self.outbox.split(batch, halves(batch.items), new_batch_id)
         self.stats.batches_split += 1
-        self._in_flight.update(c.seq for c in children)  # before any await: the drain must not take them
-        for child in children:
-            await self._deliver(child)
+        # Marked before any await (the drain must not take them) and unmarked however this ends:
+        # a half left unsent because its sibling raised goes out with the next tick's drain.
+        ids = {c.id for c in children}
+        self._in_flight |= ids
+        try:
+            for child in children:
+                if self.is_paused(child.environment, self.clock.now()):
+                    return  # a half refused (401...): the rest waits for the pause like every batch
+                await self._deliver(child)
+        finally:
+            self._in_flight -= ids
 
     def _pause(self, env: str, result: SendResult) -> None:
-        now = self.clock.now()
-        # Logged once per refusal reason, not on every slow retry; a 2xx resets it.
-        if self._pause_logged.get(env) != result.status:
-            self._pause_logged[env] = result.status
-            log.error(
-                "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
-                env, result.error[:200], self.policy.auth_retry_interval,
-            )
-            self.outbox.set_pause(env, result.error[:200])
-        self._paused_until[env] = now + self.policy.auth_retry_interval
+        # Paused first: writing the reason down for the status report may fail (a full or locked
+        # store), and must not leave the environment sending to an upstream that refuses it.
+        self._paused_until[env] = self.clock.now() + self.policy.auth_retry_interval
         self.stats.paused_environments.add(env)
+        # Logged and recorded once per refusal reason, not on every slow retry; a 2xx resets it.
+        if self._pause_logged.get(env) == result.status:
+            return
+        log.error(
+            "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
+            env, result.error[:200], self.policy.auth_retry_interval,
+        )
+        try:
+            self.outbox.set_pause(env, result.error[:200])
+        except StorageUnavailable as exc:
+            log.warning("could not record the pause of %r (written at its next refusal): %s", env, exc)
+        else:
+            self._pause_logged[env] = result.status
+
+    def _unpause(self, env: str) -> None:
+        """A 2xx: the upstream takes the environment's batches again, whatever a refusal answered
+        meanwhile said."""
+        self._pause_logged.pop(env, None)
+        if self._paused_until.pop(env, None) is not None:
+            self.stats.paused_environments.discard(env)

@@ -7,7 +7,15 @@ every item in exactly one batch (or still pending), and a batch found at start-u
 its original id. The delivery mechanism that drives these changes is proxy/forwarding/delivery.py.
 
 All methods run on the store's single writer connection, on the event loop, between awaits: they
-cannot interleave with a group commit or a fold.
+cannot interleave with a group commit or a fold. Every change may use the store's whole reserve
+above the ingest high-water mark (Store.reserve), of which a vendor's cut takes only a share:
+sending is what frees a full store, so a full store must not stop a split, a dead letter, an
+attempt or a delivery from being recorded.
+
+A batch is named by its id, not by its seq alone: seq is an INTEGER PRIMARY KEY without
+AUTOINCREMENT, so SQLite hands the highest seq out again once its row is deleted (a split deletes
+its parent before inserting the halves). Each change of a batch matches both and raises BatchGone,
+changing nothing, unless it found exactly the row it was given.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class BatchGone(Exception):
+    """The batch is no longer in the outbox as it was read (delivered, split or dead-lettered
+    since): the change was not made."""
+
+
 def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
     """SQLite's errors leave the outbox as StorageUnavailable, the storage layer's one error."""
 
@@ -38,6 +51,19 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
             raise StorageUnavailable(str(exc), is_disk_full(exc)) from exc
 
     return wrapper
+
+
+def _change(method: Callable[..., R]) -> Callable[..., R]:
+    """An outbox write: within the store's reserve (never nested: Store.reserve is not
+    reentrant, so a change calls the module's functions, not another change)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: object, **kwargs: object) -> R:
+        self._store.writer_connection()  # a closed store raises StorageUnavailable before the reserve is touched
+        with self._store.reserve():
+            return method(self, *args, **kwargs)
+
+    return _storage_errors(wrapper)
 
 
 @dataclass(slots=True)
@@ -90,9 +116,14 @@ def insert_batch(db: sqlite3.Connection, environment: str, created: float, items
     return seq
 
 
-def _delete_batch(db: sqlite3.Connection, seq: int) -> None:
-    db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (seq,))
-    db.execute("DELETE FROM outbox_batches WHERE seq = ?", (seq,))
+def _delete_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    """Delete exactly `batch` and its items, or raise BatchGone (inside the caller's transaction,
+    which it then rolls back)."""
+    if db.execute("DELETE FROM outbox_batches WHERE seq = ? AND id = ?", (batch.seq, batch.id)).rowcount != 1:
+        raise BatchGone(f"batch {batch.id} (seq {batch.seq}) is no longer in the outbox")
+    deleted = db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (batch.seq,)).rowcount
+    if deleted != len(batch.items):
+        raise BatchGone(f"batch {batch.id} holds {deleted} items, not the {len(batch.items)} it was read with")
 
 
 class Outbox:
@@ -111,7 +142,7 @@ class Outbox:
     def state(self, key: str) -> str | None:
         return state(self.db, key)
 
-    @_storage_errors
+    @_change
     def set_state(self, key: str, value: str) -> None:
         set_state(self.db, key, value)
 
@@ -124,11 +155,11 @@ class Outbox:
             self.set_state(key, value)
         return value
 
-    @_storage_errors
+    @_change
     def set_pause(self, environment: str, reason: str) -> None:
-        self.set_state(f"paused:{environment}", reason)
+        set_state(self.db, f"paused:{environment}", reason)
 
-    @_storage_errors
+    @_change
     def clear_pause(self, environment: str) -> None:
         delete_state(self.db, f"paused:{environment}")
 
@@ -140,9 +171,9 @@ class Outbox:
         return [r[0] for r in self.db.execute("SELECT DISTINCT environment FROM outbox_batches ORDER BY 1")]
 
     @_storage_errors
-    def oldest_batches(self, environment: str, exclude: set[int], limit: int) -> list[Batch]:
-        """The oldest batches of an environment not already being sent (splits keep their
-        parent's age, so a backlog drains in the order it was cut)."""
+    def oldest_batches(self, environment: str, exclude: set[str], limit: int) -> list[Batch]:
+        """The oldest batches of an environment whose ids are not in `exclude` (those being sent;
+        splits keep their parent's age, so a backlog drains in the order it was cut)."""
         if limit <= 0:
             return []
         rows = self.db.execute(
@@ -152,7 +183,7 @@ class Outbox:
         )
         found = []
         for row in rows:
-            if row[0] in exclude:
+            if row[1] in exclude:
                 continue
             found.append(Batch(*row, items=self._items(row[0])))
             if len(found) == limit:
@@ -174,33 +205,36 @@ class Outbox:
             "SELECT count(*) FROM outbox_batches WHERE environment = ?", (environment,)
         ).fetchone()[0]
 
-    @_storage_errors
-    def record_attempt(self, seq: int, error: str) -> None:
-        self.db.execute(
-            "UPDATE outbox_batches SET attempts = attempts + 1, last_error = ? WHERE seq = ?", (error, seq)
-        )
+    @_change
+    def record_attempt(self, batch: Batch, error: str) -> None:
+        updated = self.db.execute(
+            "UPDATE outbox_batches SET attempts = attempts + 1, last_error = ? WHERE seq = ? AND id = ?",
+            (error, batch.seq, batch.id),
+        ).rowcount
+        if updated != 1:
+            raise BatchGone(f"batch {batch.id} (seq {batch.seq}) is no longer in the outbox")
 
-    @_storage_errors
+    @_change
     def delivered(self, batch: Batch, now: float) -> None:
         with write_transaction(self.db) as db:
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
             set_state(db, f"last_success:{batch.environment}", repr(now))
             delete_state(db, f"paused:{batch.environment}")  # the upstream took it: not paused any more
 
-    @_storage_errors
+    @_change
     def split(self, batch: Batch, halves: list[list[OutboxItem]], new_id: Callable[[], str]) -> list[Batch]:
         """Atomically replace a batch by smaller ones (same environment and age, new ids: they are
         different request bodies)."""
         made = []
         with write_transaction(self.db) as db:
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
             for half in halves:
                 batch_id = new_id()
                 seq = insert_batch(db, batch.environment, batch.created, half, batch_id)
                 made.append(Batch(seq, batch_id, batch.environment, batch.created, 0, half))
         return made
 
-    @_storage_errors
+    @_change
     def dead_letter(self, batch: Batch, status: int | None, reason: str, now: float) -> int:
         """Move a batch the upstream will never accept into dead_letters; returns the items moved."""
         with write_transaction(self.db) as db:
@@ -209,5 +243,5 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch.environment, i.kind, i.item, i.yes, i.no, status, reason, now) for i in batch.items],
             )
-            _delete_batch(db, batch.seq)
+            _delete_batch(db, batch)
         return len(batch.items)

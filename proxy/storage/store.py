@@ -384,14 +384,15 @@ class Store:
             if await self.pull_shards():
                 await self.fold_in_chunks()
 
-    def reserve(self) -> contextlib.AbstractContextManager[None]:
-        """Let the enclosed writes use the space kept above the ingest high-water mark.
+    def reserve(self, share: float = 1.0) -> contextlib.AbstractContextManager[None]:
+        """Let the enclosed writes use the space kept above the ingest high-water mark (the lower
+        `share` of it). Not reentrant: the inner one's exit would end the outer one's reserve.
 
         For work that frees space once it is done (cutting pending counts into outbox batches
         that are then delivered and deleted): without it a full store could never drain."""
         if self.space is None:
             return contextlib.nullcontext()
-        return self.space.limit.hard_limit()
+        return self.space.limit.hard_limit(share)
 
     async def run_folder(self, interval: float) -> None:
         """Fold every `interval` seconds, and as soon as the writer staged deltas."""

@@ -111,9 +111,11 @@ class SizeLimit:
         self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
 
     @contextlib.contextmanager
-    def hard_limit(self) -> Iterator[None]:
-        """Let the enclosed transaction use the reserve above the high-water mark."""
-        self._set(self.budget.hard_pages)
+    def hard_limit(self, share: float = 1.0) -> Iterator[None]:
+        """Let the enclosed transaction use the reserve above the high-water mark (the lower
+        `share` of it)."""
+        budget = self.budget
+        self._set(budget.high_water_pages + int((budget.hard_pages - budget.high_water_pages) * share))
         try:
             yield
         finally:

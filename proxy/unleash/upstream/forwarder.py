@@ -35,6 +35,12 @@ CUSTOM_PATH = "/client/metrics/custom"
 CUSTOM_UNSUPPORTED = "custom_metrics_unsupported"  # outbox state key, set after a 404
 CUT_ROWS = 5000  # pending rows per cut transaction: bounds how long ingest waits on one cut
 MIN_CUT_ROWS = 25
+# Of the reserve above the ingest high-water mark, what the cut may fill. The rest stays for
+# settling the batches cut: a split writes its halves at the end of the items table while its
+# parent's pages come free only once empty, a dead letter is a new row, an attempt's error grows
+# its row. A cut into the whole reserve left no page for them, and a full store whose upstream
+# answered 413 or 400 could never drain.
+CUT_RESERVE_SHARE = 0.5
 
 
 class Forwarder:
@@ -121,17 +127,22 @@ class Forwarder:
         """Cut the environment's pending counts into batches, in bounded transactions.
 
         A full store refuses a large cut (a batch item takes more room than its pending row):
-        then cut smaller. The cut may use the reserve above the ingest high-water mark, and
-        delivering what was cut frees room for the next cut, so a full store still drains."""
-        rows = CUT_ROWS
+        then cut smaller. The cut may use a share of the reserve above the ingest high-water
+        mark (CUT_RESERVE_SHARE; settling the batches may use all of it), and delivering what was
+        cut frees room for the next cut, so a full store still drains. When folds have filled
+        more than that share and no batch waits to free room, the cut takes the whole reserve."""
+        rows, share = CUT_ROWS, CUT_RESERVE_SHARE
         while True:
             try:
-                with self.store.reserve():
+                with self.store.reserve(share):
                     more = self.store.write(pending.cut, env, now, chunker, new_batch_id, rows,
                                             self.settings.instance_refresh_interval)[1]
             except StorageUnavailable as exc:
                 if rows > MIN_CUT_ROWS and exc.disk_full:
                     rows = max(MIN_CUT_ROWS, rows // 4)
+                    continue
+                if exc.disk_full and share < 1.0 and self.outbox.pending_batch_count() == 0:
+                    share = 1.0
                     continue
                 self._cut_blocked.add(env)
                 log.error("could not cut pending counts of %r into batches (kept pending): %s", env, exc)
