@@ -359,8 +359,8 @@ class ConnectionGuard:
         else:
             self._held.pop(connection, None)
             self.stats.open = self.holding
-        # Its descriptor is free (the transport closes the socket right after this returns): the
-        # reserve is taken again first, then paused listeners may accept again.
+        # Its descriptor is freed as the transport finishes closing: the reserve is taken again
+        # first (if this one is not free yet, the next close retries), then paused listeners resume.
         if self._stopped:
             return
         if self._reserve is None:
@@ -399,14 +399,13 @@ class ConnectionGuard:
     async def _hand_over(self, connection: GuardedConnection, sock: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(lambda: connection, sock)
-        except (OSError, asyncio.CancelledError) as exc:
-            if not connection.made:
+        except OSError as exc:
+            log.debug("connection lost before it was set up: %s", exc)
+        finally:
+            if not connection.made:  # else the transport owns the socket, and connection_lost follows
                 self._admitting -= 1
                 self.stats.open = self.holding
                 sock.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            log.debug("connection lost before it was set up: %s", exc)
 
     def out_of_descriptors(self, listener: _Listener, exc: OSError) -> None:
         """accept() failed with EMFILE, ENFILE, ENOBUFS or ENOMEM; the listener has paused."""
