@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy.api import backstage, openapi
 from proxy.api.answer_cache import AnswerCache
 from proxy.api.answer_cache_metrics import AnswerCacheCollector
+from proxy.api.connections import CONNECTION_STATS
 from proxy.api.routing import serve
 from proxy.api.state import (
     ANSWER_CACHE,
@@ -30,6 +31,7 @@ from proxy.api.state import (
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.observability import worker_stats
+from proxy.observability.connections import ConnectionCollector, ConnectionStats
 from proxy.observability.http_metrics import HttpCollector, HttpStats
 from proxy.observability.telemetry import IngestStats, build_registry
 from proxy.storage import Store
@@ -96,6 +98,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[REGISTRY] = build_registry(app[STORE], app[INGEST_STATS], workers)
     app[REGISTRY].register(HttpCollector(http_stats, workers))
     app[REGISTRY].register(AnswerCacheCollector(app[ANSWER_CACHE]))
+    # Filled by the connection guard of `serve` (proxy/api/connections.py); zeros under a test server.
+    app[CONNECTION_STATS] = ConnectionStats()
+    worker_connections = (lambda: [w.connections for w in workers()]) if workers is not None else None
+    app[REGISTRY].register(ConnectionCollector(app[CONNECTION_STATS], worker_connections))
     app.cleanup_ctx.append(_store_ctx)
     routes = backstage.routes() + unleash.install(app)
     routes.append(openapi.install(app, openapi_document(tokens=settings.auth == "tokens")))

@@ -7,12 +7,18 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from proxy import __version__
 from proxy.config import ConfigError, Settings, load_settings, settings_from_args
+
+if TYPE_CHECKING:
+    from proxy.api.connections import ConnectionGuard, DescriptorLimit
 
 DESCRIPTION = """\
 A durable metrics edge proxy for Unleash SDKs. Point SDKs at it instead of Unleash: it accepts
@@ -116,7 +122,7 @@ async def _freeze_once_started(app: web.Application) -> None:
     _freeze_startup_objects()
 
 
-def serve_worker(settings: Settings, index: int) -> int:
+def serve_worker(settings: Settings, index: int, descriptors: DescriptorLimit) -> int:
     """An ingest worker (`workers` > 1): started by the primary, never by hand."""
     from proxy.workers.app import create_worker_app, run_worker
 
@@ -128,19 +134,77 @@ def serve_worker(settings: Settings, index: int) -> int:
     app = create_worker_app(settings, index)
     _freeze_startup_objects()
     with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as runner:
-        runner.run(run_worker(app, settings, index))
+        runner.run(run_worker(app, settings, index, descriptors))
     log.info("worker %d stopped", index)
     return 0
 
 
+SHUTDOWN_SECONDS = 20.0  # for requests still being answered when SIGTERM comes
+
+
+class _CannotListen(Exception):
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+
+
+async def _serve_primary(app: web.Application, settings: Settings, guard: ConnectionGuard,
+                         unix_path: Path | None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut the app down (in-flight requests, the final flush,
+    the store). A second signal raises GracefulExit out of the loop: `serve` then leaves at once.
+
+    aiohttp's run_app would start its own TCPSite, whose accepts the event loop makes; the port is
+    served through GuardedSite instead (proxy/api/connections.py, docs/connections.md)."""
+    from proxy.api.connections import GuardedSite
+
+    stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            raise web.GracefulExit()
+        stopping.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS,
+                           keepalive_timeout=settings.keepalive_timeout)
+    await runner.setup()
+    try:
+        try:
+            await GuardedSite(runner, settings.host, settings.port, guard, reuse_port=unix_path is not None).start()
+            if unix_path is not None:  # the ingest workers pass every other request through it
+                await web.UnixSite(runner, str(unix_path)).start()
+        except OSError as exc:
+            raise _CannotListen(exc) from exc
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs (e.g. a shutdown a second signal cut short), then close the loop."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from proxy.api.connections import CONNECTION_STATS, connection_guard, raise_descriptor_limit
     from proxy.api.state import STORE
     from proxy.app import create_app
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")
+    # Before anything opens a descriptor; an ingest worker inherits the raised limit and logs it too.
+    descriptors = raise_descriptor_limit()
     if args.worker_index is not None:
-        return serve_worker(settings, args.worker_index)
+        return serve_worker(settings, args.worker_index, descriptors)
     log = logging.getLogger("proxy")
     loop = new_event_loop(settings.event_loop)
     log.info(
@@ -152,29 +216,26 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     app = create_app(settings)
     gc.set_threshold(*GC_THRESHOLDS)
     app.on_startup.append(_freeze_once_started)  # after the cleanup contexts opened the store
-    extra: dict = {}
+    unix_path = None
+    reserved = 0
     if settings.workers > 1:
-        from proxy.workers.passthrough import primary_socket_path
+        from proxy.workers.passthrough import PASS_THROUGH_CONNECTIONS, primary_socket_path
         from proxy.workers.supervisor import SERVE_ARGV, hold_data_dir
 
         hold_data_dir(settings.database_path.parent)
         app[SERVE_ARGV] = list(argv or sys.argv[1:])
-        extra = {"reuse_port": True, "path": str(primary_socket_path(settings.database_path.parent))}
+        unix_path = primary_socket_path(settings.database_path.parent)
+        reserved = PASS_THROUGH_CONNECTIONS * (settings.workers - 1)  # the workers' connections to this process
         log.info("primary with %d ingest workers on the same port", settings.workers - 1)
+    guard = connection_guard(settings, app[CONNECTION_STATS], descriptors, reserved)
+    asyncio.set_event_loop(loop)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-            shutdown_timeout=20,
-            loop=loop,
-            **extra,
-        )
-    except OSError as exc:
+        loop.run_until_complete(_serve_primary(app, settings, guard, unix_path))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass  # a second signal: the shutdown was cut short (below)
+    except _CannotListen as exc:
         # Typically the port is taken; everything acknowledged so far is on disk already.
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
     finally:
         if app[STORE].is_open:
@@ -185,6 +246,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                         "(acknowledged counts are in the journal and are replayed at the next start)")
             logging.shutdown()
             os._exit(1)
+        _close_loop(loop)
     log.info("stopped")
     return 0
 

@@ -108,6 +108,18 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # at most this many bytes (identity and gzip variants together; 0 keeps none) and entries.
     read_cache_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
     read_cache_max_entries: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Connections on the TCP port, per process (docs/connections.md). At most max_connections are
+    # held: a new one beyond them closes the oldest idle connection, or is answered 503 and closed
+    # when every held one is busy with a request. 0: what the descriptor limit (RLIMIT_NOFILE, whose
+    # soft limit is raised to the hard one at start) leaves after a reserve for the database files,
+    # the upstream client and the ingest workers' connections.
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Seconds a new connection has to send its first request's headers; then it is closed. Stops
+    # slowloris clients, and clients that connect and send nothing, from holding descriptors.
+    request_header_timeout: PositiveSeconds = 10.0
+    # Seconds an idle keep-alive connection stays open between requests (the next request's
+    # headers must be complete within it too).
+    keepalive_timeout: PositiveSeconds = 75.0
     upstream: UpstreamSettings | None = None
     # Feature definitions served at /api/client/features when there is no upstream: a client
     # features document (JSON), reloaded when it changes. With an upstream it is ignored.

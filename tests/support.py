@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -88,11 +89,12 @@ class ProxyProcess:
     """A real `python -m proxy serve` on loopback, for crash and shutdown tests."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
-                 config: Path | None = None) -> None:
+                 config: Path | None = None, preexec_fn: Callable[[], None] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.extra_env = extra_env or {}
         self.config = config
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. to lower its rlimits)
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"proxy-{self.port}.log"
 
@@ -112,7 +114,7 @@ class ProxyProcess:
         if self.config:
             cmd += ["--config", str(self.config)]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         try:
             wait_healthy(self.url, self.proc, timeout)
         except RuntimeError as exc:

@@ -1,6 +1,6 @@
 """Ingest workers' own counters (`workers` > 1), so that the primary's scrape counts every process.
 
-A worker (proxy/workers/counters_file.py) writes its ingest and HTTP counters to `<data_dir>/ingest-<k>.stats` every second and as it
+A worker (proxy/workers/counters_file.py) writes its ingest, HTTP and connection counters to `<data_dir>/ingest-<k>.stats` every second and as it
 stops, replacing the file whole; the primary adds the files of its workers at scrape time. The
 primary removes old files before it starts its workers, so every counter starts over together when
 the primary does; a worker restarted alone starts its share over (Prometheus sees a reset).
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import msgspec
 
+from proxy.observability.connections import ConnectionCounts
+
 
 class WorkerCounters(msgspec.Struct, kw_only=True):
     ingest_requests: dict[str, int] = {}
@@ -21,6 +23,7 @@ class WorkerCounters(msgspec.Struct, kw_only=True):
     http_bytes: dict[str, int] = {}
     http_durations: dict[str, tuple[list[int], float]] = {}  # route -> (bucket counts, seconds)
     backlog_waits: int = 0
+    connections: ConnectionCounts = msgspec.field(default_factory=ConnectionCounts)
 
 
 _decode = msgspec.json.Decoder(WorkerCounters).decode

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.api.connections import CONNECTION_STATS, DescriptorLimit, GuardedSite, connection_guard
 from proxy.api.routing import serve
 from proxy.api.state import CLOCK, INGEST, INGEST_STATS, SETTINGS
 from proxy.auth import presented_token
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.observability.connections import ConnectionStats
 from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
 from proxy.observability.worker_stats import stats_path
@@ -74,6 +76,7 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     )
     app[PASS_THROUGH] = pass_through
     app[WORKER_HTTP_STATS] = http_stats
+    app[CONNECTION_STATS] = ConnectionStats()
     app.cleanup_ctx.append(_shard_ctx)
     app.cleanup_ctx.append(writer_ctx(stats_path(settings.database_path.parent, index)))
     app.on_cleanup.append(pass_through.close)
@@ -83,12 +86,14 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     return app
 
 
-async def run_worker(app: web.Application, settings: Settings, index: int) -> None:
+async def run_worker(app: web.Application, settings: Settings, index: int, descriptors: DescriptorLimit) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight requests and commit what is queued."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS,
+                           keepalive_timeout=settings.keepalive_timeout)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+        guard = connection_guard(settings, app[CONNECTION_STATS], descriptors)
+        site = GuardedSite(runner, settings.host, settings.port, guard, reuse_port=True)
         await site.start()
         log.info("worker %d listening on %s:%d (ingest into %s; everything else passed to the primary)",
                  index, settings.host, settings.port, settings.shard_path(index))

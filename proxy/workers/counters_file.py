@@ -13,7 +13,9 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from proxy.api.connections import CONNECTION_STATS
 from proxy.api.state import INGEST_STATS
+from proxy.observability.connections import ConnectionStats
 from proxy.observability.http_metrics import HttpStats
 from proxy.observability.telemetry import IngestStats
 from proxy.observability.worker_stats import WorkerCounters
@@ -26,18 +28,21 @@ WORKER_HTTP_STATS = web.AppKey("worker_http_stats", HttpStats)
 SHARD_STORE = web.AppKey("shard_store", ShardStore)
 
 
-def snapshot(ingest: IngestStats, http: HttpStats, backlog_waits: int = 0) -> WorkerCounters:
+def snapshot(ingest: IngestStats, http: HttpStats, backlog_waits: int = 0,
+             connections: ConnectionStats | None = None) -> WorkerCounters:
     return WorkerCounters(
         ingest_requests=dict(ingest.requests), counts_accepted=ingest.counts_accepted,
         dropped=dict(ingest.dropped), backlog_waits=backlog_waits,
         http_requests=[(*key, n) for key, n in http.requests.items()], http_bytes=dict(http.bytes_in),
         http_durations={route: (list(d.buckets), d.total_seconds) for route, d in http.durations.items()},
+        connections=(connections or ConnectionStats()).counts(),
     )
 
 
-def write(path: Path, ingest: IngestStats, http: HttpStats, backlog_waits: int = 0) -> None:
+def write(path: Path, ingest: IngestStats, http: HttpStats, backlog_waits: int = 0,
+          connections: ConnectionStats | None = None) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(msgspec.json.encode(snapshot(ingest, http, backlog_waits)))
+    partial.write_bytes(msgspec.json.encode(snapshot(ingest, http, backlog_waits, connections)))
     os.replace(partial, path)  # a reader sees the old file or the new one, never half of one
 
 
@@ -46,7 +51,8 @@ def writer_ctx(path: Path):
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         def write_now() -> None:
-            write(path, app[INGEST_STATS], app[WORKER_HTTP_STATS], app[SHARD_STORE].backlog_waits)
+            write(path, app[INGEST_STATS], app[WORKER_HTTP_STATS], app[SHARD_STORE].backlog_waits,
+                  app[CONNECTION_STATS])
 
         async def keep_writing() -> None:
             while True:

@@ -26,6 +26,9 @@ HOP_HEADERS = frozenset(h.lower() for h in (
     "Upgrade", "TE", "Trailer", "Proxy-Connection", CLIENT_ADDRESS_HEADER,
 ))
 PASS_TIMEOUT_SECONDS = 60.0
+# Connections a worker keeps to the primary at most; the primary keeps descriptors for them out of
+# its default max_connections (proxy/api/connections.py).
+PASS_THROUGH_CONNECTIONS = 100
 
 
 def primary_socket_path(data_dir: Path) -> Path:
@@ -45,7 +48,7 @@ class PassThrough:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(self.socket_path)),
+                connector=aiohttp.UnixConnector(path=str(self.socket_path), limit=PASS_THROUGH_CONNECTIONS),
                 timeout=aiohttp.ClientTimeout(total=PASS_TIMEOUT_SECONDS),
                 auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
             )
