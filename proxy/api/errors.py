@@ -29,6 +29,7 @@ class ApiError(Exception):
         message: str,
         details: list[ErrorDetail] | None = None,
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -36,15 +37,21 @@ class ApiError(Exception):
         self.message = message
         self.details = details if details is not None else [ErrorDetail(message=message)]
         self.headers = headers or {}
+        # The connection cannot carry another request (its body could not be parsed to the end):
+        # answer with `Connection: close` and let aiohttp close it after the answer.
+        self.close = close
 
     def response(self) -> web.Response:
         body = ErrorBody(id=str(uuid.uuid4()), name=self.name, message=self.message, details=self.details)
-        return web.Response(
+        response = web.Response(
             status=self.status,
             body=_encoder.encode(body),
             content_type="application/json",
             headers=self.headers,
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def bad_data(message: str, path: str | None = None) -> ApiError:

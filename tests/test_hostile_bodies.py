@@ -1,0 +1,135 @@
+"""Bodies built to break the reader (issue 17, part A): deeply nested JSON, a corrupt or mislabelled
+compressed body, a decompression bomb. Every POST endpoint answers each with a 4xx in the
+documented error body, never aiohttp's text 500, and logs no unhandled exception."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+import zlib
+
+import pytest
+
+from tests.support import CLIENT_TOKEN, FRONTEND_TOKEN
+
+# (path, token, a small body it accepts)
+ENDPOINTS = [
+    ("/api/client/metrics", CLIENT_TOKEN, b'{"appName":"app"}'),
+    ("/api/client/register", CLIENT_TOKEN,
+     b'{"appName":"app","interval":1000,"started":0,"strategies":["default"]}'),
+    ("/api/client/metrics/bulk", CLIENT_TOKEN, b'{"applications":[],"metrics":[]}'),
+    ("/api/frontend/client/metrics", FRONTEND_TOKEN, b'{"appName":"app"}'),
+    ("/api/frontend/client/register", FRONTEND_TOKEN, b'{"appName":"app"}'),
+    ("/api/client/metrics/custom", CLIENT_TOKEN, b'{"metrics":[]}'),
+]
+IDS = [path for path, *_ in ENDPOINTS]
+
+DEPTH = 10_000
+DEEP_ARRAY = b"[" * DEPTH + b"]" * DEPTH
+DEEP_OBJECT = b'{"a":' * DEPTH + b"1" + b"}" * DEPTH  # ~50 KB
+
+
+def _inside(accepted: bytes, field: bytes, value: bytes) -> bytes:
+    """`accepted` with one more field holding `value`."""
+    return accepted[:-1] + b',"' + field + b'":' + value + b"}"
+
+
+def _assert_error_body(error: dict, name: str) -> None:
+    assert set(error) == {"id", "name", "message", "details"}, error
+    assert error["name"] == name, error
+    assert error["details"] and isinstance(error["details"][0]["message"], str), error
+
+
+async def _post(client, path: str, token: str, data: bytes, **headers: str):
+    return await client.post(path, data=data, headers={"Authorization": token, "Content-Type": "application/json",
+                                                        **headers})
+
+
+@pytest.fixture
+def errors_logged(caplog):
+    """Records at ERROR or above: an exception a handler let escape is logged there by aiohttp."""
+    caplog.set_level(logging.ERROR)
+    return lambda: [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _deep_bodies(accepted: bytes, path: str) -> list[bytes]:
+    # (a deep array as the whole body is refused at its first byte: not an object)
+    bodies = [DEEP_OBJECT, _inside(accepted, b"extra", DEEP_ARRAY), _inside(accepted, b"extra", DEEP_OBJECT)]
+    if path in ("/api/client/metrics", "/api/frontend/client/metrics", "/api/client/metrics/bulk"):
+        # impactMetrics is kept raw and decoded entry by entry later: nested deep, in and as an entry
+        bodies += [_inside(accepted, b"impactMetrics", DEEP_ARRAY),
+                   _inside(accepted, b"impactMetrics", b"[" + DEEP_OBJECT + b"]")]
+    return bodies
+
+
+@pytest.mark.parametrize("path, token, accepted", ENDPOINTS, ids=IDS)
+async def test_json_nested_ten_thousand_deep_is_a_400(client, errors_logged, path, token, accepted):
+    for body in _deep_bodies(accepted, path):
+        resp = await _post(client, path, token, body)
+        assert resp.status == 400, (body[:40], resp.status, await resp.text())
+        assert resp.content_type == "application/json"
+        error = await resp.json()
+        _assert_error_body(error, "BadDataError")
+        assert "nested" in error["details"][0]["message"], error
+    assert (await _post(client, path, token, accepted)).status == 202
+    assert errors_logged() == []
+
+
+CORRUPT_GZIP = gzip.compress(b'{"appName":"app"}')[:10] + b"\x00not deflate data at all" * 4
+# (case, Content-Encoding, body)
+BAD_ENCODINGS = [
+    ("corrupt gzip", "gzip", CORRUPT_GZIP),
+    ("plain body declared gzip", "gzip", None),  # the endpoint's accepted body, uncompressed
+    ("plain body declared deflate", "deflate", None),
+    ("corrupt deflate", "deflate", zlib.compress(b'{"appName":"app"}')[:2] + b"\xff" * 40),
+    ("gzip body declared deflate", "deflate", gzip.compress(b'{"appName":"app"}')),
+]
+
+
+@pytest.mark.parametrize("path, token, accepted", ENDPOINTS, ids=IDS)
+@pytest.mark.parametrize("case, encoding, data", BAD_ENCODINGS, ids=[c[0] for c in BAD_ENCODINGS])
+async def test_a_body_that_does_not_decode_as_declared_is_a_400(client, errors_logged, path, token, accepted,
+                                                                case, encoding, data):
+    resp = await _post(client, path, token, accepted if data is None else data, **{"Content-Encoding": encoding})
+    assert resp.status == 400, (resp.status, await resp.text())
+    assert resp.content_type == "application/json"
+    error = await resp.json()
+    _assert_error_body(error, "BadDataError")
+    assert error["details"][0]["path"] == "Content-Encoding", error
+    assert encoding in error["details"][0]["message"], error
+    # the parser stopped inside the body: this connection carries no further request
+    assert resp.headers["Connection"] == "close"
+    # the next request (a new connection if the server closed this one) is served as usual
+    assert (await _post(client, path, token, gzip.compress(accepted), **{"Content-Encoding": "gzip"})).status == 202
+    assert errors_logged() == []
+
+
+@pytest.mark.parametrize("path, token, accepted", ENDPOINTS, ids=IDS)
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+async def test_a_decompression_bomb_stops_at_max_body_size_with_413(make_client, errors_logged, path, token, accepted,
+                                                                    encoding, compress):
+    client = await make_client(max_body_size=64 * 1024)
+    bomb = compress(accepted[:-1] + b',"pad":"' + b" " * (16 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 64 * 1024  # the compressed body itself is under the limit
+    resp = await _post(client, path, token, bomb, **{"Content-Encoding": encoding})
+    assert resp.status == 413
+    _assert_error_body(await resp.json(), "ContentTooLargeError")
+    assert (await _post(client, path, token, compress(accepted), **{"Content-Encoding": encoding})).status == 202
+    assert errors_logged() == []
+
+
+async def test_impact_metrics_nested_near_the_recursion_limit_never_escape(client, errors_logged):
+    """impactMetrics is decoded twice: skipped as raw JSON with the body, then entry by entry a few
+    stack frames deeper. A depth that passes the first and not the second drops the entry."""
+    limit = sys.getrecursionlimit()
+    statuses = set()
+    for depth in range(limit - 80, limit + 10):
+        nested = b"[" * depth + b"]" * depth
+        body = (b'{"appName":"app","impactMetrics":[{"name":"n","help":"h","type":"counter","samples":[],"extra":'
+                + nested + b"}]}")
+        resp = await _post(client, "/api/client/metrics", CLIENT_TOKEN, body)
+        statuses.add(resp.status)
+        assert resp.status in (202, 400), (depth, resp.status, await resp.text())
+    assert statuses == {202, 400}  # the range spans the limit
+    assert errors_logged() == []
