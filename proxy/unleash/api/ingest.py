@@ -47,8 +47,8 @@ def iso(ts: Timestamp, path: str, *, unix_seconds: bool = False) -> str:
 
 
 def _strategies(values: Iterable[str | None] | None) -> list[str] | None:
-    # Unleash strips non-string entries from strategies.
-    return None if values is None else [v for v in values if isinstance(v, str)]
+    # Unleash strips the entries of strategies that are no Joi string: nulls, and empty strings.
+    return None if values is None else [v for v in values if v]
 
 
 def metrics_entry(
