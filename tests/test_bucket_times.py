@@ -17,6 +17,7 @@ import pytest
 from proxy.api.state import STORE
 from proxy.storage.usage.retention import RetentionPolicy
 from tests.reads_support import post
+from tests.scrape_support import samples
 from tests.support import admin_headers, client_headers, epoch_ms, hour_start, iso
 
 HOUR = 3600
@@ -135,6 +136,22 @@ async def test_last_hour_and_last_minute_count_by_bucket_time(client, clock):
     # the hourly reads still have the old counts, in their own hours
     assert await _raw(client, "old-bucket") == {_hour_iso(now - 3 * HOUR): 2}
     assert await _raw(client, "old-row") == {_hour_iso(now - 5 * HOUR): 3}
+
+
+async def test_pruning_is_counted_by_table(client, clock):
+    """Before: what the pruner removed was only an INFO log line."""
+    await post(client, "/api/client/metrics", metrics(clock.now() - 60, yes=1))
+    store = client.app[STORE]
+    store.fold()
+    clock.advance(WINDOW + 2 * HOUR)
+    deleted = await store.prune(RetentionPolicy(), clock.now())
+    assert deleted["hourly_counts"] == 1 and deleted["minute_counts"] == 1
+    text = await (await client.get("/internal-backstage/prometheus")).text()
+    pruned = samples(text, "metrics_proxy_pruned_rows_total")
+    assert pruned['{table="hourly_counts"}'] == 1
+    assert pruned['{table="minute_counts"}'] == 1
+    assert pruned['{table="instances"}'] == 1
+    assert "# TYPE metrics_proxy_pruned_rows_total counter" in text
 
 
 async def test_reads_leave_out_hours_after_the_current_one(client, clock):
