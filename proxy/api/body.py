@@ -4,16 +4,24 @@ Vendor-neutral: every route that takes a JSON body reads it here. A body that ca
 decoded becomes an ApiError (a status, a message and the field or header at fault); how that is
 rendered is the route's business (api/routing.py renders today's rooms' error body). Nothing a
 client sends may escape as another exception: aiohttp would answer it with its own text 500.
+
+Compressed bodies are inflated here, not by aiohttp (app_options switches its decoder off): a
+stream aiohttp could not decode failed inside its HTTP parser, where no handler sees it, and got
+aiohttp's own text 400 and a logged traceback; an encoding it did not know reached the handler as
+if the body were plain. Here every Content-Encoding is either decoded (gzip, x-gzip, deflate,
+identity) or refused with 415, and every broken stream is a 400 naming the header.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import zlib
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from proxy.api.errors import ApiError, bad_data, validation_error
+from proxy.api.schemas.errors import ErrorDetail
 
 T = TypeVar("T")
 
@@ -28,14 +36,27 @@ def _too_large(limit: int) -> ApiError:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it passes `limit` bytes.
+ACCEPTED_ENCODINGS = "gzip, deflate"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container around deflate
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 
-    aiohttp inflates gzip/deflate bodies while streaming them and `read()` stops with
-    HTTPRequestEntityTooLarge once they pass the app's client_max_size (set to the limit + 1 in
-    the app factories), so the decompressed size is bounded too: a gzip bomb stops at the limit,
-    not at 1 GiB. The length check after reading covers a limit below that backstop.
+
+def app_options(max_body_size: int) -> dict[str, Any]:
+    """web.Application arguments for an app whose routes read their bodies here: `request.read()`
+    stops after max_body_size + 1 bytes, and aiohttp leaves compressed bodies to this module."""
+    return {"client_max_size": max_body_size + 1, "handler_args": {"auto_decompress": False}}
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, decoded as its Content-Encoding says, or 413 as soon as it passes `limit`
+    bytes, before or after decompression.
+
+    `read()` stops with HTTPRequestEntityTooLarge once the body on the wire passes the app's
+    client_max_size (the limit + 1, app_options), and inflating stops at limit + 1 bytes too: a gzip
+    bomb stops at the limit, not at 1 GiB. The length check after reading covers a limit below
+    that backstop.
     """
+    codings = _content_codings(request)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     try:
@@ -46,24 +67,76 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise _unreadable(request, exc) from None
     if len(body) > limit:
         raise _too_large(limit)
+    for coding in reversed(codings):  # applied in the order listed: undone last to first
+        body = _inflate(body, coding, limit)
     return body
 
 
+def _content_codings(request: web.Request) -> list[str]:
+    """The codings of the Content-Encoding header (identity left out), or 415 for one this module
+    cannot decode (RFC 9110 15.5.16: the answer says which it can, in Accept-Encoding)."""
+    header = request.headers.get("Content-Encoding")
+    if not header:
+        return []
+    codings = []
+    for token in header.split(","):
+        coding = token.strip().lower()
+        if coding in ("", "identity"):
+            continue
+        if coding not in _CODINGS:
+            raise ApiError(
+                415, "ContentEncodingError",
+                f"unsupported Content-Encoding {coding[:40]!r}: send the body plain, gzip or deflate",
+                [ErrorDetail(message=f"{coding[:40]!r} is not one of {ACCEPTED_ENCODINGS}", path="Content-Encoding")],
+                headers={"Accept-Encoding": ACCEPTED_ENCODINGS},
+            )
+        codings.append(_CODINGS[coding])
+    return codings
+
+
+def _inflate(data: bytes, coding: str, limit: int) -> bytes:
+    """`data` decoded from gzip (one member or several, one after the other) or deflate: a zlib
+    stream as RFC 9110 defines it, or raw deflate as some clients send it, told apart by the first
+    byte (the low bits of a zlib header say deflate: 8). The whole body must be the stream(s)."""
+    if coding == "gzip":
+        wbits = _GZIP_WBITS
+    else:
+        wbits = zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)
+        except zlib.error as exc:
+            raise _undecodable(coding, str(exc)) from None
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(part)
+        if not inflater.eof:
+            raise _undecodable(coding, "the stream ends before its end")
+        data = inflater.unused_data
+        if not data:
+            return b"".join(parts)
+        if coding != "gzip":
+            raise _undecodable(coding, f"{len(data)} bytes follow the end of the stream")
+
+
+def _undecodable(coding: str, reason: str) -> ApiError:
+    return bad_data(f"the body is not valid {coding} data, as its Content-Encoding says ({reason})",
+                    "Content-Encoding")
+
+
 def _unreadable(request: web.Request, exc: web.RequestPayloadError) -> ApiError:
-    """The body stopped short of what its headers promised: a corrupt gzip/deflate stream, a plain
-    body declared compressed, a chunked or sized body cut off. With a Content-Encoding, that header
-    is what did not hold."""
+    """The body stopped short of what its headers promised: a sized or chunked body cut off or
+    malformed (or, in an app whose aiohttp still inflates bodies, a stream it could not decode)."""
     # The parser stopped inside the body: the connection cannot carry another request. Mark the body
     # read to its end (aiohttp would otherwise drain it after the answer, hit the same error and log
     # it as unhandled) and close the connection after the answer.
     request.content.feed_eof()
-    encoding = request.headers.get("Content-Encoding")
     reason = str(exc).split("message:", 1)[-1].strip() or "the body ended early"
-    if encoding:
-        error = bad_data(f"the body is not valid {encoding} data, as its Content-Encoding says ({reason})",
-                         "Content-Encoding")
-    else:
-        error = bad_data(f"the body could not be read ({reason})")
+    error = bad_data(f"the body could not be read ({reason})")
     error.close = True
     return error
 
