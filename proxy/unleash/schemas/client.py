@@ -41,6 +41,11 @@ from proxy.unleash.schemas.limits import (
 # Milliseconds are bounded to the years 1..9999 so that every stored hour has a date-time upstream.
 EpochMillis = Annotated[int, msgspec.Meta(ge=-62_135_596_800_000, le=253_402_300_799_999)]
 Timestamp = datetime | EpochMillis
+# When counts belong (proxy/unleash/api/ingest.py, docs/limits.md), said where the time is sent.
+CountTime = Annotated[Timestamp, msgspec.Meta(description=(
+    "The counts belong to this moment's hour, as Unleash files them. It must lie within 48 hours of the "
+    "proxy's clock, either way (Unleash keeps hourly usage for 48 hours); one ahead of the clock counts at "
+    "the moment the proxy received it."))]
 
 
 class ToggleUsage(ToggleCount, kw_only=True, gc=False):
@@ -53,7 +58,7 @@ class ToggleUsage(ToggleCount, kw_only=True, gc=False):
 
 class Bucket(msgspec.Struct, kw_only=True, gc=False):
     start: Timestamp
-    stop: Timestamp
+    stop: CountTime
     toggles: dict[FlagName, ToggleUsage] = {}
 
 
@@ -127,7 +132,7 @@ class BulkMetric(msgspec.Struct, kw_only=True, gc=False):
     featureName: FlagName
     appName: AppName
     environment: EnvironmentName
-    timestamp: Timestamp | None = None
+    timestamp: CountTime | None = None  # none: the moment the proxy received it
     yes: Count = 0
     no: Count = 0
     variants: dict[VariantName, Count] | None = None
