@@ -165,3 +165,17 @@ async def test_an_impact_metric_beyond_a_limit_is_dropped_and_counted_not_the_po
     assert resp.status == 202, await resp.text()
     assert client.app[INGEST_STATS].dropped["impact_metric_invalid"] == 3
     assert await client.app[STORE].totals() == [("development", "app", "flag-a", 1, 0)]
+
+
+@pytest.mark.parametrize("header", ["UNLEASH-INSTANCEID", "UNLEASH-SDK"])
+@pytest.mark.parametrize("path", [CLIENT_METRICS, CLIENT_REGISTER, FRONTEND_METRICS, FRONTEND_REGISTER])
+async def test_the_sdk_headers_that_stand_in_for_body_fields_have_their_limits(client, clock, header, path):
+    """A body without instanceId or sdkVersion takes them from these headers: the same 255."""
+    body = {CLIENT_METRICS: {"appName": "app"}, FRONTEND_METRICS: {"appName": "app"},
+            CLIENT_REGISTER: {"appName": "app", "interval": 1, "started": 0, "strategies": []},
+            FRONTEND_REGISTER: {"appName": "app"}}[path]
+    headers = {"Authorization": _token(path), "Content-Type": "application/json"}
+    resp = await client.post(path, data=json.dumps(body), headers={**headers, header: "h" * 256})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["details"][0]["path"] == header
+    assert (await client.post(path, data=json.dumps(body), headers={**headers, header: "h" * 255})).status == 202
