@@ -126,6 +126,17 @@ async def test_an_encoding_the_proxy_cannot_decode_is_a_415_saying_which_it_can(
     assert errors_logged() == []
 
 
+def _raw_deflate_opening_like_zlib(body: bytes) -> bytes:
+    """Raw deflate whose first two bytes also pass for a zlib header: a stored block (first byte
+    0x08) whose length's low byte makes 0x08nn a multiple of 31; the body is padded with JSON
+    whitespace to that length."""
+    length = len(body) + (29 - len(body)) % 31
+    assert length < 256 and (0x0800 + length) % 31 == 0
+    padded = body + b" " * (length - len(body))
+    stored = b"\x08" + length.to_bytes(2, "little") + (length ^ 0xFFFF).to_bytes(2, "little") + padded
+    return stored + b"\x01\x00\x00\xff\xff"  # the final, empty stored block
+
+
 @pytest.mark.parametrize("path, token, accepted", ENDPOINTS, ids=IDS)
 @pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "GZIP", "deflate", "identity", "gzip, identity"])
 async def test_the_encodings_sdks_send_are_decoded(client, path, token, accepted, encoding):
@@ -138,10 +149,21 @@ async def test_the_encodings_sdks_send_are_decoded(client, path, token, accepted
     if encoding == "deflate":  # some clients send deflate without its zlib header
         data = raw_deflate.compress(accepted) + raw_deflate.flush()
         assert (await _post(client, path, token, data, **{"Content-Encoding": encoding})).status == 202
+        data = _raw_deflate_opening_like_zlib(accepted)
+        assert (await _post(client, path, token, data, **{"Content-Encoding": encoding})).status == 202
     if encoding == "gzip":  # several gzip members are one gzip body
         half = len(accepted) // 2
         data = gzip.compress(accepted[:half]) + gzip.compress(accepted[half:])
         assert (await _post(client, path, token, data, **{"Content-Encoding": encoding})).status == 202
+
+
+async def test_a_bomb_spread_over_gzip_members_stops_at_the_limit_too(make_client):
+    client = await make_client(max_body_size=64 * 1024)
+    member = gzip.compress(b" " * (40 * 1024))  # each under the limit, together over it
+    resp = await _post(client, "/api/client/metrics", CLIENT_TOKEN, gzip.compress(b'{"appName":"app"}') + member * 2,
+                       **{"Content-Encoding": "gzip"})
+    assert resp.status == 413
+    assert str(64 * 1024) in (await resp.json())["message"]
 
 
 @pytest.mark.parametrize("path, token, accepted", ENDPOINTS, ids=IDS)

@@ -96,31 +96,50 @@ def _content_codings(request: web.Request) -> list[str]:
 
 def _inflate(data: bytes, coding: str, limit: int) -> bytes:
     """`data` decoded from gzip (one member or several, one after the other) or deflate: a zlib
-    stream as RFC 9110 defines it, or raw deflate as some clients send it, told apart by the first
-    byte (the low bits of a zlib header say deflate: 8). The whole body must be the stream(s)."""
+    stream as RFC 9110 defines it, or raw deflate as some clients send it. The whole body must be
+    the stream(s)."""
     if coding == "gzip":
-        wbits = _GZIP_WBITS
-    else:
-        wbits = zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        inflater = zlib.decompressobj(wbits)
+        parts: list[bytes] = []
+        size = 0
+        while data:  # gzip members one after another make one body
+            part, data = _inflate_stream(data, _GZIP_WBITS, coding, limit - size, limit)
+            size += len(part)
+            parts.append(part)
+        if not parts:
+            raise _undecodable(coding, "the body is empty")
+        return b"".join(parts)
+    # A zlib header's low bits say deflate (8) and its two bytes are a multiple of 31; raw deflate
+    # may start with the same bits by chance, so it is what is tried when the zlib reading fails.
+    if data[:1] and data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0:
         try:
-            part = inflater.decompress(data, limit + 1 - size)
-        except zlib.error as exc:
-            raise _undecodable(coding, str(exc)) from None
-        size += len(part)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(part)
-        if not inflater.eof:
-            raise _undecodable(coding, "the stream ends before its end")
-        data = inflater.unused_data
-        if not data:
-            return b"".join(parts)
-        if coding != "gzip":
-            raise _undecodable(coding, f"{len(data)} bytes follow the end of the stream")
+            part, rest = _inflate_stream(data, zlib.MAX_WBITS, coding, limit, limit)
+        except ApiError as exc:
+            if exc.status == 413:
+                raise
+        else:
+            return _whole(part, rest, coding)
+    return _whole(*_inflate_stream(data, -zlib.MAX_WBITS, coding, limit, limit), coding)
+
+
+def _inflate_stream(data: bytes, wbits: int, coding: str, room: int, limit: int) -> tuple[bytes, bytes]:
+    """One compressed stream from the start of `data`, inflated to at most `room` bytes (past that
+    the body passes `limit`: 413); returns it and the bytes after the stream's end."""
+    inflater = zlib.decompressobj(wbits)
+    try:
+        part = inflater.decompress(data, room + 1)
+    except zlib.error as exc:
+        raise _undecodable(coding, str(exc)) from None
+    if len(part) > room:
+        raise _too_large(limit)
+    if not inflater.eof:
+        raise _undecodable(coding, "the stream is cut short")
+    return part, inflater.unused_data
+
+
+def _whole(part: bytes, rest: bytes, coding: str) -> bytes:
+    if rest:
+        raise _undecodable(coding, f"{len(rest)} bytes follow the end of the stream")
+    return part
 
 
 def _undecodable(coding: str, reason: str) -> ApiError:
