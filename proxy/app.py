@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
-from proxy.api import backstage, openapi
+from proxy.api import backstage, body, openapi
 from proxy.api.answer_cache import AnswerCache
 from proxy.api.answer_cache_metrics import AnswerCacheCollector
 from proxy.api.connections import CONNECTION_STATS
@@ -77,9 +77,9 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
-    # client_max_size bounds request.read(), decompressed bytes included; read_body answers its 413.
+    # Bodies are read (bounded) and inflated by api/body.py, which answers every 413, 415 and bad stream.
     http_stats = HttpStats()
-    app = web.Application(client_max_size=settings.max_body_size + 1)
+    app = web.Application(**body.app_options(settings.max_body_size))
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[STORE] = app[INGEST] = Store(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -124,10 +126,12 @@ def test_serve_runs_on_the_configured_event_loop(tmp_path, setting, loop_class):
 
     env = {"METRICS_PROXY_EVENT_LOOP": setting} if setting else {}
     proxy = ProxyProcess(tmp_path / "data", extra_env=env).start()
+    now_ms = int(time.time() * 1000)
     try:
         post = urllib.request.Request(
             proxy.url + "/api/client/metrics", method="POST",
-            data=b'{"appName":"a","bucket":{"start":0,"stop":1,"toggles":{"f":{"yes":1}}}}',
+            data=json.dumps({"appName": "a", "bucket": {"start": now_ms - 1000, "stop": now_ms,
+                                                        "toggles": {"f": {"yes": 1}}}}).encode(),
             headers={"Authorization": CLIENT_TOKEN, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(post, timeout=10) as answer:

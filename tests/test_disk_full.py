@@ -150,6 +150,7 @@ async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
     flags = [f"flag-{j:02d}" for j in range(FLAGS_PER_POST)]
     statuses = []
     for n in range(1000):
+        clock.set(first_hour + n * HOUR + 1800)  # each hour's post sent in that hour
         resp = await client.post("/api/client/metrics", json=metrics_body(first_hour + n * HOUR, flags, yes=1), headers=client_headers())
         statuses.append(resp.status)
         if statuses[-5:] == [503] * 5:
@@ -161,7 +162,8 @@ async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
         forwarder.execute("DELETE FROM pending_counts")
     forwarder.close()
 
-    resp = await client.post("/api/client/metrics", json=metrics_body(first_hour, ["after-delivery"], yes=3), headers=client_headers())
+    now_hour = clock.now() // HOUR * HOUR
+    resp = await client.post("/api/client/metrics", json=metrics_body(now_hour, ["after-delivery"], yes=3), headers=client_headers())
     assert resp.status == 202
     assert store.fold()
     assert stored_flags(store.path) == {"after-delivery": 4}

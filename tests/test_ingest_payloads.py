@@ -40,6 +40,8 @@ def test_fixtures_cover_both_sdks():
     assert len(METRICS) == 8 and len(REGISTRATIONS) == 2
 
 
+# Buckets are accepted within 48 hours of the proxy's clock: replayed at the time they were recorded.
+@pytest.mark.clock_at(RECORDED_AT)
 @pytest.mark.parametrize("record", METRICS + REGISTRATIONS, ids=lambda r: r["file"])
 async def test_recorded_sdk_request_is_accepted(client, record):
     # Replay the request as the SDK sent it: same path, same headers, same bytes.
@@ -125,6 +127,7 @@ async def test_registration_records_the_instance(client):
     assert ip == "127.0.0.1"
 
 
+@pytest.mark.clock_at(RECORDED_AT)  # curl/metrics.json's bucket stopped at the recording
 async def test_feature_toggles_endpoint_reads_back_totals(client, clock):
     body = json.loads((PAYLOADS / "curl" / "metrics.json").read_text())
     assert (await client.post("/api/client/metrics", json=body, headers=client_headers())).status == 202

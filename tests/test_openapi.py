@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jsonschema
 import msgspec
@@ -145,3 +146,78 @@ async def test_the_backstage_answers_match_their_structs(client, document):
     assert ready.status == 200 and await ready.json() == {"status": "READY"}
     assert flush.status == 409  # no [upstream] in these settings: documented as 409 with ErrorBody
     _body_schema(document, "ErrorBody").validate(await flush.json())
+
+
+def _bounds(schema: dict) -> dict:
+    return {k: schema[k] for k in ("minLength", "maxLength", "minimum", "maximum") if k in schema}
+
+
+def _optional(schema: dict) -> dict:
+    """The non-null alternative of an optional field."""
+    return next(alt for alt in schema.get("anyOf", [schema]) if alt.get("type") != "null")
+
+
+async def test_the_limits_are_in_the_document(document):
+    """The bounds the wire Structs enforce (proxy/unleash/schemas/limits.py, docs/limits.md) are what
+    the document says, as msgspec derives it from the same Annotated types."""
+    schemas = document["components"]["schemas"]
+    name, text = {"minLength": 1, "maxLength": 100}, {"maxLength": 255}
+    assert _bounds(schemas["Bucket"]["properties"]["toggles"]["propertyNames"]) == name
+    assert _bounds(_optional(schemas["ToggleUsage"]["properties"]["variants"])["propertyNames"]) == name
+    bulk_row = schemas["BulkMetric"]["properties"]
+    assert _bounds(bulk_row["featureName"]) == name
+    assert _bounds(bulk_row["environment"]) == name
+    assert _bounds(bulk_row["appName"]) == {"minLength": 1, **text}
+    assert _bounds(_optional(bulk_row["variants"])["propertyNames"]) == name
+    registration = schemas["ClientRegistration"]["properties"]
+    assert _bounds(registration["interval"]) == {"minimum": 0, "maximum": 4_294_967_295}
+    assert _bounds(_optional(registration["strategies"]["items"])) == {"maxLength": 100}
+    assert _bounds(_optional(registration["projects"])["items"]) == name
+    for struct in ("ClientMetrics", "ClientRegistration", "FrontendRegistration"):
+        properties = schemas[struct]["properties"]
+        assert _bounds(_optional(properties["instanceId"])) == text, struct
+        assert _bounds(_optional(properties["sdkVersion"])) == text, struct
+    application = schemas["BulkApplication"]["properties"]
+    assert _bounds(application["instanceId"]) == text
+    assert _bounds(_optional(application["interval"])) == {"minimum": 0, "maximum": 4_294_967_295}
+    assert _bounds(schemas["ConnectVia"]["properties"]["instanceId"]) == text
+    custom = schemas["CustomMetric"]["properties"]
+    assert _bounds(custom["name"]) == {"minLength": 1, **text}
+    assert _bounds(_optional(custom["labels"])["propertyNames"]) == {"minLength": 1, **text}
+    assert _bounds(_optional(custom["labels"])["additionalProperties"]) == text
+    assert _bounds(schemas["ImpactMetric"]["properties"]["name"]) == {"minLength": 1, **text}
+    # the time rule is said where the time is sent
+    assert "48 hours" in schemas["Bucket"]["properties"]["stop"]["description"]
+    assert "48 hours" in _optional(bulk_row["timestamp"])["description"]
+    for path in ("/api/client/metrics", "/api/client/metrics/bulk"):
+        reason = document["paths"][path]["post"]["responses"]["415"]["description"]
+        assert "Content-Encoding" in reason
+
+
+NOW_MS = int(time.time() * 1000)  # near the clock fixture's instant: the bucket times are not what is wrong
+
+
+@pytest.mark.parametrize("schema, path, body, field", [
+    ("ClientMetrics", "/api/client/metrics",
+     {"appName": "a", "bucket": {"start": NOW_MS, "stop": NOW_MS, "toggles": {"f" * 101: {"yes": 1}}}},
+     "bucket.toggles"),
+    ("ClientMetrics", "/api/client/metrics",
+     {"appName": "a", "bucket": {"start": NOW_MS, "stop": NOW_MS, "toggles": {"f": {"variants": {"": 1}}}}},
+     "bucket.toggles['f'].variants"),
+    ("ClientMetrics", "/api/client/metrics", {"appName": "a", "instanceId": "i" * 256}, "instanceId"),
+    ("ClientRegistration", "/api/client/register",
+     {"appName": "a", "interval": 2**64, "started": 0, "strategies": []}, "interval"),
+    ("ClientRegistration", "/api/client/register",
+     {"appName": "a", "interval": 1, "started": 0, "strategies": ["s" * 101]}, "strategies[0]"),
+    ("BulkMetrics", "/api/client/metrics/bulk",
+     {"applications": [], "metrics": [{"featureName": "", "appName": "a", "environment": "development"}]},
+     "metrics[0].featureName"),
+    ("CustomMetrics", "/api/client/metrics/custom",
+     {"metrics": [{"name": "m", "value": 1, "labels": {"l": "v" * 256}}]}, "metrics[0].labels['l']"),
+])
+async def test_a_body_over_a_documented_limit_fails_the_schema_and_the_proxy(client, document, schema, path, body,
+                                                                              field):
+    assert list(_body_schema(document, schema).iter_errors(body)), body
+    response = await client.post(path, json=body, headers=client_headers())
+    assert response.status == 400, await response.text()
+    assert (await response.json())["details"][0]["path"] == field

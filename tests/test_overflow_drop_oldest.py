@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from proxy.api.state import STORE
+from proxy.storage.usage.retention import RetentionPolicy
 from tests.storage_support import (
     HOUR,
     SMALL_STORE,
@@ -16,16 +17,23 @@ from tests.storage_support import (
 )
 from tests.support import client_headers
 
+MINUTE_PRUNING = RetentionPolicy(hourly_hours=10_000, minute_minutes=60, instance_hours=10_000)
 # synchronous=NORMAL only to spare the fsyncs: durability is not what these tests measure.
 FLAGS = [f"flag-{j:02d}" for j in range(20)]
 
 
-async def post_hours(client, first_hour: float, hours: range) -> dict[int, int]:
-    """One post per hour with the same flags (an SDK while the upstream is down); every post must
-    be acknowledged. Returns {hour: acknowledged yes+no}."""
+async def post_hours(client, clock, first_hour: float, hours: range) -> dict[int, int]:
+    """One post per hour with the same flags (an SDK while the upstream is down), each sent in its
+    hour (the proxy takes buckets within 48 hours of its clock); every post must be acknowledged.
+    Returns {hour: acknowledged yes+no}."""
     acked = {}
+    store = client.server.app[STORE]
     for n in hours:
         hour = int(first_hour + n * HOUR)
+        clock.set(hour + 1800)
+        # The pruner's per-minute pass, as it runs every minute in service: the clock jumps an hour
+        # per post here, so the per-minute counts of the hours before are no longer kept.
+        await store.prune(MINUTE_PRUNING, clock.now())
         resp = await client.post("/api/client/metrics", json=metrics_body(hour, FLAGS, yes=n + 1), headers=client_headers())
         assert resp.status == 202, await resp.text()
         acked[hour] = len(FLAGS) * (n + 2)
@@ -45,7 +53,7 @@ async def test_oldest_hours_are_dropped_first_and_every_dropped_count_is_counted
     client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
-    acked = await post_hours(client, first_hour, range(150))
+    acked = await post_hours(client, clock, first_hour, range(150))
     assert store.fold()
 
     pending = pending_by_hour(store.path)
@@ -67,7 +75,7 @@ async def test_delivered_history_is_dropped_before_undelivered_counts(make_clien
     client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
-    delivered = await post_hours(client, first_hour, range(0, 20))
+    delivered = await post_hours(client, clock, first_hour, range(0, 20))
     assert store.fold()
     # Stand-in for the forwarder: these hours were sent upstream and left the outbox.
     with sqlite3.connect(store.path) as forwarder:
@@ -75,7 +83,7 @@ async def test_delivered_history_is_dropped_before_undelivered_counts(make_clien
     forwarder.close()
     assert await dropped_metric(client) is None  # nothing dropped yet
 
-    undelivered = await post_hours(client, first_hour, range(20, 150))
+    undelivered = await post_hours(client, clock, first_hour, range(20, 150))
     assert store.fold()
     pending = pending_by_hour(store.path)
     history = {h for (h,) in query(store.path, "SELECT DISTINCT hour FROM hourly_counts")}

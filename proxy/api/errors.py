@@ -29,6 +29,7 @@ class ApiError(Exception):
         message: str,
         details: list[ErrorDetail] | None = None,
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -36,15 +37,21 @@ class ApiError(Exception):
         self.message = message
         self.details = details if details is not None else [ErrorDetail(message=message)]
         self.headers = headers or {}
+        # The connection cannot carry another request (its body could not be parsed to the end):
+        # answer with `Connection: close` and let aiohttp close it after the answer.
+        self.close = close
 
     def response(self) -> web.Response:
         body = ErrorBody(id=str(uuid.uuid4()), name=self.name, message=self.message, details=self.details)
-        return web.Response(
+        response = web.Response(
             status=self.status,
             body=_encoder.encode(body),
             content_type="application/json",
             headers=self.headers,
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def bad_data(message: str, path: str | None = None) -> ApiError:
@@ -68,6 +75,7 @@ def unavailable(message: str, retry_after: int) -> ApiError:
 # --- turning msgspec validation errors into a field path ---------------------------------------
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_AT_KEY = re.compile(r"^(?P<msg>.*?) - at `key` in `\$(?P<path>[^`]*)`$", re.S)
 _SEGMENT = re.compile(r"\.(\w+)|\[(\d+)\]|\[(\.\.\.)\]")
 
 
@@ -96,8 +104,9 @@ def _child_type(tp: Any, segment: tuple[str, str, str]) -> Any:
     return Any
 
 
-def _locate(raw: Any, tp: Any, path: str) -> str:
-    """Replace msgspec's `[...]` (an unnamed dict key) with the key whose value fails validation."""
+def _locate(raw: Any, tp: Any, path: str) -> tuple[str, Any, Any]:
+    """Replace msgspec's `[...]` (an unnamed dict key) with the key whose value fails validation;
+    returns that path, and the decoded value and type found at its end."""
     out: list[str] = []
     segments = [m.groups() for m in _SEGMENT.finditer(path)]
     for seg in segments:
@@ -120,11 +129,43 @@ def _locate(raw: Any, tp: Any, path: str) -> str:
                         break
             out.append(f"[{key!r}]" if key is not None else "[...]")
             raw = raw.get(key) if key is not None else None
-    return "".join(out)
+    return "".join(out), raw, tp
+
+
+_PREVIEW = 40
+
+
+def _preview(key: str) -> str:
+    """A key as an error message quotes it: the start of a long one and its length, never all of it."""
+    if len(key) <= _PREVIEW:
+        return repr(key)
+    return f"{key[:_PREVIEW]!r}... ({len(key)} characters)"
+
+
+def _key_error(message: str, path: str, body: bytes, schema: type) -> ApiError:
+    """A dict key breaks its constraint (a flag or variant name too long or empty): the path names
+    the object, the message quotes the key."""
+    try:
+        path, found, tp = _locate(msgspec.json.decode(body), schema, path)
+    except (msgspec.DecodeError, RecursionError):
+        found, tp = None, Any
+    key_types = [typing.get_args(alt)[0] for alt in _unwrap(tp) if typing.get_origin(alt) is dict]
+    if isinstance(found, dict) and key_types:
+        for key in found:
+            try:
+                msgspec.convert(key, key_types[0])
+            except msgspec.ValidationError:
+                message = f"{message}, for the key {_preview(key)}"
+                break
+    path = path.lstrip(".")
+    return bad_data(f"{message} at `{path}`" if path else message, path or None)
 
 
 def validation_error(exc: msgspec.ValidationError, body: bytes, schema: type) -> ApiError:
     """A 400 naming the wrong field, e.g. path `bucket.toggles['flag-a'].yes`."""
+    key_match = _AT_KEY.match(str(exc))
+    if key_match:
+        return _key_error(key_match.group("msg"), key_match.group("path"), body, schema)
     match = _AT.match(str(exc))
     message = match.group("msg") if match else str(exc)
     path = (match.group("path") if match else "") or ""
@@ -133,7 +174,7 @@ def validation_error(exc: msgspec.ValidationError, body: bytes, schema: type) ->
         path = f"{path}.{missing.group(1)}"
     if "[...]" in path:
         try:
-            path = _locate(msgspec.json.decode(body), schema, path)
+            path = _locate(msgspec.json.decode(body), schema, path)[0]
         except (msgspec.DecodeError, RecursionError):
             pass
     path = path.lstrip(".")

@@ -66,7 +66,7 @@ _ERROR_REASONS = {
     404: "not found",
     409: "not possible in this configuration",
     413: "the body is larger than max_body_size (after decompression)",
-    415: "the Content-Type is not JSON",
+    415: "the Content-Type is not JSON, or the Content-Encoding not gzip, deflate or identity",
     503: "the store cannot write, or an upstream is needed and unreachable; see Retry-After",
 }
 

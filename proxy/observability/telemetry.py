@@ -93,6 +93,12 @@ class ProxyCollector(Collector):
         for reason, value in sorted(space.dropped_counts.items() if space else ()):
             dropped_counts.add_metric([reason], value)
         yield dropped_counts
+        pruned = CounterMetricFamily(
+            "metrics_proxy_pruned_rows", "Read-history rows deleted by retention pruning, by table", labels=["table"]
+        )
+        for table, value in sorted(self.store.pruned_rows.items()):
+            pruned.add_metric([table], value)
+        yield pruned
         yield CounterMetricFamily(
             "metrics_proxy_store_quarantined",
             "Corrupt databases moved to <data_dir>/quarantine/ at start-up (a fresh one was created)",

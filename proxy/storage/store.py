@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -93,6 +94,7 @@ class Store:
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
         self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
+        self.pruned_rows: Counter[str] = Counter()  # read-history rows pruning deleted, by table
         # Journal files of ingest workers beside the database, folded in with the own journal.
         self.shards = ShardReader(path.parent, watch=ingest_processes > 1)
 
@@ -405,7 +407,9 @@ class Store:
     async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
         """Drop read history older than the policy (never the outbox); rows deleted per table."""
         assert self._db is not None, "store is not open"
-        return await prune_history(self._db, policy, now, changed=self._history_changed)
+        deleted = await prune_history(self._db, policy, now, changed=self._history_changed)
+        self.pruned_rows.update(deleted)  # metrics_proxy_pruned_rows{table}
+        return deleted
 
     def _history_changed(self) -> None:
         self.data_version += 1

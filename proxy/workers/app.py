@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.api import body
 from proxy.api.connections import CONNECTION_STATS, DescriptorLimit, GuardedSite, connection_guard
 from proxy.api.routing import serve
 from proxy.api.state import CLOCK, INGEST, INGEST_STATS, SETTINGS
@@ -65,7 +66,7 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     auth = Authenticator(settings)
     pass_through = PassThrough(primary_socket_path(settings.database_path.parent))
     http_stats = HttpStats()
-    app = web.Application(client_max_size=settings.max_body_size + 1)
+    app = web.Application(**body.app_options(settings.max_body_size))
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[AUTH] = auth

@@ -20,9 +20,10 @@ from proxy.api.errors import ApiError
 CLIENT_ADDRESS_HEADER = "X-Metrics-Proxy-Client-Address"
 SOCKET_NAME = "primary.sock"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
-# Not passed on: they describe one hop (aiohttp has already inflated a gzip request body).
+# Not passed on: they describe one hop. Content-Encoding is passed: the body goes on as it came
+# (aiohttp does not inflate request bodies here; the primary's api/body.py does).
 HOP_HEADERS = frozenset(h.lower() for h in (
-    "Host", "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding",
+    "Host", "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length",
     "Upgrade", "TE", "Trailer", "Proxy-Connection", CLIENT_ADDRESS_HEADER,
 ))
 PASS_TIMEOUT_SECONDS = 60.0
@@ -63,8 +64,6 @@ class PassThrough:
             ) as answer:
                 payload = await answer.read()
                 out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
-                if "Content-Encoding" in answer.headers:  # passed as it came: still encoded
-                    out["Content-Encoding"] = answer.headers["Content-Encoding"]
                 return web.Response(status=answer.status, headers=out, body=payload)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(502, "BadGatewayError", f"the main proxy process did not answer: {exc}") from None

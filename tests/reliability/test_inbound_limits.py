@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import time
 import zlib
 
 import pytest
@@ -82,5 +83,6 @@ def test_gzip_bomb_is_413_and_memory_stays_bounded(proxy):
         assert status == 413 and "after decompression" in error["message"]
     assert rss_kb(proxy.proc.pid) < RSS_CEILING_KB
     # The proxy still serves.
-    ok = {"appName": "a", "bucket": {"start": 1, "stop": 2, "toggles": {"f": {"yes": 1}}}}
+    now_ms = int(time.time() * 1000)
+    ok = {"appName": "a", "bucket": {"start": now_ms - 1000, "stop": now_ms, "toggles": {"f": {"yes": 1}}}}
     assert post(proxy.port, gzip.compress(json.dumps(ok).encode()), {"Content-Encoding": "gzip"})[0] == 202

@@ -51,6 +51,11 @@ def variants_add(old: str | None, new: str | None) -> str | None:
 # the hot path costs one dict lookup per row. The fold derives the per-table views once.
 GroupKey = tuple[str, str, int, int]  # environment, app, hour, minute
 
+# Counts enter the per-minute windows (lastHour, lastMinute) at the minute they were received, but
+# never later than the last minute of their own hour: a bucket that stopped hours ago, or a bulk row
+# of an hour long past, is not last-minute usage (Unleash's windows counted a bucket by its stop).
+LAST_MINUTE_OF_HOUR = 3600 - 60
+
 
 def _runs(rows: list[CountRow]) -> Iterator[tuple[tuple[str, int], list[tuple[str, CountRow]]]]:
     """Bulk rows in runs of one app and hour (consecutive rows usually share them), each run as
@@ -96,10 +101,11 @@ class Deltas:
         minute = int(received // 60 * 60)
         posted = entry.bucket
         if posted is not None:
-            self._merge((env, posted.app_name, posted.hour, minute), posted.toggles.items(), received)
+            self._merge((env, posted.app_name, posted.hour, min(minute, posted.hour + LAST_MINUTE_OF_HOUR)),
+                        posted.toggles.items(), received)
         if entry.counts:  # bulk rows; a metrics post has none
             for (app, hour), run in _runs(entry.counts):
-                self._merge((env, app, hour, minute), run, received)
+                self._merge((env, app, hour, min(minute, hour + LAST_MINUTE_OF_HOUR)), run, received)
         for inst in entry.instances:
             ikey = (inst.app_name, inst.instance_id, env)
             known = self.instances.get(ikey)
@@ -269,7 +275,7 @@ class Deltas:
 
     @property
     def minute(self) -> dict[CountKey, list]:
-        """(environment, app, flag, minute received) -> [yes, no]."""
+        """(environment, app, flag, minute received, at most its hour's last) -> [yes, no]."""
         return self._derive()[1]
 
     @property

@@ -111,7 +111,8 @@ async def instances(store: Store, name: str, environment: str, now: float) -> Wi
 
 async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> Windowed:
     """One row per hour x app x environment over the last `hours_back` hours (current hour
-    included), zero-filled for the apps and environments that reported the flag in that window."""
+    included), zero-filled for the apps and environments that reported the flag in that window.
+    Hours after the current one are no part of it (proxy/unleash/api/ingest.py: when counts belong)."""
     newest = int(now // 3600 * 3600)
     rows = await store.read(admin_reads.raw_usage, flag, newest, newest - (hours_back - 1) * 3600)
     data = [HourlyUsage(featureName=flag, appName=r.app_name, environment=r.environment, timestamp=iso_ms(r.hour),
@@ -120,9 +121,10 @@ async def raw_usage(store: Store, flag: str, hours_back: int, now: float) -> Win
 
 
 async def feature_summary(store: Store, flag: str, now: float) -> Windowed:
-    """Usage per environment in the hour buckets of the last hour, and the apps that reported it."""
+    """Usage per environment in the hour buckets of the last hour, and the apps that reported it;
+    an hour after the current one is no part of the last hour (proxy/unleash/api/ingest.py)."""
     since = now - 3600
-    usage, apps = await store.read(admin_reads.feature_summary, flag, since)
+    usage, apps = await store.read(admin_reads.feature_summary, flag, since, now // 3600 * 3600)
     # Hour buckets h >= since stay in while since <= h: until the oldest one's start is an hour ago.
     oldest_hour = -(-since // 3600) * 3600
     return Windowed(FeatureSummary(

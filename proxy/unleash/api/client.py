@@ -20,6 +20,7 @@ from proxy.unleash.api.impact import attach_impact
 from proxy.unleash.api.ingest import bulk_entries, metrics_entry, registration_entry
 from proxy.unleash.auth import TokenKind
 from proxy.unleash.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
+from proxy.unleash.schemas.limits import UNLEASH_TEXT_MAX
 from proxy.unleash.state import AUTH
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,15 @@ def _impact(app: web.Application, entries: list[JournalEntry], raw: msgspec.Raw,
 
 
 def _sdk_headers(request: web.Request) -> tuple[str | None, str | None]:
-    return request.headers.get("UNLEASH-INSTANCEID"), request.headers.get("UNLEASH-SDK")
+    """The headers SDKs send beside the body; they stand in for a missing instanceId and sdkVersion,
+    so they have those fields' limit (Unleash's varchar(255) columns, docs/limits.md)."""
+    found = []
+    for name in ("UNLEASH-INSTANCEID", "UNLEASH-SDK"):
+        value = request.headers.get(name)
+        if value is not None and len(value) > UNLEASH_TEXT_MAX:
+            raise bad_data(f"the {name} header must have at most {UNLEASH_TEXT_MAX} characters", name)
+        found.append(value)
+    return found[0], found[1]
 
 
 def _metrics_handler(kind: TokenKind):

@@ -63,16 +63,18 @@ def impact_rows(raw: msgspec.Raw, app_name: str | None) -> tuple[dict[str | None
     """Rows by the environment an entry names (None if it names none), and how many were dropped."""
     if not raw or bytes(raw) == b"null":
         return {}, 0
+    # RecursionError: an entry nested about as deep as the body decoder allows, decoded here a few
+    # stack frames deeper (api/body.py refuses deeper bodies whole).
     try:
         entries = _entries.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return {}, 1
     rows: dict[str | None, list[ImpactRow]] = defaultdict(list)
     dropped = 0
     for entry in entries:
         try:
             metric = _metric.decode(entry)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             dropped += 1
             continue
         name = sanitise(metric.name)

@@ -18,6 +18,15 @@ from proxy.unleash.schemas.client import (
 
 DEFAULT_INSTANCE = "default"
 
+# When counts belong (docs/limits.md): Unleash files a count under the hour of its bucket's stop (a
+# bulk row's timestamp), keeps an hourly row until its hour began 48 hours ago (clearMetrics(48)) and
+# reads no further back (raw usage: hoursBack <= 48). A count outside those hours would only be
+# deleted there at the next sweep, so it is refused here; a stop further ahead than that is no clock
+# skew but nonsense, refused too. Counts cannot come from after their receipt: a stop ahead of the
+# proxy's clock (an SDK's clock running fast) is filed at the moment of receipt instead, so no row
+# lies in a future hour, where it would count as the last hour and outlive the retention.
+USAGE_WINDOW = 48 * 3600
+
 
 def epoch_seconds(ts: Timestamp) -> float:
     """RFC 3339 datetimes (naive ones read as UTC) or epoch milliseconds."""
@@ -30,6 +39,26 @@ def epoch_seconds(ts: Timestamp) -> float:
 
 def hour_of(seconds: float) -> int:
     return int(seconds // 3600 * 3600)
+
+
+def usage_hour(seconds: float, received: float, path: str) -> int:
+    """The hour a count stopping at `seconds` is filed under, by the rule above; a 400 naming `path`
+    when it falls outside the 48 hours."""
+    if seconds > received + USAGE_WINDOW:
+        raise bad_data(f"{_moment(seconds)} is more than 48 hours ahead of this proxy's clock "
+                       f"({_moment(received)})", path)
+    hour = hour_of(min(seconds, received))
+    if hour <= received - USAGE_WINDOW:
+        raise bad_data(f"{_moment(seconds)} is in an hour that began more than 48 hours before this proxy's "
+                       f"clock ({_moment(received)}); Unleash keeps hourly usage for 48 hours", path)
+    return hour
+
+
+def _moment(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return f"{seconds:.0f} (epoch seconds)"
 
 
 def iso(ts: Timestamp, path: str, *, unix_seconds: bool = False) -> str:
@@ -47,8 +76,8 @@ def iso(ts: Timestamp, path: str, *, unix_seconds: bool = False) -> str:
 
 
 def _strategies(values: Iterable[str | None] | None) -> list[str] | None:
-    # Unleash strips non-string entries from strategies.
-    return None if values is None else [v for v in values if isinstance(v, str)]
+    # Unleash strips the entries of strategies that are no Joi string: nulls, and empty strings.
+    return None if values is None else [v for v in values if v]
 
 
 def metrics_entry(
@@ -67,9 +96,9 @@ def metrics_entry(
         start, stop = epoch_seconds(bucket.start), epoch_seconds(bucket.stop)
         if start > stop:
             raise bad_data("bucket.start must not be after bucket.stop", "bucket.start")
+        hour = usage_hour(stop, received, "bucket.stop")
         if bucket.toggles:
-            # Unleash files a bucket under the hour of its stop.
-            posted = PostedBucket(body.appName, hour_of(stop), bucket.toggles)
+            posted = PostedBucket(body.appName, hour, bucket.toggles)
     return JournalEntry(environment, received, [], [instance], bucket=posted)
 
 
@@ -100,14 +129,14 @@ def bulk_entries(
     counts: dict[str, list[CountRow]] = defaultdict(list)
     instances: dict[str, list[InstanceSeen]] = defaultdict(list)
     refused = 0
-    for metric in body.metrics:
+    for i, metric in enumerate(body.metrics):
         if environment is not None and metric.environment != environment:
             refused += 1
             continue
-        when = epoch_seconds(metric.timestamp) if metric.timestamp is not None else received
+        hour = hour_of(received) if metric.timestamp is None else \
+            usage_hour(epoch_seconds(metric.timestamp), received, f"metrics[{i}].timestamp")
         counts[metric.environment].append(
-            CountRow(metric.appName, metric.featureName, hour_of(when), metric.yes, metric.no,
-                     metric.variants or None)
+            CountRow(metric.appName, metric.featureName, hour, metric.yes, metric.no, metric.variants or None)
         )
     for i, app in enumerate(body.applications):
         env = environment if environment is not None else app.environment

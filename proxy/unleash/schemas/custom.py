@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
+
+from proxy.unleash.schemas.limits import LabelName, LabelValue, MetricName
 
 
 class CustomMetric(msgspec.Struct, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    name: MetricName
     value: float  # JSON numbers only: a string or boolean value is refused
-    labels: dict[str, str] | None = None
+    labels: dict[LabelName, LabelValue] | None = None
 
 
 class CustomMetrics(msgspec.Struct, kw_only=True):

@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from proxy.unleash.schemas.client import Count, NonEmptyName
+from proxy.unleash.schemas.client import Count
+from proxy.unleash.schemas.limits import AppName, EnvironmentName, LabelName, LabelValue, MetricName
 
 
 class HistogramBucket(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -22,20 +23,20 @@ class ImpactSample(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Encoded (upstream) without the fields its kind does not use."""
 
     value: float | None = None  # counter and gauge
-    labels: dict[str, str | int | float] | None = None
+    labels: dict[LabelName, LabelValue | int | float] | None = None
     count: Count | None = None  # histogram
     sum: float | None = None
     buckets: list[HistogramBucket] | None = None
 
 
 class ImpactMetric(msgspec.Struct, kw_only=True):
-    name: NonEmptyName
+    name: MetricName
     help: Annotated[str, msgspec.Meta(max_length=1000)] = ""
     type: Literal["counter", "gauge", "histogram"]
     samples: list[ImpactSample]
     # Present on entries one proxy forwards to another inside a bulk batch (Unleash Edge's shape).
-    appName: str | None = None
-    environment: str | None = None
+    appName: AppName | None = None
+    environment: EnvironmentName | None = None
 
 
 class SentImpactMetric(ImpactMetric, omit_defaults=True, kw_only=True):

@@ -187,9 +187,10 @@ async def raw_usage(db: aiosqlite.Connection, flag: str, newest: int, oldest: in
         """WITH RECURSIVE hours(hour) AS (
                 SELECT :newest UNION ALL SELECT hour - 3600 FROM hours WHERE hour > :oldest),
             apps AS (SELECT DISTINCT app_name FROM hourly_counts
-                      WHERE feature_name = :flag AND hour >= :oldest ORDER BY app_name LIMIT :max_apps),
+                      WHERE feature_name = :flag AND hour BETWEEN :oldest AND :newest
+                      ORDER BY app_name LIMIT :max_apps),
             envs AS (SELECT DISTINCT environment FROM hourly_counts
-                      WHERE feature_name = :flag AND hour >= :oldest ORDER BY environment)
+                      WHERE feature_name = :flag AND hour BETWEEN :oldest AND :newest ORDER BY environment)
            -- CROSS JOIN fixes the loop order (environment, app, newest hour first), which is the
            -- answer's order; an ORDER BY here made SQLite pick a plan 4x slower.
            SELECT envs.environment, apps.app_name, hours.hour, coalesce(c.yes, 0), coalesce(c.no, 0), c.variants
@@ -203,16 +204,17 @@ async def raw_usage(db: aiosqlite.Connection, flag: str, newest: int, oldest: in
             for env, app, hour, yes, no, variants in rows]
 
 
-async def feature_summary(db: aiosqlite.Connection, flag: str, since: float) -> tuple[list[EnvironmentHourRow], list[str]]:
-    """Usage per environment in the hour buckets starting at or after `since`, and the apps behind it."""
+async def feature_summary(db: aiosqlite.Connection, flag: str, since: float,
+                          until: float) -> tuple[list[EnvironmentHourRow], list[str]]:
+    """Usage per environment in the hour buckets starting from `since` to `until`, and the apps behind it."""
     usage = await db.execute_fetchall(
         """SELECT environment, hour, sum(yes), sum(no) FROM hourly_counts
-            WHERE feature_name = ? AND hour >= ? GROUP BY environment, hour ORDER BY environment, hour""",
-        (flag, since),
+            WHERE feature_name = ? AND hour BETWEEN ? AND ? GROUP BY environment, hour ORDER BY environment, hour""",
+        (flag, since, until),
     )
     apps = await db.execute_fetchall(
-        """SELECT DISTINCT app_name FROM hourly_counts WHERE feature_name = ? AND hour >= ?
+        """SELECT DISTINCT app_name FROM hourly_counts WHERE feature_name = ? AND hour BETWEEN ? AND ?
             ORDER BY app_name""",
-        (flag, since),
+        (flag, since, until),
     )
     return [EnvironmentHourRow(*r) for r in usage], [app for (app,) in apps]
