@@ -72,7 +72,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
     return RetentionPolicy(
-        settings.retention_hours, settings.minute_retention_minutes, settings.instance_retention_hours
+        settings.retention_hours, settings.minute_retention_minutes, settings.instance_retention_hours,
+        forwarding=settings.upstream is not None,
     )
 
 
@@ -85,7 +86,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[STORE] = app[INGEST] = Store(
         settings.database_path, settings.synchronous, max_db_size=settings.max_db_size,
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
-        ingest_processes=settings.workers,
+        ingest_processes=settings.workers, forwarding=settings.upstream is not None,
     )
     app[ANSWER_CACHE] = AnswerCache(settings.read_cache_max_bytes, settings.read_cache_max_entries)
     app[INGEST_STATS] = IngestStats()

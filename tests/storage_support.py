@@ -57,3 +57,12 @@ def prometheus_value(text: str, name: str, labels: str = "") -> float | None:
         if sample == wanted:
             return float(value)
     return None
+
+
+# An upstream nobody answers (and the forwarder's first cut an hour away): counts stay in the
+# outbox (pending_counts), as they do with an upstream that is down. Standalone, no outbox is written.
+UNREACHABLE_UPSTREAM = {"url": "http://127.0.0.1:9/api", "tokens": {"development": "default:development.up"},
+                        "flush_interval": 3600.0, "shutdown_flush_timeout": 0.5}
+UNREACHABLE_UPSTREAM_ENV = {"METRICS_PROXY_UPSTREAM_URL": UNREACHABLE_UPSTREAM["url"],
+                            "METRICS_PROXY_UPSTREAM_TOKENS": "development=default:development.up",
+                            "METRICS_PROXY_UPSTREAM_FLUSH_INTERVAL": "3600"}

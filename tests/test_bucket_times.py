@@ -148,9 +148,9 @@ async def test_pruning_is_counted_by_table(client, clock):
     assert deleted["hourly_counts"] == 1 and deleted["minute_counts"] == 1
     text = await (await client.get("/internal-backstage/prometheus")).text()
     pruned = samples(text, "metrics_proxy_pruned_rows_total")
-    assert pruned['{table="hourly_counts"}'] == 1
-    assert pruned['{table="minute_counts"}'] == 1
-    assert pruned['{table="instances"}'] == 1
+    assert pruned['{reason="retention",table="hourly_counts"}'] == 1
+    assert pruned['{reason="retention",table="minute_counts"}'] == 1
+    assert pruned['{reason="retention",table="instances"}'] == 1
     assert "# TYPE metrics_proxy_pruned_rows_total counter" in text
 
 

@@ -15,6 +15,7 @@ from proxy.api.state import STORE
 from tests.storage_support import (
     HOUR,
     SMALL_STORE,
+    UNREACHABLE_UPSTREAM,
     metrics_body,
     prometheus_value,
     query,
@@ -56,12 +57,14 @@ async def fill_until_refused(client, hour: float, start: int = 0, flags_per_post
     raise AssertionError("the store never filled up")
 
 
-def stored_flags(db_path) -> dict[str, int]:
-    return dict(query(db_path, "SELECT feature_name, sum(yes + no) FROM pending_counts GROUP BY feature_name"))
+def stored_flags(db_path, table: str = "hourly_counts") -> dict[str, int]:
+    """Acknowledged counts that reached `table` (the hourly history holds them with or without an
+    upstream; pending_counts, the outbox, only with one)."""
+    return dict(query(db_path, f"SELECT feature_name, sum(yes + no) FROM {table} GROUP BY feature_name"))
 
 
 async def test_full_store_answers_503_and_keeps_exactly_the_acknowledged_counts(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     hour = clock.now() // HOUR * HOUR
     acked, refused, failures = await fill_until_refused(client, hour)
@@ -91,7 +94,7 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
     so the fold cannot run; the next group gets SQLITE_FULL from SQLite itself in the middle of its
     inserts and is rolled back whole (503 for each request). After a restart with a larger limit
     the journal is folded: exactly the acknowledged counts, nothing of the refused requests."""
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     hour = clock.now() // HOUR * HOUR
     acked: dict[str, int] = {}
     statuses = []
@@ -115,7 +118,7 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
     await client.close()
     assert query(db_path, "SELECT count(*) FROM pending_counts") == [(0,)]  # all still in the journal
 
-    client = await make_client(max_db_size=16 * SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=16 * SMALL_STORE)
     assert client.server.app[STORE].fold()
     assert stored_flags(db_path) == acked
     assert query(db_path, "SELECT count(*) FROM journal") == [(0,)]
@@ -123,13 +126,13 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
 
 
 async def test_ingest_resumes_after_the_limit_is_raised_and_the_proxy_restarted(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     hour = clock.now() // HOUR * HOUR
     acked, refused, _ = await fill_until_refused(client, hour)
     db_path = client.server.app[STORE].path
     await client.close()
 
-    client = await make_client(max_db_size=4 * SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=4 * SMALL_STORE)
     retry = sorted(refused)[:FLAGS_PER_POST]  # an SDK resending the counts it kept after the 503
     resp = await client.post("/api/client/metrics", json=metrics_body(hour, retry, yes=7), headers=client_headers())
     assert resp.status == 202
@@ -144,7 +147,7 @@ async def test_ingest_resumes_after_the_limit_is_raised_and_the_proxy_restarted(
 async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
     """SDKs report the same flags every hour while the upstream is down: the outbox grows hour by
     hour until the store refuses; once the forwarder has delivered it, ingest resumes."""
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 1000 * HOUR
     flags = [f"flag-{j:02d}" for j in range(FLAGS_PER_POST)]
@@ -166,7 +169,7 @@ async def test_ingest_resumes_when_the_outbox_is_delivered(make_client, clock):
     resp = await client.post("/api/client/metrics", json=metrics_body(now_hour, ["after-delivery"], yes=3), headers=client_headers())
     assert resp.status == 202
     assert store.fold()
-    assert stored_flags(store.path) == {"after-delivery": 4}
+    assert stored_flags(store.path, "pending_counts") == {"after-delivery": 4}
     assert quick_check(store.path) == "ok"
 
 
@@ -215,7 +218,7 @@ def test_a_full_proxy_killed_and_restarted_comes_back_and_loses_nothing(tmp_path
 
 
 async def test_a_reader_pinning_an_old_snapshot_cannot_grow_the_wal_past_the_limit(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     budget = store.space.limit.budget
     wal_path = Path(str(store.path) + "-wal")

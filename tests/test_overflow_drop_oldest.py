@@ -10,6 +10,7 @@ from proxy.storage.usage.retention import RetentionPolicy
 from tests.storage_support import (
     HOUR,
     SMALL_STORE,
+    UNREACHABLE_UPSTREAM,
     metrics_body,
     prometheus_value,
     query,
@@ -50,7 +51,7 @@ async def dropped_metric(client) -> float | None:
 
 
 async def test_oldest_hours_are_dropped_first_and_every_dropped_count_is_counted(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     acked = await post_hours(client, clock, first_hour, range(150))
@@ -72,7 +73,7 @@ async def test_oldest_hours_are_dropped_first_and_every_dropped_count_is_counted
 
 
 async def test_delivered_history_is_dropped_before_undelivered_counts(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE, overflow_policy="drop_oldest", synchronous="NORMAL")
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     delivered = await post_hours(client, clock, first_hour, range(0, 20))
@@ -98,7 +99,7 @@ async def test_delivered_history_is_dropped_before_undelivered_counts(make_clien
 
 
 async def test_refuse_policy_never_drops(make_client, clock):
-    client = await make_client(max_db_size=SMALL_STORE)
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
     store = client.server.app[STORE]
     first_hour = clock.now() // HOUR * HOUR - 150 * HOUR
     acked, statuses = {}, []

@@ -12,6 +12,7 @@ from proxy.app import retention_policy
 from proxy.storage import CountRow, InstanceSeen, JournalEntry, Store
 from proxy.storage.usage.retention import RetentionPolicy, prune_chunk, prune_history
 from tests.reads_support import post
+from tests.storage_support import UNREACHABLE_UPSTREAM
 from tests.support import admin_headers, iso
 
 HOUR = 3600
@@ -42,11 +43,12 @@ def metrics(app: str, at: float) -> dict:
 
 
 async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client, make_settings, clock):
-    proxy = await make_client()  # the clock is 30 minutes into its hour
+    proxy = await make_client(upstream=UNREACHABLE_UPSTREAM)  # the clock is 30 minutes into its hour
     await post(proxy, "/api/client/metrics", metrics("old-app", clock.now()))
     store = proxy.app[STORE]
     store.fold()
-    policy = retention_policy(make_settings())
+    policy = retention_policy(make_settings(upstream=UNREACHABLE_UPSTREAM))
+    assert policy.forwarding
     path = store.path
 
     clock.advance(30 * 60)  # minute counts are kept for an hour; nothing else is old yet
@@ -54,12 +56,13 @@ async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client,
     clock.advance(31 * 60)
     assert await store.prune(policy, clock.now()) == {
         "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
-        "flag_seen": 0, "instances": 0}
+        "flag_seen": 0, "instances": 0, "usage_totals": 0}
 
     clock.advance(47 * HOUR)  # 48 h and a minute after the post, but its hour bucket 48h31m ago
     deleted = await store.prune(policy, clock.now())
+    # The flag left the history, and its all-time usage with it.
     assert deleted == {"hourly_counts": 0, "minute_counts": 0, "minute_flag_totals": 0,
-                       "minute_app_totals": 0, "flag_seen": 1, "instances": 1}
+                       "minute_app_totals": 0, "flag_seen": 1, "instances": 1, "usage_totals": 1}
     assert table_counts(path)["hourly_counts"] == 1  # part of its hour is still within 48 h
 
     clock.advance(HOUR)
@@ -75,17 +78,17 @@ async def test_retention_windows_are_configurable(make_client, make_settings, cl
     await post(proxy, "/api/client/metrics", metrics("app", clock.now()))
     policy = retention_policy(make_settings(retention_hours=2, minute_retention_minutes=5,
                                             instance_retention_hours=1))
-    assert policy == RetentionPolicy(2, 5, 1)
+    assert policy == RetentionPolicy(2, 5, 1, forwarding=False)  # standalone: no outbox to keep
     proxy.app[STORE].fold()
     clock.advance(HOUR + 60)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
         "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
-        "flag_seen": 0, "instances": 1}
+        "flag_seen": 0, "instances": 1, "pending_counts": 0, "usage_totals": 0, "pending_impact_metrics": 0}
     clock.advance(2 * HOUR)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
         "hourly_counts": 1, "minute_counts": 0, "minute_flag_totals": 0, "minute_app_totals": 0,
-        "flag_seen": 1, "instances": 0}
-    assert table_counts(proxy.app[STORE].path)["pending_counts"] == 1
+        "flag_seen": 1, "instances": 0, "pending_counts": 0, "usage_totals": 1, "pending_impact_metrics": 0}
+    assert table_counts(proxy.app[STORE].path)["pending_counts"] == 0  # standalone: nothing was queued
 
 
 async def test_prune_works_in_small_chunks(tmp_path, clock):
@@ -101,7 +104,7 @@ async def test_prune_works_in_small_chunks(tmp_path, clock):
         assert table_counts(store.path)["hourly_counts"] == 3 + 21
         deleted = await prune_history(db, RetentionPolicy(), clock.now(), limit=4)
         assert deleted == {"hourly_counts": 21, "minute_counts": 25, "minute_flag_totals": 25,
-                           "minute_app_totals": 1, "flag_seen": 25, "instances": 1}
+                           "minute_app_totals": 1, "flag_seen": 25, "instances": 1, "usage_totals": 25}
         counts = table_counts(store.path)
         assert counts == {"hourly_counts": 3, "pending_counts": 28, "minute_counts": 3, "flag_seen": 3,
                           "instances": 1}
@@ -121,7 +124,9 @@ async def test_the_background_job_prunes_at_start(tmp_path, make_client, clock):
         if table_counts(path)["hourly_counts"] == 2:
             break
         await asyncio.sleep(0.01)
-    assert table_counts(path) == {"hourly_counts": 2, "pending_counts": 7, "minute_counts": 2,
+    # Standalone, what the store queued for an upstream earlier is history too: the stale hour's
+    # 5 pending rows went with it, the fresh hour's 2 stay until they age out.
+    assert table_counts(path) == {"hourly_counts": 2, "pending_counts": 2, "minute_counts": 2,
                                   "flag_seen": 2, "instances": 1}
 
 
@@ -131,7 +136,7 @@ def test_retention_options_come_from_env_and_file(tmp_path):
     config = tmp_path / "proxy.toml"
     config.write_text("retention_hours = 12\nprune_interval = 5.0\n")
     settings = load_settings(str(config), environ={"METRICS_PROXY_MINUTE_RETENTION_MINUTES": "90"})
-    assert retention_policy(settings) == RetentionPolicy(12, 90, 48)
+    assert retention_policy(settings) == RetentionPolicy(12, 90, 48, forwarding=False)
     assert settings.prune_interval == 5.0
     with pytest.raises(ConfigError, match="retention_hours"):
         load_settings(environ={"METRICS_PROXY_RETENTION_HOURS": "0"})

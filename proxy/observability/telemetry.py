@@ -94,10 +94,13 @@ class ProxyCollector(Collector):
             dropped_counts.add_metric([reason], value)
         yield dropped_counts
         pruned = CounterMetricFamily(
-            "metrics_proxy_pruned_rows", "Read-history rows deleted by retention pruning, by table", labels=["table"]
+            "metrics_proxy_pruned_rows",
+            "Read-history rows deleted, by table and why: retention (older than the policy) or space "
+            "(given way to new ingest in a full store)",
+            labels=["table", "reason"],
         )
-        for table, value in sorted(self.store.pruned_rows.items()):
-            pruned.add_metric([table], value)
+        for (table, reason), value in sorted(self.store.pruned_rows.items()):
+            pruned.add_metric([table, reason], value)
         yield pruned
         yield CounterMetricFamily(
             "metrics_proxy_store_quarantined",

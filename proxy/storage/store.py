@@ -31,7 +31,7 @@ from proxy.storage.transaction import write_transaction
 from proxy.storage.usage import impact, staging, usage_totals
 from proxy.storage.usage.aggregate import Deltas, write_deltas
 from proxy.storage.usage.minute_rollups import write_minute_rollups
-from proxy.storage.usage.retention import RetentionPolicy, prune_history
+from proxy.storage.usage.retention import RetentionPolicy, give_way, prune_history
 from proxy.storage.writer import STAGED_FOLD_KEYS, Durations, GroupCommitWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,18 @@ KEY_PRUNE_MAX_INTERVAL = 3600.0  # seconds between prunings of expired Idempoten
 FOLD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
-    """Everything a fold writes for `deltas`, inside the caller's transaction."""
-    write_deltas(db, deltas)
+def _write_folded(db: sqlite3.Connection, deltas: Deltas, pending: bool) -> None:
+    """Everything a fold writes for `deltas`, inside the caller's transaction; the outbox rows only
+    when an upstream will take them (`pending`)."""
+    write_deltas(db, deltas, pending)
     usage_totals.write_usage_totals(db, deltas)
-    impact.write_impact(db, deltas.impact)
+    impact.write_impact(db, deltas.impact, pending)
     write_minute_rollups(db, deltas)
 
 
-def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
+def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int, pending: bool) -> None:
     """A staged chunk into the tables, and out of staging, inside the caller's transaction."""
-    _write_folded(db, deltas)
+    _write_folded(db, deltas, pending)
     staging.drop_chunk(db, seq)
 
 
@@ -66,7 +67,7 @@ class Store:
     def __init__(
         self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
         overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
-        ingest_processes: int = 1,
+        ingest_processes: int = 1, forwarding: bool = True,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -76,6 +77,10 @@ class Store:
         # With ingest workers, each process may hold an equal share of the journal bytes whose
         # fold fits the space reserved for it (PageBudget.allowance, storage/capacity/limits.py).
         self.ingest_processes = ingest_processes
+        # An upstream takes the outbox's rows (pending counts, impact samples). Without one nothing
+        # would ever send or remove them: folds write none, and pruning drops what an earlier
+        # configuration left (storage/usage/retention.py).
+        self.forwarding = forwarding
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -94,7 +99,9 @@ class Store:
         self.open_error: str | None = None  # why open() failed, for the readiness probe
         self.impact_guard = impact.SeriesGuard(set())
         self.quarantined: list[Path] = []  # corrupt databases moved aside at start (integrity.py)
-        self.pruned_rows: Counter[str] = Counter()  # read-history rows pruning deleted, by table
+        # Read-history rows deleted, by (table, reason): "retention", or "space" (given way to ingest).
+        self.pruned_rows: Counter[tuple[str, str]] = Counter()
+        self._room_wanted = asyncio.Event()  # the store refused ingest: the pruner looks for room now
         # Journal files of ingest workers beside the database, folded in with the own journal.
         self.shards = ShardReader(path.parent, watch=ingest_processes > 1)
 
@@ -129,6 +136,7 @@ class Store:
             self.space = BoundedSpace(
                 db, self.max_db_size, self.overflow_policy, self.fold,
                 lambda: self.writer is not None and bool(self.writer.deltas), lambda: self.staged_fold_bytes,
+                self._room_wanted.set,
             )
             self.space.fold_after_bytes //= self.ingest_processes
         self._staged = staging.any_staged(db)  # a staged fold a crash interrupted: written below
@@ -230,7 +238,7 @@ class Store:
         if not writer.deltas and not self.shards.has_unrecorded:
             return True
         deltas = writer.deltas
-        return self._fold_journal(lambda db: _write_folded(db, deltas))
+        return self._fold_journal(lambda db: _write_folded(db, deltas, self.forwarding))
 
     async def fold_in_chunks(self) -> bool:
         """The fold of the folder and of readers. Staged chunks (left by the writer, or by a
@@ -280,7 +288,7 @@ class Store:
         chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
 
         def stage(db: sqlite3.Connection) -> None:
-            _write_folded(db, rest)
+            _write_folded(db, rest, self.forwarding)
             staging.stage(db, chunks)
 
         if not self._fold_journal(stage):
@@ -315,7 +323,8 @@ class Store:
                 self.staged_fold_bytes = 0
                 break
             seq, chunk = found
-            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq)
+            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq,
+                                  pending=self.forwarding)
             if not self._write_transaction(write_chunk, f"writing staged fold chunk {seq}"):
                 return False
             written += 1
@@ -408,13 +417,15 @@ class Store:
         """Drop read history older than the policy (never the outbox); rows deleted per table."""
         assert self._db is not None, "store is not open"
         deleted = await prune_history(self._db, policy, now, changed=self._history_changed)
-        self.pruned_rows.update(deleted)  # metrics_proxy_pruned_rows{table}
+        self.pruned_rows.update({(table, "retention"): rows for table, rows in deleted.items()})
         return deleted
 
     def _history_changed(self) -> None:
         self.data_version += 1
 
     async def run_pruner(self, policy: RetentionPolicy, now: Callable[[], float], interval: float) -> None:
+        """Prune by the retention policy every `interval` seconds, and give history's room to new
+        ingest as soon as a full store refuses it (overflow_policy "refuse")."""
         while True:
             try:
                 deleted = await self.prune(policy, now())
@@ -423,7 +434,31 @@ class Store:
             else:
                 if any(deleted.values()):
                     log.info("pruned read history: %s", deleted)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room_wanted.wait(), interval)
+            self._room_wanted.clear()
+            await self.give_way_to_ingest(now())
+
+    async def give_way_to_ingest(self, now: float) -> dict[str, int]:
+        """While a full store refuses ingest, history that is not waiting to be sent gives way, the
+        older half of its hours at a time: the read history shrinks rather than acknowledged traffic
+        being refused until retention catches up. Rows deleted, by table."""
+        given: Counter[str] = Counter()
+        while self._db is not None and self.refusing_ingest():
+            try:
+                deleted = give_way(self._db, now)
+            except sqlite3.Error as exc:
+                log.error("making room for ingest failed, will retry: %s", exc)
+                break
+            if not deleted:
+                break
+            given.update(deleted)
+            self.data_version += 1
+            await asyncio.sleep(0)
+        if given:
+            self.pruned_rows.update({(table, "space"): rows for table, rows in given.items()})
+            log.warning("store full: the oldest read history gave way to new ingest (%s)", dict(given))
+        return dict(given)
 
     # --- the door: every other room's SQL runs through these -------------------------------
 

@@ -22,6 +22,7 @@ class BoundedSpace:
     def __init__(
         self, db: sqlite3.Connection, max_bytes: int, policy: str,
         fold: Callable[[], bool], has_unfolded: Callable[[], bool], staged_bytes: Callable[[], int] = lambda: 0,
+        room_wanted: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self.limit = SizeLimit(db, max_bytes)
@@ -29,6 +30,7 @@ class BoundedSpace:
         self.fold = fold
         self._has_unfolded = has_unfolded
         self._staged_bytes = staged_bytes  # fold_bytes of staged deltas not written yet
+        self._room_wanted = room_wanted  # a refused commit: history may give way (Store.give_way_to_ingest)
         self.fold_after_bytes = self.limit.budget.fold_after_bytes
         self.dropped_counts: Counter[str] = Counter()  # acknowledged counts deleted, by reason
         self.reserve_folds = 0  # folds that only fitted above the high-water mark
@@ -48,7 +50,10 @@ class BoundedSpace:
 
     def make_room(self, attempt: int) -> bool:
         # Folding frees the journal's pages; dropping is the fold's business (fold_within_limit),
-        # because only a fold can show that the space of dropped rows is reusable.
+        # because only a fold can show that the space of dropped rows is reusable. Under "refuse"
+        # read history gives way, outside the commit path (it deletes in chunks).
+        if attempt == 0 and self.policy == "refuse":
+            self._room_wanted()
         return attempt == 0 and self._has_unfolded() and self.fold()
 
     def fold_within_limit(self, fold_once: Callable[[], None]) -> None:

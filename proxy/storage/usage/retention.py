@@ -25,6 +25,8 @@ HISTORY: dict[str, tuple[str, str]] = {
     "minute_app_totals": ("app_name, minute", "minute"),
     "flag_seen": ("environment, app_name, feature_name", "last_seen"),
     "instances": ("app_name, instance_id, environment", "last_seen"),
+    # Only without an upstream (RetentionPolicy.forwarding False): nothing would ever send them.
+    "pending_counts": ("environment, app_name, feature_name, hour", "hour"),
 }
 
 
@@ -33,6 +35,8 @@ class RetentionPolicy:
     hourly_hours: int = 48
     minute_minutes: int = 60
     instance_hours: int = 48
+    # With an upstream, undelivered counts are never pruned; standalone they are history too.
+    forwarding: bool = True
 
     def cutoffs(self, now: float) -> dict[str, float]:
         """Rows whose time column is below the cutoff are pruned."""
@@ -40,7 +44,7 @@ class RetentionPolicy:
         # `hoursBack = retention_hours` still finds its oldest hour.
         hour_cutoff = (now - self.hourly_hours * 3600) // 3600 * 3600
         minute_cutoff = (now - self.minute_minutes * 60) // 60 * 60
-        return {
+        cutoffs = {
             "hourly_counts": hour_cutoff,
             "minute_counts": minute_cutoff,
             "minute_flag_totals": minute_cutoff,
@@ -48,6 +52,9 @@ class RetentionPolicy:
             "flag_seen": now - self.hourly_hours * 3600,
             "instances": now - self.instance_hours * 3600,
         }
+        if not self.forwarding:
+            cutoffs["pending_counts"] = hour_cutoff
+        return cutoffs
 
 
 def prune_chunk(db: sqlite3.Connection, table: str, cutoff: float, limit: int = PRUNE_CHUNK_ROWS) -> int:
@@ -79,4 +86,61 @@ async def prune_history(db: sqlite3.Connection, policy: RetentionPolicy, now: fl
                 break
             await asyncio.sleep(0)  # let commits and handlers run between chunks
         deleted[table] = total
+    deleted["usage_totals"] = await _prune_orphans(db, limit, changed)
+    if not policy.forwarding:
+        with write_transaction(db):  # impact samples never leave without an upstream
+            gone = db.execute("DELETE FROM pending_impact_metrics").rowcount
+        deleted["pending_impact_metrics"] = gone
+    return deleted
+
+
+async def _prune_orphans(db: sqlite3.Connection, limit: int, changed: Callable[[], None]) -> int:
+    """All-time usage of flags no longer in the history (not seen in any environment within the
+    retention): their `feature_toggle_usage_total` series ends, and the table stays bounded by the
+    flags seen lately instead of every flag ever reported."""
+    total = 0
+    while True:
+        gone = _prune_orphan_chunk(db, limit)
+        if gone:
+            changed()
+        total += gone
+        if gone < limit:
+            return total
+        await asyncio.sleep(0)
+
+
+def _prune_orphan_chunk(db: sqlite3.Connection, limit: int) -> int:
+    with write_transaction(db):
+        return db.execute(
+            "DELETE FROM usage_totals WHERE (app_name, feature_name) IN ("
+            " SELECT app_name, feature_name FROM usage_totals AS t WHERE NOT EXISTS ("
+            "  SELECT 1 FROM flag_seen AS s WHERE s.app_name = t.app_name AND s.feature_name = t.feature_name)"
+            " LIMIT ?)",
+            (limit,),
+        ).rowcount
+
+
+def give_way(db: sqlite3.Connection, now: float, limit: int = PRUNE_CHUNK_ROWS) -> dict[str, int]:
+    """Make room for new ingest in a full store by deleting the older half of the stored hours of
+    history that is not waiting to be sent (older than every undelivered hour): deleting rows
+    leaves their pages part empty, so freed room shows as whole pages only once enough goes. The
+    current hour is always kept. Returns rows deleted per table ({} when there is nothing to give)."""
+    oldest_pending = db.execute("SELECT min(hour) FROM pending_counts").fetchone()[0]
+    current = now // 3600 * 3600
+    hours = [h for (h,) in db.execute("SELECT DISTINCT hour FROM hourly_counts WHERE hour < ? ORDER BY hour",
+                                      (current,))]
+    given = [h for h in hours if oldest_pending is None or h < oldest_pending]
+    if not given:
+        return {}
+    cutoff = given[(len(given) - 1) // 2] + 3600  # the older half, at least the oldest hour
+    deleted: dict[str, int] = {}
+    for table in ("hourly_counts", "minute_counts", "minute_flag_totals", "minute_app_totals", "flag_seen"):
+        total = 0
+        while (gone := prune_chunk(db, table, cutoff, limit)) == limit:
+            total += gone
+        deleted[table] = total + gone
+    orphans = 0
+    while (gone := _prune_orphan_chunk(db, limit)) == limit:
+        orphans += gone
+    deleted["usage_totals"] = orphans + gone
     return deleted
