@@ -119,15 +119,22 @@ def yes_acknowledged(posts: list[int | None]) -> int:
     return sum(round_ + 1 for round_, status in enumerate(posts) if status == 202)
 
 
+def flood_and_check(proxy: ProxyProcess) -> tuple[list[int], list[socket.socket]]:
+    """Flood the proxy with idle connections: every health check must answer 200, every post 202
+    or a clean 503. Returns the post statuses and the connections still held."""
+    checks, posts, held = flood_checks(proxy)
+    assert checks == [200] * len(checks), proxy.log()[-3000:]
+    assert set(posts) <= {202, 503} and 202 in posts, (posts, proxy.log()[-3000:])
+    return posts, held
+
+
 def test_more_idle_connections_than_descriptors_leave_health_and_posts_answering(tmp_path):
     """max_connections from the limit: the flood meets the connection limit before the descriptor
     limit, and each new connection closes the oldest idle one to make room."""
     proxy = ProxyProcess(tmp_path / "data", preexec_fn=descriptors(NOFILE)).start()
     held: list[socket.socket] = []
     try:
-        checks, posts, held = flood_checks(proxy)
-        assert checks == [200] * len(checks), proxy.log()[-3000:]
-        assert set(posts) <= {202, 503} and 202 in posts, (posts, proxy.log()[-3000:])
+        posts, held = flood_and_check(proxy)
         log = proxy.log()
         assert f"RLIMIT_NOFILE soft {NOFILE}, hard {NOFILE}" in log
         assert "connection limit" in log
@@ -153,9 +160,7 @@ def test_descriptors_running_out_before_the_connection_limit_is_logged_counted_a
     }).start()
     held: list[socket.socket] = []
     try:
-        checks, posts, held = flood_checks(proxy)
-        assert checks == [200] * len(checks), proxy.log()[-3000:]
-        assert set(posts) <= {202, 503} and 202 in posts, (posts, proxy.log()[-3000:])
+        posts, held = flood_and_check(proxy)
         log = proxy.log()
         assert f"max_connections {8 * NOFILE} is more than RLIMIT_NOFILE {NOFILE} leaves" in log
         assert f"out of file descriptors (RLIMIT_NOFILE {NOFILE})" in log

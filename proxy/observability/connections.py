@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import resource
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -93,26 +93,28 @@ class ConnectionCollector(Collector):
             "metrics_proxy_connections_accepted", "TCP connections accepted and handed to the HTTP server",
             value=stats.accepted,
         )
-        refused = CounterMetricFamily(
+        yield _by_reason(
             "metrics_proxy_connections_refused",
             "Connections answered 503 and closed at accept: limit (max_connections, all busy), "
             "descriptors (accept ran out of file descriptors)",
-            labels=["reason"],
+            stats.refused, (REFUSED_LIMIT, REFUSED_DESCRIPTORS),
         )
-        for reason in (REFUSED_LIMIT, REFUSED_DESCRIPTORS):
-            refused.add_metric([reason], stats.refused.get(reason, 0))
-        yield refused
-        closed = CounterMetricFamily(
+        yield _by_reason(
             "metrics_proxy_connections_closed",
             "Connections the proxy closed: header_timeout (request headers incomplete in time), "
             "evicted (idle, closed to make room for a new one)",
-            labels=["reason"],
+            stats.closed, (CLOSED_HEADER_TIMEOUT, CLOSED_EVICTED),
         )
-        for reason in (CLOSED_HEADER_TIMEOUT, CLOSED_EVICTED):
-            closed.add_metric([reason], stats.closed.get(reason, 0))
-        yield closed
         yield CounterMetricFamily(
             "metrics_proxy_fd_exhaustion",
             "accept() calls that failed for want of a file descriptor (EMFILE/ENFILE)",
             value=stats.descriptor_exhaustion,
         )
+
+
+def _by_reason(name: str, documentation: str, counts: Mapping[str, int], reasons: tuple[str, ...]) -> CounterMetricFamily:
+    """A counter family with a sample for every reason, zero until it happens."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason in reasons:
+        family.add_metric([reason], counts.get(reason, 0))
+    return family
