@@ -176,7 +176,10 @@ class Store:
         if self._db is not None:
             self._db.close()
             self._db = None
-            integrity.mark_clean_shutdown(self.path)
+            try:
+                integrity.mark_clean_shutdown(self.path)
+            except OSError as exc:  # a full filesystem: the next start checks the pages instead
+                log.warning("could not mark the clean shutdown (the next start runs quick_check): %s", exc)
 
     @property
     def is_open(self) -> bool:
