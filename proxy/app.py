@@ -87,6 +87,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         settings.database_path, settings.synchronous, max_db_size=settings.max_db_size,
         overflow_policy=settings.overflow_policy, idempotency_window=settings.idempotency_window,
         ingest_processes=settings.workers, forwarding=settings.upstream is not None,
+        disk_reserve=settings.disk_reserve_bytes,
     )
     app[ANSWER_CACHE] = AnswerCache(settings.read_cache_max_bytes, settings.read_cache_max_entries)
     app[INGEST_STATS] = IngestStats()

@@ -19,6 +19,11 @@ ENV_PREFIX = "METRICS_PROXY_"
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 
+# The default disk_reserve: max_db_size / DISK_RESERVE_DIVISOR, at most DEFAULT_DISK_RESERVE_MAX (the
+# same as the -wal file's share of max_db_size, storage/capacity/limits.py).
+DISK_RESERVE_DIVISOR = 8
+DEFAULT_DISK_RESERVE_MAX = 64 * 1024 * 1024
+
 
 class ConfigError(Exception):
     """A bad option: the message is one line that names the option."""
@@ -86,6 +91,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # When the store is full: "refuse" answers ingest 503 + Retry-After (SDKs keep their counts);
     # "drop_oldest" deletes the oldest undelivered hours and counts every dropped count.
     overflow_policy: Literal["refuse", "drop_oldest"] = "refuse"
+    # Bytes held on data_dir's filesystem in a file of allocated blocks (data_dir/disk-reserve) and
+    # given back when that filesystem is full, so that folds and forwarding can still free space
+    # (storage/capacity/disk_reserve.py). Unset: min(64 MiB, max_db_size / 8), as much as the -wal
+    # file's share; 0: no reserve.
+    disk_reserve: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # How long a bulk post's Idempotency-Key is remembered (a repeat within it is not re-counted).
     idempotency_window: PositiveSeconds = 24 * 3600.0
     # Custom metrics (POST /api/client/metrics/custom): a series not updated for this long is
@@ -130,6 +140,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     @property
     def database_path(self) -> Path:
         return Path(self.data_dir) / "metrics-proxy.db"
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        """disk_reserve as set, or its default derived from max_db_size."""
+        if self.disk_reserve is not None:
+            return self.disk_reserve
+        return min(DEFAULT_DISK_RESERVE_MAX, self.max_db_size // DISK_RESERVE_DIVISOR)
 
     def shard_path(self, worker_index: int) -> Path:
         """The journal file ingest worker `worker_index` (1..workers-1) alone writes."""

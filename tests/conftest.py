@@ -13,6 +13,7 @@ from tests.support import (
     CLIENT_TOKEN,
     FRONTEND_TOKEN,
     PROD_TOKEN,
+    TEST_DISK_RESERVE,
     ProxyProcess,
 )
 
@@ -48,6 +49,7 @@ def make_settings(tmp_path) -> Callable[..., Settings]:
             frontend_tokens=[FRONTEND_TOKEN],
             admin_tokens=[ADMIN_TOKEN],
             fold_interval=3600.0,  # tests fold explicitly (reads fold first)
+            disk_reserve=TEST_DISK_RESERVE,
         )
         values.update(overrides)
         if isinstance(values.get("upstream"), dict):

@@ -23,6 +23,11 @@ ADMIN_TOKEN = "*:*.test-admin-secret"
 
 HOUR = 3600
 
+# The disk reserve of the suite's proxies (disk_reserve; the tests of the reserve set their own). At
+# the default, 64 MiB with the default max_db_size, the data folders of one run (pytest keeps the
+# last three runs' folders) would hold over ten GB of reserve files.
+TEST_DISK_RESERVE = 256 * 1024
+
 
 # Times in tests are derived from the injected clock or from now, never written as calendar dates
 # that age: .ci/run runs the suite with the system clock moved 400 days ahead to prove it.
@@ -108,6 +113,7 @@ class ProxyProcess:
             METRICS_PROXY_CLIENT_TOKENS=f"{CLIENT_TOKEN},{PROD_TOKEN}",
             METRICS_PROXY_FRONTEND_TOKENS=FRONTEND_TOKEN,
             METRICS_PROXY_ADMIN_TOKENS=ADMIN_TOKEN,
+            METRICS_PROXY_DISK_RESERVE=str(TEST_DISK_RESERVE),
         )
         env.update(self.extra_env)
         cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]

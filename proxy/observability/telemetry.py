@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from proxy.forwarding.stats import ForwarderStats
     from proxy.observability.worker_stats import WorkerCounters
     from proxy.storage import Store
+    from proxy.storage.capacity.disk_reserve import DiskReserve
     from proxy.storage.capacity.space import BoundedSpace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -109,6 +110,7 @@ class ProxyCollector(Collector):
         )
         if space is not None:
             yield from _size_limit(space)
+        yield from _disk_reserve(self.store.disk_reserve)
         writer = self.store.writer
         if writer is None:
             return
@@ -169,6 +171,36 @@ def _size_limit(space: BoundedSpace):
     yield CounterMetricFamily(
         "metrics_proxy_reserve_folds", "Folds that only fitted above the high-water mark",
         value=space.reserve_folds,
+    )
+
+
+def _disk_reserve(reserve: DiskReserve):
+    """The reserve on the data folder's filesystem (storage/capacity/disk_reserve.py)."""
+    yield GaugeMetricFamily(
+        "metrics_proxy_disk_free_bytes", "Bytes free on the data folder's filesystem (statvfs, unprivileged)",
+        value=reserve.free_bytes(),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_disk_reserve_bytes", "disk_reserve: bytes held for a full filesystem (0: none)",
+        value=reserve.size,
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_disk_reserve_held_bytes",
+        "Bytes the reserve file holds now: disk_reserve, or 0 while it is released on a full filesystem",
+        value=reserve.held_bytes(),
+    )
+    yield GaugeMetricFamily(
+        "metrics_proxy_disk_reserve_in_use",
+        "1 while the reserve is released and less than it is free: ingest refused, not ready",
+        value=int(reserve.refusal() is not None),
+    )
+    yield CounterMetricFamily(
+        "metrics_proxy_disk_reserve_released", "Times the reserve file was given back on a full filesystem",
+        value=reserve.releases,
+    )
+    yield CounterMetricFamily(
+        "metrics_proxy_disk_reserve_restored", "Times the reserve file was allocated again once there was room",
+        value=reserve.restores,
     )
 
 

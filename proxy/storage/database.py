@@ -36,10 +36,12 @@ def log_sqlite_version() -> None:
         log.info("SQLite %s", sqlite3.sqlite_version)
 
 
-def open_writer(path: Path, synchronous: str) -> sqlite3.Connection:
+def open_writer(path: Path, synchronous: str, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
+    """`factory`: the connection's class (the store's is capacity.disk_reserve.WriterConnection)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
+                         factory=factory)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":

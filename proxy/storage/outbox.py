@@ -55,13 +55,15 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
 
 def _change(method: Callable[..., R]) -> Callable[..., R]:
     """An outbox write: within the store's reserve (never nested: Store.reserve is not
-    reentrant, so a change calls the module's functions, not another change)."""
+    reentrant, so a change calls the module's functions, not another change), and made again at
+    once when it found the filesystem full and that released the disk reserve (each change is one
+    transaction, or one statement: a failed one left nothing)."""
 
     @functools.wraps(method)
     def wrapper(self: Outbox, *args: object, **kwargs: object) -> R:
         self._store.writer_connection()  # a closed store raises StorageUnavailable before the reserve is touched
         with self._store.reserve():
-            return method(self, *args, **kwargs)
+            return self._store.disk_reserve.retry(lambda: method(self, *args, **kwargs))
 
     return _storage_errors(wrapper)
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from proxy.storage import health, idempotency, integrity
+from proxy.storage.capacity.disk_reserve import DiskReserve, WriterConnection
 from proxy.storage.capacity.limits import is_disk_full
 from proxy.storage.capacity.space import BoundedSpace
 from proxy.storage.database import durability, log_sqlite_version, open_reader, open_writer
@@ -67,8 +68,10 @@ class Store:
     def __init__(
         self, path: Path, synchronous: str = "FULL", *, max_db_size: int | None = None,
         overflow_policy: str = "refuse", idempotency_window: float = 24 * 3600.0,
-        ingest_processes: int = 1, forwarding: bool = True,
+        ingest_processes: int = 1, forwarding: bool = True, disk_reserve: int | None = None,
     ) -> None:
+        if disk_reserve and max_db_size is None:
+            raise ValueError("disk_reserve needs max_db_size: ingest is refused through its admission check")
         self.path = path
         self.synchronous = synchronous
         self.max_db_size = max_db_size
@@ -82,6 +85,10 @@ class Store:
         # configuration left (storage/usage/retention.py).
         self.forwarding = forwarding
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
+        # Bytes held in a file on the data folder's filesystem, given back when it is full
+        # (storage/capacity/disk_reserve.py). None: the file is left as it is (a command beside a
+        # running proxy); 0: no reserve.
+        self.disk_reserve = DiskReserve(path.parent, disk_reserve)
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.writer: GroupCommitWriter | None = None
@@ -110,6 +117,7 @@ class Store:
     async def open(self) -> None:
         started = time.perf_counter()
         log_sqlite_version()
+        self.disk_reserve.open()  # before the database may take the room it needs
         problem = integrity.check_before_open(self.path)
         if problem is not None:
             self.quarantined.append(integrity.quarantine(self.path, problem))
@@ -130,13 +138,15 @@ class Store:
         )
 
     def _open_writer_and_replay(self) -> sqlite3.Connection:
-        db = self._db = open_writer(self.path, self.synchronous)
+        db = self._db = open_writer(self.path, self.synchronous, factory=WriterConnection)
+        assert isinstance(db, WriterConnection)
+        db.disk_reserve = self.disk_reserve  # a write that finds the filesystem full releases it
         migrate(db)
         if self.max_db_size is not None:
             self.space = BoundedSpace(
                 db, self.max_db_size, self.overflow_policy, self.fold,
                 lambda: self.writer is not None and bool(self.writer.deltas), lambda: self.staged_fold_bytes,
-                self._room_wanted.set,
+                self._room_wanted.set, reserve=self.disk_reserve,
             )
             self.space.fold_after_bytes //= self.ingest_processes
         self._staged = staging.any_staged(db)  # a staged fold a crash interrupted: written below
@@ -184,7 +194,10 @@ class Store:
         if self._db is not None:
             self._db.close()
             self._db = None
-            integrity.mark_clean_shutdown(self.path)
+            try:
+                integrity.mark_clean_shutdown(self.path)
+            except OSError as exc:  # a full filesystem: the next start checks the pages instead
+                log.warning("could not mark the clean shutdown (the next start runs quick_check): %s", exc)
 
     @property
     def is_open(self) -> bool:
@@ -412,6 +425,7 @@ class Store:
                 await asyncio.wait_for(self._fold_wanted.wait(), interval)
             self._fold_wanted.clear()
             await self.fold_in_chunks()
+            await self.disk_reserve.maintain()  # allocated again once the filesystem has room
 
     async def prune(self, policy: RetentionPolicy, now: float) -> dict[str, int]:
         """Drop read history older than the policy (never the outbox); rows deleted per table."""
@@ -474,9 +488,13 @@ class Store:
         rolled back on any error. SQLite's errors come out as StorageUnavailable (nothing of the
         body was kept), as does a store that is not open; `body`'s own exceptions pass as they are."""
         db = self.writer_connection()
-        try:
+
+        def once() -> T:
             with write_transaction(db):
                 return body(db, *args)
+
+        try:
+            return self.disk_reserve.retry(once)
         except sqlite3.Error as exc:
             raise StorageUnavailable(str(exc), is_disk_full(exc)) from exc
 
@@ -532,6 +550,8 @@ class Store:
         """None when a commit works now, else why not."""
         if self._db is None or self.writer is None:
             return self.open_error or "the database is not open"
+        if (refusal := self.disk_reserve.refusal()) is not None:
+            return refusal
         if self.refusing_ingest():
             return "the store is full (max_db_size); new ingest is refused until space returns"
         # A fresh probe rather than the last journal commit's outcome: a proxy taken out of
@@ -543,8 +563,13 @@ class Store:
         return None
 
     def refusing_ingest(self) -> bool:
-        """The store is full under overflow_policy "refuse": journal appends are refused."""
-        return self.space is not None and self.overflow_policy == "refuse" and not self.space.has_room()
+        """Journal appends are refused: the store is full under overflow_policy "refuse", or the
+        filesystem is, under either policy (its reserve is released and less than it is free)."""
+        if self.space is None:
+            return False
+        if self.overflow_policy == "refuse":
+            return not self.space.has_room()
+        return self.disk_reserve.refusal() is not None
 
     async def impact_series(self) -> list[tuple[str, impact.ImpactRow]]:
         return await self.read(impact.all_impact)

@@ -83,6 +83,9 @@ class SpaceKeeper(Protocol):
 
     def has_room(self) -> bool: ...
 
+    def full_reason(self) -> str:
+        """Why has_room() said no, for the log and the refused requests."""
+
     def make_room(self, attempt: int) -> bool:
         """After a full store refused a commit; True when the commit is worth retrying."""
 
@@ -195,7 +198,7 @@ class GroupCommitWriter:
         while True:
             try:
                 if space is not None and not space.has_room():
-                    raise StoreFull("database or disk is full (above the high-water mark)")
+                    raise StoreFull(space.full_reason())
                 stored = self._commit_once(batch)
                 break
             except (sqlite3.Error, StoreFull) as exc:

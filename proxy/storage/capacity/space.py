@@ -1,5 +1,6 @@
-"""Keeping the store inside `max_db_size`: the admission check, the fold that stays below the
-high-water mark, and the overflow policy. Why it works this way: storage/capacity/limits.py."""
+"""Keeping the store inside `max_db_size` and its filesystem's reserve: the admission check, the
+fold that stays below the high-water mark, and the overflow policy. Why it works this way:
+storage/capacity/limits.py and storage/capacity/disk_reserve.py."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 
+from proxy.storage.capacity.disk_reserve import DiskReserve
 from proxy.storage.capacity.limits import PAGE_FILL_SLACK, SizeLimit, is_disk_full
 from proxy.storage.capacity.overflow import drop_oldest_hour
 
 log = logging.getLogger(__name__)
 
 DROP_REASON = "overflow_drop_oldest"
+FULL_STORE = "database or disk is full (above the high-water mark)"
 
 
 class BoundedSpace:
@@ -22,10 +25,11 @@ class BoundedSpace:
     def __init__(
         self, db: sqlite3.Connection, max_bytes: int, policy: str,
         fold: Callable[[], bool], has_unfolded: Callable[[], bool], staged_bytes: Callable[[], int] = lambda: 0,
-        room_wanted: Callable[[], None] = lambda: None,
+        room_wanted: Callable[[], None] = lambda: None, *, reserve: DiskReserve,
     ) -> None:
         self._db = db
         self.limit = SizeLimit(db, max_bytes)
+        self.reserve = reserve  # on the filesystem: while it is released, a floor on free space
         self.policy = policy
         self.fold = fold
         self._has_unfolded = has_unfolded
@@ -36,7 +40,11 @@ class BoundedSpace:
         self.reserve_folds = 0  # folds that only fitted above the high-water mark
 
     def has_room(self) -> bool:
-        return self.limit.has_room()
+        return self.reserve.refusal() is None and self.limit.has_room()
+
+    def full_reason(self) -> str:
+        """Why has_room() said no: the filesystem, or the high-water mark."""
+        return self.reserve.refusal() or FULL_STORE
 
     def fits_staged(self, fold_bytes: int) -> bool:
         """Staged chunks are written later, one transaction each: they and `fold_bytes` more must
@@ -58,10 +66,11 @@ class BoundedSpace:
 
     def fold_within_limit(self, fold_once: Callable[[], None]) -> None:
         """Run `fold_once` (one transaction) below the high-water mark, dropping the oldest stored
-        hours first under "drop_oldest"; into the reserve only when that is not enough."""
+        hours first under "drop_oldest"; into the reserve only when that is not enough. A fold that
+        found the filesystem full runs again at once if that released the disk reserve."""
         while True:
             try:
-                fold_once()
+                self.reserve.retry(fold_once)
                 return
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
