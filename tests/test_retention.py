@@ -60,13 +60,13 @@ async def test_prune_keeps_each_window_and_never_touches_the_outbox(make_client,
 
     clock.advance(47 * HOUR)  # 48 h and a minute after the post, but its hour bucket 48h31m ago
     deleted = await store.prune(policy, clock.now())
-    # The flag left the history, and its all-time usage with it.
     assert deleted == {"hourly_counts": 0, "minute_counts": 0, "minute_flag_totals": 0,
-                       "minute_app_totals": 0, "flag_seen": 1, "instances": 1, "usage_totals": 1}
+                       "minute_app_totals": 0, "flag_seen": 1, "instances": 1, "usage_totals": 0}
     assert table_counts(path)["hourly_counts"] == 1  # part of its hour is still within 48 h
 
     clock.advance(HOUR)
-    assert (await store.prune(policy, clock.now()))["hourly_counts"] == 1
+    deleted = await store.prune(policy, clock.now())
+    assert deleted["hourly_counts"] == 1 and deleted["usage_totals"] == 1  # its all-time usage went with its last hour
     counts = table_counts(path)
     assert counts == {"hourly_counts": 0, "pending_counts": 1, "minute_counts": 0, "flag_seen": 0, "instances": 0}
     apps = await proxy.get("/api/admin/metrics/applications", headers=admin_headers())
@@ -78,17 +78,17 @@ async def test_retention_windows_are_configurable(make_client, make_settings, cl
     await post(proxy, "/api/client/metrics", metrics("app", clock.now()))
     policy = retention_policy(make_settings(retention_hours=2, minute_retention_minutes=5,
                                             instance_retention_hours=1))
-    assert policy == RetentionPolicy(2, 5, 1, forwarding=False)  # standalone: no outbox to keep
+    assert policy == RetentionPolicy(2, 5, 1, forwarding=False)  # standalone: the outbox ages out too
     proxy.app[STORE].fold()
     clock.advance(HOUR + 60)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
         "hourly_counts": 0, "minute_counts": 1, "minute_flag_totals": 1, "minute_app_totals": 1,
-        "flag_seen": 0, "instances": 1, "pending_counts": 0, "usage_totals": 0, "pending_impact_metrics": 0}
+        "flag_seen": 0, "instances": 1, "pending_counts": 0, "usage_totals": 0}
     clock.advance(2 * HOUR)
     assert await proxy.app[STORE].prune(policy, clock.now()) == {
         "hourly_counts": 1, "minute_counts": 0, "minute_flag_totals": 0, "minute_app_totals": 0,
-        "flag_seen": 1, "instances": 0, "pending_counts": 0, "usage_totals": 1, "pending_impact_metrics": 0}
-    assert table_counts(proxy.app[STORE].path)["pending_counts"] == 0  # standalone: nothing was queued
+        "flag_seen": 1, "instances": 0, "pending_counts": 1, "usage_totals": 1}
+    assert table_counts(proxy.app[STORE].path)["pending_counts"] == 0  # standalone: it went with its hour
 
 
 async def test_prune_works_in_small_chunks(tmp_path, clock):

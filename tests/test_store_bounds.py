@@ -3,9 +3,9 @@
 - With an upstream and overflow_policy "refuse": once everything is delivered, read history must
   give way to new ingest (the older half of its hours at a time, counted). Before, a store full of
   delivered history refused ingest until the 48 h retention caught up.
-- Standalone (no upstream): folds wrote pending counts that nothing would ever send or remove, so a
-  bounded store filled with them and refused ingest for good. Now nothing goes to the outbox, and
-  what an earlier configuration left there is pruned with the history.
+- Standalone (no upstream): pending counts that nothing would ever send or remove filled a bounded
+  store until it refused ingest for good. Now they are kept as long as the history (an upstream
+  configured later sends what is still there), pruned and given way with it.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def test_delivered_history_gives_way_to_new_ingest_in_a_full_store(forward
     assert hours[-1] == start + 13 * HOUR and hours[0] > start
 
 
-async def test_standalone_store_writes_no_outbox_and_keeps_taking_ingest(make_client, clock):
+async def test_standalone_store_prunes_its_outbox_with_the_history_and_keeps_taking_ingest(make_client, clock):
     client = await make_client(max_db_size=STORE_BYTES)
     store = client.server.app[STORE]
     # Rows an earlier configuration with an upstream left behind: nothing will ever send them.
@@ -90,4 +90,3 @@ async def test_standalone_store_writes_no_outbox_and_keeps_taking_ingest(make_cl
         # Retention passes: this cycle's hour is older than the 2 hours kept.
         await store.prune(RetentionPolicy(hourly_hours=2, forwarding=False), clock.now() + 3 * HOUR)
     assert query(store.path, "SELECT count(*) FROM pending_counts") == [(0,)]
-    assert query(store.path, "SELECT count(*) FROM pending_impact_metrics") == [(0,)]

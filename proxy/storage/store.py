@@ -49,18 +49,17 @@ KEY_PRUNE_MAX_INTERVAL = 3600.0  # seconds between prunings of expired Idempoten
 FOLD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def _write_folded(db: sqlite3.Connection, deltas: Deltas, pending: bool) -> None:
-    """Everything a fold writes for `deltas`, inside the caller's transaction; the outbox rows only
-    when an upstream will take them (`pending`)."""
-    write_deltas(db, deltas, pending)
+def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
+    """Everything a fold writes for `deltas`, inside the caller's transaction."""
+    write_deltas(db, deltas)
     usage_totals.write_usage_totals(db, deltas)
-    impact.write_impact(db, deltas.impact, pending)
+    impact.write_impact(db, deltas.impact)
     write_minute_rollups(db, deltas)
 
 
-def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int, pending: bool) -> None:
+def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
     """A staged chunk into the tables, and out of staging, inside the caller's transaction."""
-    _write_folded(db, deltas, pending)
+    _write_folded(db, deltas)
     staging.drop_chunk(db, seq)
 
 
@@ -80,9 +79,9 @@ class Store:
         # With ingest workers, each process may hold an equal share of the journal bytes whose
         # fold fits the space reserved for it (PageBudget.allowance, storage/capacity/limits.py).
         self.ingest_processes = ingest_processes
-        # An upstream takes the outbox's rows (pending counts, impact samples). Without one nothing
-        # would ever send or remove them: folds write none, and pruning drops what an earlier
-        # configuration left (storage/usage/retention.py).
+        # An upstream takes the outbox's pending counts. Without one they are kept as long as the
+        # history (an upstream configured later sends what is still there) and give way with it
+        # (storage/usage/retention.py): nothing else would ever remove them.
         self.forwarding = forwarding
         self.space: BoundedSpace | None = None  # with max_db_size: the bound and overflow policy
         # Bytes held in a file on the data folder's filesystem, given back when it is full
@@ -251,7 +250,7 @@ class Store:
         if not writer.deltas and not self.shards.has_unrecorded:
             return True
         deltas = writer.deltas
-        return self._fold_journal(lambda db: _write_folded(db, deltas, self.forwarding))
+        return self._fold_journal(lambda db: _write_folded(db, deltas))
 
     async def fold_in_chunks(self) -> bool:
         """The fold of the folder and of readers. Staged chunks (left by the writer, or by a
@@ -301,7 +300,7 @@ class Store:
         chunks, rest = deltas.count_chunks(STAGED_CHUNK_KEYS), deltas.without_counts()
 
         def stage(db: sqlite3.Connection) -> None:
-            _write_folded(db, rest, self.forwarding)
+            _write_folded(db, rest)
             staging.stage(db, chunks)
 
         if not self._fold_journal(stage):
@@ -336,8 +335,7 @@ class Store:
                 self.staged_fold_bytes = 0
                 break
             seq, chunk = found
-            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq,
-                                  pending=self.forwarding)
+            write_chunk = partial(_write_staged_chunk, deltas=Deltas.from_chunk(chunk), seq=seq)
             if not self._write_transaction(write_chunk, f"writing staged fold chunk {seq}"):
                 return False
             written += 1
@@ -460,7 +458,7 @@ class Store:
         given: Counter[str] = Counter()
         while self._db is not None and self.refusing_ingest():
             try:
-                deleted = give_way(self._db, now)
+                deleted = give_way(self._db, now, keep_pending=self.forwarding)
             except sqlite3.Error as exc:
                 log.error("making room for ingest failed, will retry: %s", exc)
                 break

@@ -379,16 +379,14 @@ def _json(value: object) -> str | None:
     return None if value is None else _encode_json(value).decode()
 
 
-def write_deltas(db: sqlite3.Connection, deltas: Deltas, pending: bool = True) -> None:
-    """Apply the deltas inside the caller's transaction. With `pending` False (no upstream: nothing
-    would ever send or remove them) no outbox rows are written."""
+def write_deltas(db: sqlite3.Connection, deltas: Deltas) -> None:
+    """Apply the deltas inside the caller's transaction."""
     count_rows = [
         (env, app, flag, hour, agg[0], agg[1], _json(agg[2]))
         for (env, app, flag, hour), agg in deltas.hourly.items()
     ]
     db.executemany(_COUNT_UPSERT.format(table="hourly_counts"), count_rows)
-    if pending:
-        db.executemany(_COUNT_UPSERT.format(table="pending_counts"), count_rows)
+    db.executemany(_COUNT_UPSERT.format(table="pending_counts"), count_rows)
     db.executemany(_MINUTE_UPSERT, [(*key, agg[0], agg[1]) for key, agg in deltas.minute.items()])
     db.executemany(_SEEN_UPSERT, [(*key, span[0], span[1]) for key, span in deltas.seen.items()])
     db.executemany(

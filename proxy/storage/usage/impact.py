@@ -49,10 +49,9 @@ class ImpactDeltas:
             self.rows[key] = row if known is None else merge(known, row)
 
 
-def write_impact(db: sqlite3.Connection, deltas: ImpactDeltas, pending: bool = True) -> None:
-    """Merge the deltas into both tables inside the caller's (fold) transaction; with `pending`
-    False (no upstream to send them to) into the read table only."""
-    for table in ("impact_metrics", "pending_impact_metrics") if pending else ("impact_metrics",):
+def write_impact(db: sqlite3.Connection, deltas: ImpactDeltas) -> None:
+    """Merge the deltas into both tables inside the caller's (fold) transaction."""
+    for table in ("impact_metrics", "pending_impact_metrics"):
         merged = []
         for key, row in deltas.rows.items():
             found = db.execute(

@@ -87,17 +87,13 @@ async def prune_history(db: sqlite3.Connection, policy: RetentionPolicy, now: fl
             await asyncio.sleep(0)  # let commits and handlers run between chunks
         deleted[table] = total
     deleted["usage_totals"] = await _prune_orphans(db, limit, changed)
-    if not policy.forwarding:
-        with write_transaction(db):  # impact samples never leave without an upstream
-            gone = db.execute("DELETE FROM pending_impact_metrics").rowcount
-        deleted["pending_impact_metrics"] = gone
     return deleted
 
 
 async def _prune_orphans(db: sqlite3.Connection, limit: int, changed: Callable[[], None]) -> int:
-    """All-time usage of flags no longer in the history (not seen in any environment within the
-    retention): their `feature_toggle_usage_total` series ends, and the table stays bounded by the
-    flags seen lately instead of every flag ever reported."""
+    """All-time usage of flags no longer in the hourly history (no hour of theirs kept in any
+    environment): their `feature_toggle_usage_total` series ends, and the table stays bounded by
+    the flags seen lately instead of every flag ever reported."""
     total = 0
     while True:
         gone = _prune_orphan_chunk(db, limit)
@@ -114,18 +110,20 @@ def _prune_orphan_chunk(db: sqlite3.Connection, limit: int) -> int:
         return db.execute(
             "DELETE FROM usage_totals WHERE (app_name, feature_name) IN ("
             " SELECT app_name, feature_name FROM usage_totals AS t WHERE NOT EXISTS ("
-            "  SELECT 1 FROM flag_seen AS s WHERE s.app_name = t.app_name AND s.feature_name = t.feature_name)"
+            "  SELECT 1 FROM hourly_counts AS h WHERE h.feature_name = t.feature_name AND h.app_name = t.app_name)"
             " LIMIT ?)",
             (limit,),
         ).rowcount
 
 
-def give_way(db: sqlite3.Connection, now: float, limit: int = PRUNE_CHUNK_ROWS) -> dict[str, int]:
+def give_way(db: sqlite3.Connection, now: float, keep_pending: bool = True,
+             limit: int = PRUNE_CHUNK_ROWS) -> dict[str, int]:
     """Make room for new ingest in a full store by deleting the older half of the stored hours of
-    history that is not waiting to be sent (older than every undelivered hour): deleting rows
-    leaves their pages part empty, so freed room shows as whole pages only once enough goes. The
-    current hour is always kept. Returns rows deleted per table ({} when there is nothing to give)."""
-    oldest_pending = db.execute("SELECT min(hour) FROM pending_counts").fetchone()[0]
+    history: with `keep_pending` (an upstream is owed them) only hours older than every undelivered
+    one, else (standalone) the pending counts of those hours go too. Deleting rows leaves their
+    pages part empty, so freed room shows as whole pages only once enough goes. The current hour is
+    always kept. Returns rows deleted per table ({} when there is nothing to give)."""
+    oldest_pending = db.execute("SELECT min(hour) FROM pending_counts").fetchone()[0] if keep_pending else None
     current = now // 3600 * 3600
     hours = [h for (h,) in db.execute("SELECT DISTINCT hour FROM hourly_counts WHERE hour < ? ORDER BY hour",
                                       (current,))]
@@ -134,7 +132,8 @@ def give_way(db: sqlite3.Connection, now: float, limit: int = PRUNE_CHUNK_ROWS) 
         return {}
     cutoff = given[(len(given) - 1) // 2] + 3600  # the older half, at least the oldest hour
     deleted: dict[str, int] = {}
-    for table in ("hourly_counts", "minute_counts", "minute_flag_totals", "minute_app_totals", "flag_seen"):
+    tables = ("hourly_counts", "minute_counts", "minute_flag_totals", "minute_app_totals", "flag_seen")
+    for table in tables if keep_pending else (*tables, "pending_counts"):
         total = 0
         while (gone := prune_chunk(db, table, cutoff, limit)) == limit:
             total += gone
