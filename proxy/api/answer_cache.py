@@ -23,6 +23,7 @@ class CachedAnswer:
     valid_from: float  # the clock reading it was computed at
     valid_until: float  # the first moment the clock alone may change it (math.inf: never)
     gzipped: bytes | None = None  # made on the first request that accepts gzip
+    headers: tuple[tuple[str, str], ...] = ()  # sent with the body (e.g. that a list was cut short)
 
     @property
     def size(self) -> int:
@@ -111,10 +112,12 @@ class AnswerCache:
 class Windowed(NamedTuple):
     """An answer over a window ending "now", and the first moment at which the clock moving on
     can change it (a row leaves the window, a minute or hour bucket boundary passes) while the
-    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py)."""
+    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py).
+    `headers` go out with it (math.inf as `valid_until`: an answer the clock never changes)."""
 
     answer: Any
     valid_until: float
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def leaves_window(oldest_inside: float | None, window: float, otherwise: float = math.inf) -> float:

@@ -64,7 +64,7 @@ async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -
     if entry is None:
         result = await compute(now)
         if isinstance(result, Windowed):
-            entry = CachedAnswer(_encode(result.answer), now, result.valid_until)
+            entry = CachedAnswer(_encode(result.answer), now, result.valid_until, headers=result.headers)
         else:
             entry = timeless(_encode(result))
         if store.data_version == version:  # else a fold landed while computing: keep it out
@@ -73,7 +73,7 @@ async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -
 
 
 async def _response(request: web.Request, key: Hashable, entry: CachedAnswer) -> web.Response:
-    headers: dict[str, str] = {}
+    headers = dict(entry.headers)
     body = entry.body
     if len(body) >= GZIP_MIN_BYTES:
         headers["Vary"] = "Accept-Encoding"

@@ -1,12 +1,20 @@
 """The original Unleash metrics API's answers, shaped from the store's rows into their Structs
 (proxy/unleash/schemas/reads.py). Answers over a window ending "now" come as `Windowed`, with the
-moment the clock alone changes them, for the answer cache."""
+moment the clock alone changes them, for the answer cache.
+
+Every list of flags holds at most `max_flags` (read_max_flags), the first by name; a list cut
+short carries the count of all of them (`...Total`, or for seen-apps, a map of flags with no room
+for a field, the FLAGS_TOTAL_HEADER), so an answer stays the size the setting allows.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import quote
+
+import msgspec
 
 from proxy.api.answer_cache import Windowed, leaves_window
 from proxy.storage import Store
@@ -26,6 +34,8 @@ from proxy.unleash.store import queries, reads
 
 SEEN_TOGGLES_WINDOW = 3600
 APPLICATIONS_WINDOW = 2 * 86400
+# On a seen-apps answer cut to read_max_flags flags: how many flags there are in all.
+FLAGS_TOTAL_HEADER = "Metrics-Proxy-Flags-Total"
 
 
 @lru_cache(maxsize=4096)  # answers repeat the same hours and sightings many times
@@ -35,19 +45,24 @@ def iso_ms(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-async def feature_toggles(store: Store, now: float) -> Windowed:
-    windows = await store.read(queries.feature_toggle_windows, now)
+def _total(total: int | None) -> int | msgspec.UnsetType:
+    return msgspec.UNSET if total is None else total
+
+
+async def feature_toggles(store: Store, now: float, max_flags: int) -> Windowed:
+    windows = await store.read(queries.feature_toggle_windows, now, max_flags)
     answer = FeatureToggleWindows(**{
-        name: {flag: ToggleCounts(yes=yes, no=no) for flag, (yes, no) in counts.items()}
-        for name, counts in windows.items()
-    })
+        name: {flag: ToggleCounts(yes=yes, no=no) for flag, (yes, no) in window.counts.items()}
+        for name, window in windows.items()
+    }, lastHourTotal=_total(windows["lastHour"].total), lastMinuteTotal=_total(windows["lastMinute"].total))
     return Windowed(answer, queries.minute_floor(now) + 60)  # both windows move by the minute
 
 
-async def seen_toggles(store: Store, now: float) -> Windowed:
+async def seen_toggles(store: Store, now: float, max_flags: int) -> Windowed:
     since = now - SEEN_TOGGLES_WINDOW
-    apps, oldest = await store.read(reads.seen_toggles, since, queries.minute_floor(since))
-    answer = [SeenToggles(appName=a.app_name, seenToggles=a.flags, metricsCount=a.counted) for a in apps]
+    apps, oldest = await store.read(reads.seen_toggles, since, queries.minute_floor(since), max_flags)
+    answer = [SeenToggles(appName=a.app_name, seenToggles=a.flags, metricsCount=a.counted,
+                          seenTogglesTotal=_total(a.total)) for a in apps]
     # metricsCount sums whole minutes: it also moves when the next minute begins
     return Windowed(answer, leaves_window(oldest, SEEN_TOGGLES_WINDOW, queries.minute_floor(now) + 60))
 
@@ -63,24 +78,25 @@ async def applications(store: Store, now: float, strategy: str | None) -> Window
     return Windowed(Applications(applications=found), leaves_window(oldest, APPLICATIONS_WINDOW))
 
 
-async def application(store: Store, name: str) -> ClientApplication | None:
-    found = await store.read(reads.application, name)
+async def application(store: Store, name: str, max_flags: int) -> ClientApplication | None:
+    found = await store.read(reads.application, name, max_flags)
     if found is None:
         return None
-    instances, strategies, flags = found
     return ClientApplication(
         appName=name,
         instances=[ClientInstance(instanceId=i.instance_id, clientIp=i.client_ip, lastSeen=iso_ms(i.last_seen),
-                                  createdAt=iso_ms(i.created_at)) for i in instances],
-        strategies=[AppStrategies(appName=name, strategies=strategies)],
-        seenToggles=flags,
+                                  createdAt=iso_ms(i.created_at)) for i in found.instances],
+        strategies=[AppStrategies(appName=name, strategies=found.strategies)],
+        seenToggles=found.flags,
+        seenTogglesTotal=_total(found.total),
     )
 
 
-async def seen_apps(store: Store) -> dict[str, list[SeenApp]]:
-    """`{flag: [app]}` for every flag still in the history. An app is one Struct however many flags
-    list it (100 apps x 1,000 flags encode 100,000 entries from 100 objects)."""
-    apps, flags, orphans = await store.read(reads.seen_apps)
+async def seen_apps(store: Store, max_flags: int) -> Windowed:
+    """`{flag: [app]}` for the first `max_flags` flags by name still in the history (the clock
+    alone never changes it). An app is one Struct however many flags list it (100 apps x 1,000
+    flags encode 100,000 entries from 100 objects)."""
+    apps, flags, orphans, total = await store.read(reads.seen_apps, max_flags)
     known = {
         app.app_name: SeenApp(appName=app.app_name, createdAt=iso_ms(app.created_at),
                               updatedAt=iso_ms(app.last_seen), strategies=app.strategies)
@@ -92,7 +108,8 @@ async def seen_apps(store: Store) -> dict[str, list[SeenApp]]:
                                                     updatedAt=iso_ms(pair.last_seen), strategies=[])
         for pair in orphans
     }
-    return {
+    answer = {
         flag.feature_name: [known.get(app) or unknown[(flag.feature_name, app)] for app in flag.apps]
         for flag in flags
     }
+    return Windowed(answer, math.inf, () if total is None else ((FLAGS_TOTAL_HEADER, str(total)),))

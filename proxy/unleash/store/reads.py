@@ -5,6 +5,10 @@ and returns rows, aggregated in SQL; proxy/unleash/api/read_answers.py shapes th
 Structs. Where an answer lists many names per row (1,000 flags per app), SQLite aggregates them
 into one JSON array of strings per row, which msgspec decodes far faster than the rows themselves
 would arrive one by one.
+
+A list of flags holds at most `max_flags` (read_max_flags), the first by name, with the count of
+all of them when that cuts it: what comes into Python is bounded by the setting, not by how many
+names SDKs reported (300,000 flags of one app took a read to ~150 MB when every name came out).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class AppSeen(NamedTuple):
     app_name: str
     flags: list[str]
     counted: int  # yes + no received in the window's minutes
+    total: int | None  # flags in the window when `flags` was cut to max_flags, else None
 
 
 class AppRow(NamedTuple):
@@ -61,6 +66,15 @@ class FlagApps(NamedTuple):
     apps: list[str]
 
 
+class AppFlags(NamedTuple):
+    """One application's instances, its latest declared strategies and the flags it reported."""
+
+    instances: list[InstanceRow]
+    strategies: list[str]
+    flags: list[str]
+    total: int | None  # flags reported when `flags` was cut to max_flags, else None
+
+
 class PairSeen(NamedTuple):
     """A flag x app pair whose app has no instances left (pruned before the flag's sightings)."""
 
@@ -70,27 +84,56 @@ class PairSeen(NamedTuple):
     last_seen: float
 
 
-async def seen_toggles(db: aiosqlite.Connection, since: float, since_minute: int) -> tuple[list[AppSeen], float | None]:
-    """Per app, the flags it reported since `since` and its counts since `since_minute`; and the
-    oldest sighting inside the window (when the clock alone changes the answer)."""
+class SeenApps(NamedTuple):
+    """For seen-apps: the apps known from their instances, the flags listed with their apps, the
+    pairs whose app has none left, and the count of every flag when the list was cut."""
+
+    apps: list[AppRow]
+    flags: list[FlagApps]
+    orphans: list[PairSeen]
+    total: int | None
+
+
+async def seen_toggles(db: aiosqlite.Connection, since: float, since_minute: int,
+                       max_flags: int) -> tuple[list[AppSeen], float | None]:
+    """Per app, the flags it reported since `since` (the first `max_flags` by name) and its counts
+    since `since_minute`; and the oldest sighting inside the window (when the clock alone changes
+    the answer)."""
     rows = await db.execute_fetchall(
-        # json_group_array(DISTINCT ...) drops the same flag seen in several environments while
-        # walking flag_seen_by_app in (app, flag) order: no sort, no per-pair group (71 -> 48 ms
-        # with 100 apps x 1,000 flags; a covering (app, flag, last_seen) index would make it 25 ms,
-        # at the price of one more index entry rewritten per flag in every fold).
-        """WITH per_app AS (
-                SELECT app_name, json_group_array(DISTINCT feature_name) AS toggles
-                  FROM flag_seen INDEXED BY flag_seen_by_app
-                 WHERE last_seen >= :since GROUP BY app_name),
+        # Per app, SQLite walks flag_seen_by_app in (app, flag) order and stops after max_flags + 1
+        # names (DISTINCT drops a flag seen in several environments without a sort): what comes
+        # out is bounded by max_flags, however many flags an app reported. One array of every
+        # flag per app was 55 ms instead of 75 with 100 apps x 1,000 flags, but 28 MB of SQLite
+        # memory for 300,000 flags of one app. (A covering (app, flag, last_seen) index would save
+        # the table lookups, at the price of one more index entry rewritten per flag in every fold.)
+        """WITH apps AS (SELECT DISTINCT app_name FROM flag_seen),
+            per_app AS (
+                SELECT app_name, (SELECT json_group_array(feature_name) FROM
+                         (SELECT DISTINCT feature_name FROM flag_seen INDEXED BY flag_seen_by_app
+                           WHERE flag_seen.app_name = apps.app_name AND last_seen >= :since
+                           ORDER BY feature_name LIMIT :max + 1)) AS toggles
+                  FROM apps),
             counted AS (SELECT app_name, sum(yes + no) AS total FROM minute_app_totals
                          WHERE minute >= :minute GROUP BY app_name)
            SELECT per_app.app_name, per_app.toggles, coalesce(counted.total, 0)
              FROM per_app LEFT JOIN counted ON counted.app_name = per_app.app_name
             ORDER BY per_app.app_name""",
-        {"since": since, "minute": since_minute},
+        {"since": since, "minute": since_minute, "max": max_flags},
     )
+    apps = []
+    for app, toggles, counted in rows:
+        flags = names(toggles)
+        if not flags:  # no sighting in the window (a WHERE on the subquery would run it twice)
+            continue
+        total = None
+        if len(flags) > max_flags:
+            del flags[max_flags:]
+            (total,) = (await db.execute_fetchall(
+                """SELECT count(DISTINCT feature_name) FROM flag_seen INDEXED BY flag_seen_by_app
+                    WHERE app_name = ? AND last_seen >= ?""", (app, since)))[0]
+        apps.append(AppSeen(app, flags, counted, total))
     oldest = await db.execute_fetchall("SELECT min(last_seen) FROM flag_seen WHERE last_seen >= ?", (since,))
-    return [AppSeen(app, names(toggles), total) for app, toggles, total in rows], oldest[0][0]
+    return apps, oldest[0][0]
 
 
 async def applications(db: aiosqlite.Connection, since: float, strategy: str | None) -> list[AppRow]:
@@ -107,9 +150,9 @@ async def applications(db: aiosqlite.Connection, since: float, strategy: str | N
     return [AppRow(app, created, seen, names(strategies)) for app, created, seen, strategies in rows]
 
 
-async def application(db: aiosqlite.Connection, app: str) -> tuple[list[InstanceRow], list[str], list[str]] | None:
-    """One application's instances, latest declared strategies and every flag it reported; None
-    if the proxy never heard of it."""
+async def application(db: aiosqlite.Connection, app: str, max_flags: int) -> AppFlags | None:
+    """One application's instances, latest declared strategies and the flags it reported (the
+    first `max_flags` by name); None if the proxy never heard of it."""
     # With max(), SQLite takes the bare columns from the row holding the maximum: the latest IP.
     instances = await db.execute_fetchall(
         """SELECT instance_id, client_ip, max(last_seen) AS seen, min(created_at) FROM instances
@@ -117,37 +160,53 @@ async def application(db: aiosqlite.Connection, app: str) -> tuple[list[Instance
         (app,),
     )
     toggles = await db.execute_fetchall(
-        "SELECT DISTINCT feature_name FROM flag_seen WHERE app_name = ? ORDER BY feature_name", (app,)
+        "SELECT DISTINCT feature_name FROM flag_seen WHERE app_name = ? ORDER BY feature_name LIMIT ?",
+        (app, max_flags + 1),
     )
     if not instances and not toggles:
         return None
+    total = None
+    if len(toggles) > max_flags:
+        del toggles[max_flags:]
+        total = (await db.execute_fetchall(
+            "SELECT count(DISTINCT feature_name) FROM flag_seen WHERE app_name = ?", (app,)))[0][0]
     latest = await db.execute_fetchall(
         """SELECT strategies FROM instances WHERE app_name = ? AND strategies IS NOT NULL
             ORDER BY last_seen DESC LIMIT 1""",
         (app,),
     )
     strategies = names(latest[0][0]) if latest else []
-    return [InstanceRow(*row) for row in instances], strategies, [name for (name,) in toggles]
+    return AppFlags([InstanceRow(*row) for row in instances], strategies, [name for (name,) in toggles], total)
 
 
-async def seen_apps(db: aiosqlite.Connection) -> tuple[list[AppRow], list[FlagApps], list[PairSeen]]:
-    """For every flag still in the history, the apps that reported it (in name order); the apps
-    known from their instances; and the pairs whose app has none left."""
+async def seen_apps(db: aiosqlite.Connection, max_flags: int) -> SeenApps:
+    """For the first `max_flags` flags by name still in the history, the apps that reported each
+    (in name order); the apps known from their instances; and the pairs whose app has none left."""
     apps = await db.execute_fetchall(
         f"WITH {APPS_CTE} SELECT app_name, created_at, last_seen, strategies FROM apps ORDER BY app_name"
     )
+    (flag_count,) = (await db.execute_fetchall("SELECT count(DISTINCT feature_name) FROM flag_seen"))[0]
+    total, last = None, None
+    if flag_count > max_flags:  # the listed flags are the ones up to the max_flags-th name
+        total = flag_count
+        (last,) = (await db.execute_fetchall(
+            "SELECT DISTINCT feature_name FROM flag_seen ORDER BY feature_name LIMIT 1 OFFSET ?", (max_flags - 1,)))[0]
     flags = await db.execute_fetchall(
         """SELECT feature_name, json_group_array(app_name) FROM
-              (SELECT DISTINCT feature_name, app_name FROM flag_seen ORDER BY feature_name, app_name)
-            GROUP BY feature_name ORDER BY feature_name"""
+              (SELECT DISTINCT feature_name, app_name FROM flag_seen
+                WHERE :last IS NULL OR feature_name <= :last ORDER BY feature_name, app_name)
+            GROUP BY feature_name ORDER BY feature_name""",
+        {"last": last},
     )
     orphans = await db.execute_fetchall(
         """SELECT feature_name, app_name, min(first_seen), max(last_seen) FROM flag_seen
-            WHERE app_name NOT IN (SELECT app_name FROM instances)
-            GROUP BY feature_name, app_name"""
+            WHERE app_name NOT IN (SELECT app_name FROM instances) AND (:last IS NULL OR feature_name <= :last)
+            GROUP BY feature_name, app_name""",
+        {"last": last},
     )
-    return (
+    return SeenApps(
         [AppRow(app, created, seen, names(strategies)) for app, created, seen, strategies in apps],
         [FlagApps(flag, names(found)) for flag, found in flags],
         [PairSeen(*row) for row in orphans],
+        total,
     )
