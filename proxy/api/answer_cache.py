@@ -112,11 +112,18 @@ class AnswerCache:
 class Windowed(NamedTuple):
     """An answer over a window ending "now", and the first moment at which the clock moving on
     can change it (a row leaves the window, a minute or hour bucket boundary passes) while the
-    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py).
-    `headers` go out with it (math.inf as `valid_until`: an answer the clock never changes)."""
+    data stays the same; the answer cache serves it until then (proxy/api/answer_cache.py)."""
 
     answer: Any
     valid_until: float
+
+
+class Encoded(NamedTuple):
+    """An answer its compute function encoded itself (a large one, built and encoded a slice at a
+    time between loop passes): its JSON bytes are kept and sent as they are, with `headers`."""
+
+    body: bytes
+    valid_until: float = math.inf
     headers: tuple[tuple[str, str], ...] = ()
 
 

@@ -63,7 +63,7 @@ class InstanceRow(NamedTuple):
 
 class FlagApps(NamedTuple):
     feature_name: str
-    apps: list[str]
+    apps_json: str  # a JSON array of app names, decoded by the answer a slice at a time (names())
 
 
 class AppFlags(NamedTuple):
@@ -206,7 +206,7 @@ async def seen_apps(db: aiosqlite.Connection, max_flags: int) -> SeenApps:
     )
     return SeenApps(
         [AppRow(app, created, seen, names(strategies)) for app, created, seen, strategies in apps],
-        [FlagApps(flag, names(found)) for flag, found in flags],
+        [FlagApps(flag, found) for flag, found in flags],
         [PairSeen(*row) for row in orphans],
         total,
     )
