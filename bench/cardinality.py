@@ -109,11 +109,12 @@ async def read_beside_health(url: str, path: str) -> dict:
             "health_max_ms": round(ordered[-1], 1), "health_p50_ms": round(statistics.median(ordered), 2)}
 
 
-def run(quick: bool = False, flags: int | None = None, per_post: int = 1000) -> dict:
-    flags = flags or (50_000 if quick else 300_000)
+def measure(flags: int, per_post: int = 1000, settings: dict[str, str] | None = None) -> dict:
+    """The whole procedure on a proxy with `settings` (METRICS_PROXY_* variables) beside its defaults;
+    tests/test_memory_by_cardinality.py runs it on a smaller scale."""
     with tempfile.TemporaryDirectory(prefix="bench-cardinality-") as tmp:
         data = Path(tmp) / "data"
-        proxy = ProxyProcess(data, extra_env={"METRICS_PROXY_LOG_LEVEL": "WARNING"}).start()
+        proxy = ProxyProcess(data, extra_env={"METRICS_PROXY_LOG_LEVEL": "WARNING", **(settings or {})}).start()
         pid = proxy.proc.pid
         try:
             time.sleep(1.0)
@@ -136,6 +137,10 @@ def run(quick: bool = False, flags: int | None = None, per_post: int = 1000) -> 
         "hwm_growth_per_flag": round((final["VmHWM"] - idle["VmHWM"]) / flags, 1),
         "goal_met": final["VmHWM"] < GOAL_BYTES,
     }
+
+
+def run(quick: bool = False, flags: int | None = None, per_post: int = 1000) -> dict:
+    return measure(flags or (50_000 if quick else 300_000), per_post)
 
 
 def report(r: dict) -> None:
