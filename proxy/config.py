@@ -113,6 +113,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Unleash lists only flags it defines, at most its featureFlags limit (5,000 by default), so
     # an SDK reporting made-up names cannot grow an answer, or the memory building it, past this.
     read_max_flags: Annotated[int, msgspec.Meta(ge=1)] = 5000
+    # Most bytes of a seen-toggles or seen-apps answer, the two whose size is apps x flags: they
+    # list apps (flags) in name order while they fit, and a header says how many there are. The
+    # default keeps any such answer, with its gzip copy, within the default read cache.
+    read_max_answer_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 24 * 1024 * 1024
     # Connections on the TCP port, per process (docs/connections.md). At most max_connections are
     # held: a new one beyond them closes the oldest idle connection, or is answered 503 and closed
     # when every held one is busy with a request. 0: what the descriptor limit (RLIMIT_NOFILE, whose

@@ -17,6 +17,7 @@ FLAGS = 50_000
 MAX_FLAGS = 500  # read_max_flags
 SERIES = 500  # prometheus_max_usage_series
 CACHE = 1024 * 1024  # read_cache_max_bytes
+ANSWER_BYTES = 1024 * 1024  # read_max_answer_bytes
 MIB = 2**20
 
 # Generous costs of what each bound holds (measured: a held count key ~300 bytes; the largest
@@ -31,7 +32,7 @@ FIXED = 8 * MIB  # the interpreter and allocator between idle and busy: buffers,
 def allowance() -> dict[str, int]:
     return {
         "deltas before staging": STAGE_AFTER_KEYS * DELTA_KEY_BYTES,
-        "one read answer": MAX_FLAGS * ANSWER_FLAG_BYTES,
+        "one read answer": MAX_FLAGS * ANSWER_FLAG_BYTES + ANSWER_BYTES,
         "one scrape": SERIES * SERIES_BYTES,
         "read cache": CACHE,
         "SQLite page caches": CONNECTIONS * PAGE_CACHE_KIB * 1024,
@@ -44,6 +45,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_flags():
         "METRICS_PROXY_READ_MAX_FLAGS": str(MAX_FLAGS),
         "METRICS_PROXY_PROMETHEUS_MAX_USAGE_SERIES": str(SERIES),
         "METRICS_PROXY_READ_CACHE_MAX_BYTES": str(CACHE),
+        "METRICS_PROXY_READ_MAX_ANSWER_BYTES": str(ANSWER_BYTES),
     })
     assert result["statuses"] == {202: result["posts"] + 4}, result["statuses"]  # 4 registers
     assert all(read["status"] == 200 for read in result["reads"].values()), result["reads"]

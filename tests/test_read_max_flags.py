@@ -82,3 +82,28 @@ async def test_openapi_describes_the_counts_and_the_header(client):
         assert field in schemas[struct]["properties"] and field not in schemas[struct].get("required", [])
     ok = document["paths"]["/api/client/seen-apps"]["get"]["responses"]["200"]
     assert ok["headers"]["Metrics-Proxy-Flags-Total"]["schema"]["type"] == "integer"
+
+
+async def test_the_answers_that_grow_with_apps_times_flags_stop_at_read_max_answer_bytes(make_client, clock, tmp_path):
+    """seen-toggles and seen-apps are apps x flags: they list apps (flags) in name order while the
+    answer fits read_max_answer_bytes, and a header says how many there are."""
+    many_apps = await make_client(read_max_answer_bytes=1024)
+    for a in range(30):
+        await post(many_apps, "/api/client/metrics", metrics(clock.now(), f"app-{a:02d}", FLAGS))
+    response, seen = await get(many_apps, "/api/client/seen-toggles")
+    assert len(await response.read()) <= 1024
+    assert 0 < len(seen) < 30 and [app["appName"] for app in seen] == [f"app-{a:02d}" for a in range(len(seen))]
+    assert all(app["seenToggles"] == FLAGS for app in seen)  # an app is listed whole or not at all
+    assert response.headers["Metrics-Proxy-Apps-Total"] == "30"
+
+    # each flag: 3 apps, ~520 bytes (a store of its own)
+    few_apps = await make_client(read_max_answer_bytes=1024, data_dir=str(tmp_path / "few"))
+    for a in range(3):
+        await post(few_apps, "/api/client/metrics", metrics(clock.now(), f"app-{a:02d}", FLAGS))
+    response, by_flag = await get(few_apps, "/api/client/seen-apps")
+    assert len(await response.read()) <= 1024
+    assert 0 < len(by_flag) < 5 and list(by_flag) == FLAGS[:len(by_flag)]
+    assert all(len(apps) == 3 for apps in by_flag.values())
+    assert response.headers["Metrics-Proxy-Flags-Total"] == "5"
+    response, _ = await get(few_apps, "/api/client/seen-toggles")
+    assert "Metrics-Proxy-Apps-Total" not in response.headers

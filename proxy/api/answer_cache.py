@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 @dataclass(slots=True)
 class CachedAnswer:
-    body: bytes  # the encoded JSON
+    body: bytes | bytearray  # the encoded JSON
     valid_from: float  # the clock reading it was computed at
     valid_until: float  # the first moment the clock alone may change it (math.inf: never)
     gzipped: bytes | None = None  # made on the first request that accepts gzip
@@ -119,10 +119,11 @@ class Windowed(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    """An answer its compute function encoded itself (a large one, built and encoded a slice at a
-    time between loop passes): its JSON bytes are kept and sent as they are, with `headers`."""
+    """An answer its compute function encoded itself (a large one, written entry by entry between
+    loop passes: proxy/api/bounded_json.py): its JSON is kept and sent as it is, with `headers`;
+    `valid_until` as in Windowed."""
 
-    body: bytes
+    body: bytes | bytearray
     valid_until: float = math.inf
     headers: tuple[tuple[str, str], ...] = ()
 

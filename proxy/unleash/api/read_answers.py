@@ -4,7 +4,9 @@ moment the clock alone changes them, for the answer cache.
 
 Every list of flags holds at most `max_flags` (read_max_flags), the first by name; a list cut
 short carries the count of all of them (`...Total`, or for seen-apps, a map of flags with no room
-for a field, the FLAGS_TOTAL_HEADER), so an answer stays the size the setting allows.
+for a field, the FLAGS_TOTAL_HEADER). seen-toggles and seen-apps grow with apps x flags: they are
+written entry by entry into one buffer of at most `max_bytes` (read_max_answer_bytes), yielding to
+the loop between batches, and say in a header how many apps (flags) there were when that cuts them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import quote
 import msgspec
 
 from proxy.api.answer_cache import Encoded, Windowed, leaves_window
+from proxy.api.bounded_json import BoundedJson
 from proxy.storage import Store
 from proxy.unleash.schemas.reads import (
     ApplicationLinks,
@@ -34,11 +37,13 @@ from proxy.unleash.store import queries, reads
 
 SEEN_TOGGLES_WINDOW = 3600
 APPLICATIONS_WINDOW = 2 * 86400
-# On a seen-apps answer cut to read_max_flags flags: how many flags there are in all.
+# On a seen-apps answer that does not list every flag (read_max_flags, read_max_answer_bytes): how
+# many flags there are; on a seen-toggles answer cut by read_max_answer_bytes: how many apps.
 FLAGS_TOTAL_HEADER = "Metrics-Proxy-Flags-Total"
-SEEN_APPS_SLICE = 5000  # (flag, app) entries of seen-apps built and encoded per loop pass: ~1-2 ms
-
-_encode = msgspec.json.Encoder().encode
+APPS_TOTAL_HEADER = "Metrics-Proxy-Apps-Total"
+# Entries (a flag x app of seen-apps, a flag name of seen-toggles) built and encoded per loop pass:
+# 5,000 flags of 20 apps built at once held every other request for up to 75 ms.
+ENTRIES_PER_PASS = 5000
 
 
 @lru_cache(maxsize=4096)  # answers repeat the same hours and sightings many times
@@ -61,13 +66,27 @@ async def feature_toggles(store: Store, now: float, max_flags: int) -> Windowed:
     return Windowed(answer, queries.minute_floor(now) + 60)  # both windows move by the minute
 
 
-async def seen_toggles(store: Store, now: float, max_flags: int) -> Windowed:
+async def seen_toggles(store: Store, now: float, max_flags: int, max_bytes: int) -> Encoded:
     since = now - SEEN_TOGGLES_WINDOW
-    apps, oldest = await store.read(reads.seen_toggles, since, queries.minute_floor(since), max_flags)
-    answer = [SeenToggles(appName=a.app_name, seenToggles=a.flags, metricsCount=a.counted,
-                          seenTogglesTotal=_total(a.total)) for a in apps]
+    out = BoundedJson(max_bytes)
+    entries = 0
+
+    async def consume(apps: list[reads.AppSeen]) -> bool:
+        nonlocal entries
+        for a in apps:
+            if not out.add(SeenToggles(appName=a.app_name, seenToggles=a.flags, metricsCount=a.counted,
+                                       seenTogglesTotal=_total(a.total))):
+                return False
+            entries += len(a.flags)
+            if entries >= ENTRIES_PER_PASS:
+                entries = 0
+                await asyncio.sleep(0)
+        return True
+
+    apps_total, oldest = await store.read(reads.seen_toggles, since, queries.minute_floor(since), max_flags, consume)
     # metricsCount sums whole minutes: it also moves when the next minute begins
-    return Windowed(answer, leaves_window(oldest, SEEN_TOGGLES_WINDOW, queries.minute_floor(now) + 60))
+    return Encoded(out.close(), leaves_window(oldest, SEEN_TOGGLES_WINDOW, queries.minute_floor(now) + 60),
+                   () if apps_total is None else ((APPS_TOTAL_HEADER, str(apps_total)),))
 
 
 async def applications(store: Store, now: float, strategy: str | None) -> Windowed:
@@ -95,47 +114,36 @@ async def application(store: Store, name: str, max_flags: int) -> ClientApplicat
     )
 
 
-async def seen_apps(store: Store, max_flags: int) -> Encoded:
-    """`{flag: [app]}` for the first `max_flags` flags by name still in the history (the clock
-    alone never changes it). An app is one Struct however many flags list it (100 apps x 1,000
-    flags encode 100,000 entries from 100 objects).
-
-    Built and encoded about SEEN_APPS_SLICE entries at a time, yielding to the loop between them: the
-    answer is flags x apps entries (5,000 flags of 20 apps: 100,000 entries, 19 MB), which built
-    at once held every other request for up to 75 ms."""
-    apps, flags, orphans, total = await store.read(reads.seen_apps, max_flags)
-    known = {
-        app.app_name: SeenApp(appName=app.app_name, createdAt=iso_ms(app.created_at),
-                              updatedAt=iso_ms(app.last_seen), strategies=app.strategies)
-        for app in apps
-    }
-    # An app whose instances were pruned before its flag sightings: dates from those sightings.
-    unknown = {
-        (pair.feature_name, pair.app_name): SeenApp(appName=pair.app_name, createdAt=iso_ms(pair.first_seen),
-                                                    updatedAt=iso_ms(pair.last_seen), strategies=[])
-        for pair in orphans
-    }
-    # The members of each slice's encoded object, between commas, inside one pair of braces: one
-    # join copies the whole answer once (each further copy of a 19 MB answer held the loop ~20 ms).
-    parts: list[bytes | memoryview] = [b"{"]
-    piece: dict[str, list[SeenApp]] = {}
+async def seen_apps(store: Store, max_flags: int, max_bytes: int) -> Encoded:
+    """`{flag: [app]}` for the first flags by name still in the history, at most `max_flags` and
+    `max_bytes` of answer (the clock alone never changes it). An app is one Struct however many
+    flags list it (100 apps x 1,000 flags encode 100,000 entries from 100 objects)."""
+    out = BoundedJson(max_bytes, "{")
+    known: dict[str, SeenApp] = {}
+    unknown: dict[tuple[str, str], SeenApp] = {}
     entries = 0
-    for flag in flags:
-        listed = piece[flag.feature_name] = [known.get(app) or unknown[(flag.feature_name, app)]
-                                             for app in reads.names(flag.apps_json)]
-        entries += len(listed)
-        if entries >= SEEN_APPS_SLICE:
-            _add_members(parts, piece)
-            piece, entries = {}, 0
-            await asyncio.sleep(0)
-    _add_members(parts, piece)
-    parts.append(b"}")
-    return Encoded(b"".join(parts), headers=() if total is None else ((FLAGS_TOTAL_HEADER, str(total)),))
 
+    def head(apps: list[reads.AppRow], orphans: list[reads.PairSeen]) -> None:
+        known.update((app.app_name, SeenApp(appName=app.app_name, createdAt=iso_ms(app.created_at),
+                                             updatedAt=iso_ms(app.last_seen), strategies=app.strategies))
+                     for app in apps)
+        # An app whose instances were pruned before its flag sightings: dates from those sightings.
+        unknown.update(((pair.feature_name, pair.app_name),
+                        SeenApp(appName=pair.app_name, createdAt=iso_ms(pair.first_seen),
+                                updatedAt=iso_ms(pair.last_seen), strategies=[]))
+                       for pair in orphans)
 
-def _add_members(parts: list[bytes | memoryview], piece: dict[str, list[SeenApp]]) -> None:
-    """`piece`'s members (its encoded object without the braces) after those already in `parts`."""
-    if piece:
-        if len(parts) > 1:
-            parts.append(b",")
-        parts.append(memoryview(_encode(piece))[1:-1])
+    async def consume(flags: list[reads.FlagApps]) -> bool:
+        nonlocal entries
+        for flag in flags:
+            listed = [known.get(app) or unknown[(flag.feature_name, app)] for app in reads.names(flag.apps_json)]
+            if not out.add(listed, key=flag.feature_name):
+                return False
+            entries += len(listed)
+            if entries >= ENTRIES_PER_PASS:
+                entries = 0
+                await asyncio.sleep(0)
+        return True
+
+    total = await store.read(reads.seen_apps, max_flags, consume, head)
+    return Encoded(out.close(), headers=() if out.entries == total else ((FLAGS_TOTAL_HEADER, str(total)),))

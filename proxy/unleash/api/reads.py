@@ -24,9 +24,9 @@ async def feature_toggles(request: web.Request) -> web.Response:
 
 async def seen_toggles(request: web.Request) -> web.Response:
     await require_admin(request)
-    store, max_flags = request.app[STORE], request.app[SETTINGS].read_max_flags
-    return await cached_answer(request, ("seen-toggles",),
-                               lambda now: read_answers.seen_toggles(store, now, max_flags))
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    return await cached_answer(request, ("seen-toggles",), lambda now: read_answers.seen_toggles(
+        store, now, settings.read_max_flags, settings.read_max_answer_bytes))
 
 
 async def applications(request: web.Request) -> web.Response:
@@ -52,8 +52,9 @@ async def application(request: web.Request) -> web.Response:
 
 async def seen_apps(request: web.Request) -> web.Response:
     await require_admin(request)
-    store, max_flags = request.app[STORE], request.app[SETTINGS].read_max_flags
-    return await cached_answer(request, ("seen-apps",), lambda _now: read_answers.seen_apps(store, max_flags))
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    return await cached_answer(request, ("seen-apps",), lambda _now: read_answers.seen_apps(
+        store, settings.read_max_flags, settings.read_max_answer_bytes))
 
 
 def routes() -> list[web.RouteDef]:
