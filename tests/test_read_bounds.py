@@ -1,6 +1,8 @@
-"""read_max_flags: every list of flags in a read answer names at most that many, the first by name,
-and a list cut short says how many there were; within the bound the answers are Unleash's shapes,
-field for field (tests/test_reads_admin.py, test_reads_client.py)."""
+"""The bounds of read answers. read_max_flags: every list of flags names at most that many, the
+first by name, and a list cut short says how many there were. read_max_answer_bytes: seen-toggles
+and seen-apps (apps x flags) stop where it falls and say how many apps (flags) there are. Within
+the bounds the answers are Unleash's shapes, field for field (tests/test_reads_admin.py,
+test_reads_client.py)."""
 
 from __future__ import annotations
 
