@@ -118,6 +118,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # at most this many bytes (identity and gzip variants together; 0 keeps none) and entries.
     read_cache_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
     read_cache_max_entries: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Most flags one list of a read answer names (an app's seen flags, seen-apps' flags, each
+    # feature-toggles window), the first by name; a list cut short says how many there were.
+    # Unleash lists only flags it defines, at most its featureFlags limit (5,000 by default), so
+    # an SDK reporting made-up names cannot grow an answer, or the memory building it, past this.
+    read_max_flags: Annotated[int, msgspec.Meta(ge=1)] = 5000
+    # Most bytes of a seen-toggles or seen-apps answer, the two whose size is apps x flags: they
+    # list apps (flags) in name order while they fit, and a header says how many there are. The
+    # default keeps any such answer, with its gzip copy, within the default read cache.
+    read_max_answer_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 24 * 1024 * 1024
     # Connections on the TCP port, per process (docs/connections.md). At most max_connections are
     # held: a new one beyond them closes the oldest idle connection, or is answered 503 and closed
     # when every held one is busy with a request. 0: what the descriptor limit (RLIMIT_NOFILE, whose

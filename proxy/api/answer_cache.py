@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 
 @dataclass(slots=True)
 class CachedAnswer:
-    body: bytes  # the encoded JSON
+    body: bytes | bytearray  # the encoded JSON
     valid_from: float  # the clock reading it was computed at
     valid_until: float  # the first moment the clock alone may change it (math.inf: never)
     gzipped: bytes | None = None  # made on the first request that accepts gzip
+    headers: tuple[tuple[str, str], ...] = ()  # sent with the body (e.g. that a list was cut short)
 
     @property
     def size(self) -> int:
@@ -115,6 +116,16 @@ class Windowed(NamedTuple):
 
     answer: Any
     valid_until: float
+
+
+class Encoded(NamedTuple):
+    """An answer its compute function encoded itself (a large one, written entry by entry between
+    loop passes: proxy/api/bounded_json.py): its JSON is kept and sent as it is, with `headers`;
+    `valid_until` as in Windowed."""
+
+    body: bytes | bytearray
+    valid_until: float = math.inf
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def leaves_window(oldest_inside: float | None, window: float, otherwise: float = math.inf) -> float:

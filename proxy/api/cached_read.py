@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from proxy.api.answer_cache import CachedAnswer, Windowed, timeless
+from proxy.api.answer_cache import CachedAnswer, Encoded, Windowed, timeless
 from proxy.api.state import ANSWER_CACHE, CLOCK, STORE
 
 # Smaller answers go out as they are: a few hundred bytes gain nothing from gzip's framing.
@@ -54,8 +55,9 @@ def accepts_gzip(header: str) -> bool:
 
 
 async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -> web.Response:
-    """The answer of `compute(now)`: a payload for msgspec to encode, or a `Windowed` one whose
-    `valid_until` says when the clock alone changes it. Errors it raises are not cached."""
+    """The answer of `compute(now)`: a payload for msgspec to encode, a `Windowed` one whose
+    `valid_until` says when the clock alone changes it, or one already `Encoded`. Errors it raises
+    are not cached."""
     app = request.app
     store, cache, now = app[STORE], app[ANSWER_CACHE], app[CLOCK].now()
     await store.fold_in_chunks()  # before the version is read: it covers every count acknowledged so far
@@ -65,6 +67,9 @@ async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -
         result = await compute(now)
         if isinstance(result, Windowed):
             entry = CachedAnswer(_encode(result.answer), now, result.valid_until)
+        elif isinstance(result, Encoded):
+            entry = CachedAnswer(result.body, -math.inf if result.valid_until == math.inf else now,
+                                 result.valid_until, headers=result.headers)
         else:
             entry = timeless(_encode(result))
         if store.data_version == version:  # else a fold landed while computing: keep it out
@@ -73,7 +78,7 @@ async def cached_answer(request: web.Request, key: Hashable, compute: Compute) -
 
 
 async def _response(request: web.Request, key: Hashable, entry: CachedAnswer) -> web.Response:
-    headers: dict[str, str] = {}
+    headers = dict(entry.headers)
     body = entry.body
     if len(body) >= GZIP_MIN_BYTES:
         headers["Vary"] = "Accept-Encoding"

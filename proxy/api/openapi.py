@@ -55,6 +55,7 @@ class Operation:
     errors: tuple[int, ...] = ()  # statuses answered with ErrorBody beyond the token ones
     other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
     not_modified: bool = False  # answers 304 to a matching If-None-Match
+    answer_headers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> OpenAPI header object
 
 
 _TOKEN_ERRORS = {
@@ -133,6 +134,8 @@ def _responses(op: Operation, tokens: bool) -> dict[str, Any]:
         responses["202"] = {"description": "committed to the local store; empty body"}
     else:
         responses["200"] = {"description": "OK", "content": _content(op.answer, op.answer_media)}
+        if op.answer_headers:
+            responses["200"]["headers"] = op.answer_headers
     if op.not_modified:
         responses["304"] = {"description": "the If-None-Match ETag still matches; empty body"}
     # A token op may also answer 503 while an upstream that must validate a new token is unreachable.

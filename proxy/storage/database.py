@@ -13,6 +13,10 @@ from proxy.storage.usage.aggregate import variants_add
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# Each connection's page cache, in KiB: SQLite's own default (-2000), set rather than inherited
+# because a build may compile in another one, and this is part of the proxy's memory budget
+# (docs/performance.md, memory by cardinality). Sorts and DISTINCTs beyond it spill to temp files.
+PAGE_CACHE_KIB = 2000
 # SQLite before 3.51.3 (backports 3.44.6, 3.50.7) can corrupt a WAL database when two connections
 # write or checkpoint it at once. This proxy writes through exactly one connection.
 WAL_RESET_FIXED = [(3, 44, 6), (3, 50, 7), (3, 51, 3)]
@@ -36,6 +40,12 @@ def log_sqlite_version() -> None:
         log.info("SQLite %s", sqlite3.sqlite_version)
 
 
+def memory_pragmas() -> list[str]:
+    """What bounds a connection's own memory: its page cache, and no memory-mapped file pages
+    (mmap_size 0, SQLite's default; mapped pages would count in the process's RSS)."""
+    return [f"PRAGMA cache_size = -{PAGE_CACHE_KIB}", "PRAGMA mmap_size = 0"]
+
+
 def open_writer(path: Path, synchronous: str, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     """`factory`: the connection's class (the store's is capacity.disk_reserve.WriterConnection)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +61,8 @@ def open_writer(path: Path, synchronous: str, factory: type[sqlite3.Connection] 
     db.execute("PRAGMA secure_delete = OFF")
     # Keep the -wal file a stable size after checkpoints instead of growing to its high-water mark.
     db.execute("PRAGMA journal_size_limit = 67108864")
+    for pragma in memory_pragmas():
+        db.execute(pragma)
     db.create_function("variants_add", 2, variants_add, deterministic=True)
     return db
 
@@ -59,6 +71,8 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
     db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await db.execute("PRAGMA query_only = ON")
+    for pragma in memory_pragmas():
+        await db.execute(pragma)
     db.row_factory = sqlite3.Row
     return db
 

@@ -184,7 +184,10 @@ async def power_cut_cycles(tmp_path: Path, shim: Path, synchronous: str, cycles:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     undo_dir = tmp_path / "undo"
-    common = {"METRICS_PROXY_SYNCHRONOUS": synchronous, "METRICS_PROXY_FOLD_INTERVAL": "0.2"}
+    # Every post counts under a flag of its own, read back from one feature-toggles answer: it must
+    # list them all (read_max_flags, docs/reads.md).
+    common = {"METRICS_PROXY_SYNCHRONOUS": synchronous, "METRICS_PROXY_FOLD_INTERVAL": "0.2",
+              "METRICS_PROXY_READ_MAX_FLAGS": "1000000"}
     powered = ProxyProcess(data_dir, extra_env={**common, **shim_env(shim, data_dir, undo_dir)})
     plain = ProxyProcess(data_dir, extra_env=common)
     ledger, cuts, missing = Ledger(), [], []

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from proxy.storage.database import BUSY_TIMEOUT_MS
+from proxy.storage.database import BUSY_TIMEOUT_MS, memory_pragmas
 from proxy.storage.journal import decode_entry
 from proxy.storage.usage.aggregate import Deltas
 
@@ -35,6 +35,8 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                          check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     db.execute("PRAGMA query_only = ON")
+    for pragma in memory_pragmas():
+        db.execute(pragma)
     return db
 
 

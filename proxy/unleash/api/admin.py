@@ -11,8 +11,7 @@ from aiohttp import web
 from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_choice, query_int, query_text
-from proxy.api.state import STORE
-from proxy.storage import Store
+from proxy.api.state import SETTINGS, STORE
 from proxy.unleash.api import admin_answers
 from proxy.unleash.auth import TokenKind
 from proxy.unleash.state import AUTH
@@ -42,22 +41,30 @@ async def applications(request: web.Request) -> web.Response:
                                lambda _now: admin_answers.applications_page(store, query))
 
 
-def _one_application(read: Callable[[Store, str], Awaitable[msgspec.Struct | None]]):
-    """A handler answering `read(store, appName)`, or 404 when the app is unknown."""
+def _one_application(kind: str, read: Callable[[web.Application, str], Awaitable[msgspec.Struct | None]]):
+    """A handler answering `read(app, appName)`, or 404 when the app is unknown."""
 
     async def handler(request: web.Request) -> web.Response:
         await require_admin(request)
-        store, name = request.app[STORE], path_name(request, "appName")
+        name = path_name(request, "appName")
 
         async def compute(_now: float) -> msgspec.Struct:
-            found = await read(store, name)
+            found = await read(request.app, name)
             if found is None:
                 raise not_found(f"no application named {name!r} has registered with this proxy")
             return found
 
-        return await cached_answer(request, (f"admin-{read.__name__}", name), compute)
+        return await cached_answer(request, (f"admin-{kind}", name), compute)
 
     return handler
+
+
+async def _application(app: web.Application, name: str) -> msgspec.Struct | None:
+    return await admin_answers.application(app[STORE], name, app[SETTINGS].read_max_flags)
+
+
+async def _application_overview(app: web.Application, name: str) -> msgspec.Struct | None:
+    return await admin_answers.application_overview(app[STORE], name)
 
 
 async def instances(request: web.Request) -> web.Response:
@@ -89,9 +96,9 @@ async def feature_summary(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/admin/metrics/applications", applications),
-        web.get("/api/admin/metrics/applications/{appName}", _one_application(admin_answers.application)),
+        web.get("/api/admin/metrics/applications/{appName}", _one_application("application", _application)),
         web.get("/api/admin/metrics/applications/{appName}/overview",
-                _one_application(admin_answers.application_overview)),
+                _one_application("overview", _application_overview)),
         web.get("/api/admin/metrics/instances/{appName}/environment/{environment}", instances),
         web.get("/api/admin/client-metrics/features/{name}/raw", raw_usage),
         web.get("/api/admin/client-metrics/features/{name}", feature_summary),

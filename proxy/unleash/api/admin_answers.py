@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from proxy.api.answer_cache import Windowed, leaves_window
 from proxy.storage import Store
 from proxy.unleash.api.read_answers import iso_ms
@@ -55,8 +57,10 @@ async def applications_page(store: Store, query: ApplicationsQuery) -> Applicati
     return ApplicationsPage(total=total, applications=summaries)
 
 
-async def application(store: Store, name: str) -> AdminApplication | None:
-    found = await store.read(admin_reads.application, name)
+async def application(store: Store, name: str, max_flags: int) -> AdminApplication | None:
+    """One application, its seen flags the first `max_flags` by name (read_max_flags; Unleash
+    lists only the flags it defines, at most its featureFlags limit)."""
+    found = await store.read(admin_reads.application, name, max_flags)
     if found is None:
         return None
     return AdminApplication(
@@ -72,6 +76,7 @@ async def application(store: Store, name: str) -> AdminApplication | None:
         seenToggles=[SeenFlag(name=f.feature_name, project=DEFAULT_PROJECT, createdAt=iso_ms(f.first_seen),
                               lastSeenAt=iso_ms(f.last_seen)) for f in found.flags],
         links=SelfLink(self=f"/api/applications/{name}"),
+        seenTogglesTotal=msgspec.UNSET if found.flags_total is None else found.flags_total,
     )
 
 

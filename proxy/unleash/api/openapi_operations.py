@@ -11,6 +11,7 @@ from typing import Any
 from proxy.api.openapi import NAME_SCHEMA, PROMETHEUS_TEXT, Operation, path_param, query_param
 from proxy.api.params import MAX_INTEGER
 from proxy.api.schemas.backstage import FlushResult
+from proxy.unleash.api.read_answers import APPS_TOTAL_HEADER, FLAGS_TOTAL_HEADER
 from proxy.unleash.schemas.client import BulkMetrics, ClientMetrics, ClientRegistration, FrontendRegistration
 from proxy.unleash.schemas.custom import CustomMetrics
 from proxy.unleash.schemas.features import ClientFeatures, FeatureFlag
@@ -67,14 +68,19 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/api/client/metrics/feature-toggles", "lastHour and lastMinute counts per flag", "admin",
               answer=FeatureToggleWindows),
     Operation("get", "/api/client/seen-toggles", "Flags each app used in the last hour", "admin",
-              answer=list[SeenToggles]),
+              answer=list[SeenToggles], answer_headers={APPS_TOTAL_HEADER: {
+                  "description": "present only when the answer stopped at read_max_answer_bytes: how many apps there are",
+                  "schema": {"type": "integer", "minimum": 0}}}),
     Operation("get", "/api/client/applications", "Apps seen in the last two days", "admin", answer=Applications,
               parameters=[query_param("strategyName", NAME_SCHEMA, "only apps that registered this strategy")],
               errors=(400,)),
     Operation("get", "/api/client/applications/{appName}", "One app's instances, strategies, seen flags",
               "admin", answer=ClientApplication, parameters=[_APP_NAME], errors=(400, 404)),
-    Operation("get", "/api/client/seen-apps", "The apps that used each flag", "admin",
-              answer=dict[str, list[SeenApp]]),
+    Operation("get", "/api/client/seen-apps", "The apps that used each flag, the first flags by name",
+              "admin", answer=dict[str, list[SeenApp]], answer_headers={FLAGS_TOTAL_HEADER: {
+                  "description": "present only when the answer does not list every flag (read_max_flags, "
+                                 "read_max_answer_bytes): how many there are",
+                  "schema": {"type": "integer", "minimum": 0}}}),
     Operation("get", "/api/admin/metrics/applications", "A page of applications (Unleash 7 shape)", "admin",
               answer=ApplicationsPage, errors=(400,), parameters=[
                   query_param("query", NAME_SCHEMA, "only apps whose name contains this"),

@@ -9,7 +9,7 @@ from aiohttp import web
 from proxy.api.cached_read import cached_answer
 from proxy.api.errors import not_found
 from proxy.api.params import path_name, query_text
-from proxy.api.state import STORE
+from proxy.api.state import SETTINGS, STORE
 from proxy.unleash.api import read_answers
 from proxy.unleash.api.admin import require_admin
 from proxy.unleash.schemas.reads import ClientApplication
@@ -17,14 +17,16 @@ from proxy.unleash.schemas.reads import ClientApplication
 
 async def feature_toggles(request: web.Request) -> web.Response:
     await require_admin(request)
-    store = request.app[STORE]
-    return await cached_answer(request, ("feature-toggles",), lambda now: read_answers.feature_toggles(store, now))
+    store, max_flags = request.app[STORE], request.app[SETTINGS].read_max_flags
+    return await cached_answer(request, ("feature-toggles",),
+                               lambda now: read_answers.feature_toggles(store, now, max_flags))
 
 
 async def seen_toggles(request: web.Request) -> web.Response:
     await require_admin(request)
-    store = request.app[STORE]
-    return await cached_answer(request, ("seen-toggles",), lambda now: read_answers.seen_toggles(store, now))
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    return await cached_answer(request, ("seen-toggles",), lambda now: read_answers.seen_toggles(
+        store, now, settings.read_max_flags, settings.read_max_answer_bytes))
 
 
 async def applications(request: web.Request) -> web.Response:
@@ -37,9 +39,10 @@ async def applications(request: web.Request) -> web.Response:
 async def application(request: web.Request) -> web.Response:
     await require_admin(request)
     store, name = request.app[STORE], path_name(request, "appName")
+    max_flags = request.app[SETTINGS].read_max_flags
 
     async def compute(_now: float) -> ClientApplication:
-        found = await read_answers.application(store, name)
+        found = await read_answers.application(store, name, max_flags)
         if found is None:
             raise not_found(f"no application named {name!r} has reported to this proxy")
         return found
@@ -49,8 +52,9 @@ async def application(request: web.Request) -> web.Response:
 
 async def seen_apps(request: web.Request) -> web.Response:
     await require_admin(request)
-    store = request.app[STORE]
-    return await cached_answer(request, ("seen-apps",), lambda _now: read_answers.seen_apps(store))
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    return await cached_answer(request, ("seen-apps",), lambda _now: read_answers.seen_apps(
+        store, settings.read_max_flags, settings.read_max_answer_bytes))
 
 
 def routes() -> list[web.RouteDef]:

@@ -3,18 +3,24 @@
 The original metrics API (`/api/client/...`, from Unleash's old metrics-api docs) and the current
 admin shapes (`/api/admin/...`, as Unleash 7.5.1 answers them). These Structs are what the handlers
 encode and what /openapi.json describes. Fields the proxy cannot know (a flag's description, an
-app's colour) are null, as Unleash answers them until they are set in its UI.
+app's colour) are null, as Unleash answers them until they are set in its UI. A list of flags
+holds at most read_max_flags; the `...Total` beside a list cut short is the one field Unleash has not.
 
 Built in bulk and never part of a reference cycle, so untracked by the cyclic GC (`gc=False`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 IsoTime = str  # `2026-11-22T18:00:00.000Z`: UTC, milliseconds, as Unleash prints dates
+
+# How many flags a list held before `read_max_flags` cut it (docs/reads.md); absent from an answer
+# whose list is whole, so answers within the bound have exactly Unleash's fields.
+FlagsTotal = Annotated[int, msgspec.Meta(
+    ge=0, description="present only when the list beside it was cut to read_max_flags: how many flags it had")]
 
 
 class _Answer(msgspec.Struct, kw_only=True, gc=False):
@@ -33,6 +39,8 @@ class FeatureToggleWindows(_Answer, kw_only=True):
 
     lastHour: dict[str, ToggleCounts]
     lastMinute: dict[str, ToggleCounts]
+    lastHourTotal: FlagsTotal | msgspec.UnsetType = msgspec.UNSET
+    lastMinuteTotal: FlagsTotal | msgspec.UnsetType = msgspec.UNSET
 
 
 class SeenToggles(_Answer, kw_only=True):
@@ -41,6 +49,7 @@ class SeenToggles(_Answer, kw_only=True):
     appName: str
     seenToggles: list[str]
     metricsCount: int
+    seenTogglesTotal: FlagsTotal | msgspec.UnsetType = msgspec.UNSET
 
 
 class ApplicationLinks(_Answer, kw_only=True):
@@ -79,6 +88,7 @@ class ClientApplication(_Answer, kw_only=True):
     instances: list[ClientInstance]
     strategies: list[AppStrategies]
     seenToggles: list[str]
+    seenTogglesTotal: FlagsTotal | msgspec.UnsetType = msgspec.UNSET
 
 
 class SeenApp(_Answer, kw_only=True):
@@ -158,6 +168,7 @@ class AdminApplication(_Answer, kw_only=True):
     instances: list[ApplicationInstance]
     seenToggles: list[SeenFlag]
     links: SelfLink
+    seenTogglesTotal: FlagsTotal | msgspec.UnsetType = msgspec.UNSET
 
 
 class EnvironmentIssues(_Answer, kw_only=True):

@@ -58,7 +58,8 @@ class ApplicationRows(NamedTuple):
     created_at: float
     strategies: list[str]
     instances: list[InstanceRow]
-    flags: list[FlagSeenRow]
+    flags: list[FlagSeenRow]  # the first max_flags by name
+    flags_total: int | None  # flags reported when `flags` was cut to max_flags, else None
 
 
 class SdkRow(NamedTuple):
@@ -131,7 +132,7 @@ async def applications_page(db: aiosqlite.Connection, q: ApplicationsQuery) -> t
     ]
 
 
-async def application(db: aiosqlite.Connection, app: str) -> ApplicationRows | None:
+async def application(db: aiosqlite.Connection, app: str, max_flags: int) -> ApplicationRows | None:
     head = await db.execute_fetchall(
         f"WITH {APPS_CTE} SELECT created_at, strategies FROM apps WHERE app_name = ?", (app,)
     )
@@ -143,13 +144,19 @@ async def application(db: aiosqlite.Connection, app: str) -> ApplicationRows | N
             WHERE app_name = ? ORDER BY last_seen DESC, instance_id, environment""",
         (app,),
     )
+    # Grouped while walking flag_seen_by_app in name order: SQLite stops after the flags it lists.
     flags = await db.execute_fetchall(
         """SELECT feature_name, min(first_seen), max(last_seen) FROM flag_seen
-            WHERE app_name = ? GROUP BY feature_name ORDER BY feature_name""",
-        (app,),
+            WHERE app_name = ? GROUP BY feature_name ORDER BY feature_name LIMIT ?""",
+        (app, max_flags + 1),
     )
+    total = None
+    if len(flags) > max_flags:
+        del flags[max_flags:]
+        (total,) = (await db.execute_fetchall(
+            "SELECT count(DISTINCT feature_name) FROM flag_seen WHERE app_name = ?", (app,)))[0]
     return ApplicationRows(created, names(strategies), [InstanceRow(*r) for r in instances],
-                           [FlagSeenRow(*r) for r in flags])
+                           [FlagSeenRow(*r) for r in flags], total)
 
 
 async def application_overview(db: aiosqlite.Connection, app: str) -> OverviewRows | None:
