@@ -55,6 +55,11 @@ class Operation:
     errors: tuple[int, ...] = ()  # statuses answered with ErrorBody beyond the token ones
     other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
     not_modified: bool = False  # answers 304 to a matching If-None-Match
+    # The success status: None is 200 with `answer`, or 202 without; 201 or 204 when the vendor says so.
+    success: int | None = None
+    error_body: type = ErrorBody  # the Struct of this operation's error answers (a vendor's own shape)
+    token_errors: dict[int, str] | None = None  # what 401/403 mean here, when not the Unleash tokens'
+    reasons: dict[int, str] = field(default_factory=dict)  # what an error status means here, beyond the usual
 
 
 _TOKEN_ERRORS = {
@@ -123,24 +128,28 @@ def _content(answer: Any, media: str) -> dict[str, Any]:
     return {media: {"schema": _schema(answer)}}
 
 
-def _error(reason: str) -> dict[str, Any]:
-    return {"description": reason, "content": _content(ErrorBody, "application/json")}
+def _error(reason: str, body: type = ErrorBody) -> dict[str, Any]:
+    return {"description": reason, "content": _content(body, "application/json")}
 
 
 def _responses(op: Operation, tokens: bool) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    if op.answer is None:
+    if op.success == 204:
+        responses["204"] = {"description": "done; empty body"}
+    elif op.answer is None:
         responses["202"] = {"description": "committed to the local store; empty body"}
     else:
-        responses["200"] = {"description": "OK", "content": _content(op.answer, op.answer_media)}
+        responses[str(op.success or 200)] = {"description": "OK", "content": _content(op.answer, op.answer_media)}
     if op.not_modified:
         responses["304"] = {"description": "the If-None-Match ETag still matches; empty body"}
     # A token op may also answer 503 while an upstream that must validate a new token is unreachable.
-    statuses = set(op.errors) | ({*_TOKEN_ERRORS, 503} if op.token and tokens else set())
+    token_errors = _TOKEN_ERRORS if op.token_errors is None else op.token_errors
+    statuses = set(op.errors) | ({*token_errors, 503} if op.token and tokens else set())
     if op.request is not None or op.parameters:
         statuses.add(400)
     for status in sorted(statuses):
-        responses[str(status)] = _error(_TOKEN_ERRORS.get(status) or _ERROR_REASONS[status])
+        responses[str(status)] = _error(op.reasons.get(status) or token_errors.get(status) or _ERROR_REASONS[status],
+                                       op.error_body)
     for status, struct in op.other_answers.items():
         responses[str(status)] = {"description": struct.__doc__ or struct.__name__,
                                   "content": _content(struct, "application/json")}
@@ -170,7 +179,7 @@ def build_document(operations: list[Operation], raw_field_types: dict[str, Any] 
     structs: set[type] = {ErrorBody}
     containers: list[Any] = []  # list[Struct], dict[str, list[Struct]]: their Structs become components
     for op in operations:
-        for shape in (op.request, op.answer, *op.other_answers.values()):
+        for shape in (op.request, op.answer, op.error_body, *op.other_answers.values()):
             if isinstance(shape, type):
                 structs.add(shape)
             elif typing.get_origin(shape) is not None and shape not in containers:
