@@ -17,7 +17,9 @@ from proxy.launchdarkly.schemas.common import Link
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
-MAX_FILTER_LENGTH = 4096
+# Characters. aiohttp reads a request line of at most 8190 bytes, and one character may take 12
+# once URL-encoded: the filter, sort, expand and versionId together must stay under it.
+MAX_FILTER_LENGTH = 400
 
 Value = str | list[str]
 
@@ -35,15 +37,21 @@ class Page:
     offset: int
 
 
-def _single(request: web.Request, name: str) -> str | None:
+MAX_PARAMETER_LENGTH = 64  # characters of sort, expand and versionId
+
+
+def single(request: web.Request, name: str, max_length: int = MAX_PARAMETER_LENGTH) -> str | None:
+    """A query parameter given at most once, of at most `max_length` characters."""
     values = request.query.getall(name, [])
     if len(values) > 1:
         raise invalid(f"`{name}` is given {len(values)} times; give it once")
+    if values and len(values[0]) > max_length:
+        raise invalid(f"`{name}` is longer than {max_length} characters")
     return values[0] if values else None
 
 
 def integer(request: web.Request, name: str, default: int) -> int:
-    raw = _single(request, name)
+    raw = single(request, name)
     if raw is None or raw == "":
         return default
     try:
@@ -66,7 +74,7 @@ def page(request: web.Request) -> Page:
 def expand(request: web.Request, allowed: Sequence[str] | None) -> set[str]:
     """The `expand` names (comma-separated); one not in `allowed` is a 400 naming it (None: any is
     accepted and none changes the answer, as LaunchDarkly says of the metric-group list)."""
-    raw = _single(request, "expand")
+    raw = single(request, "expand")
     names = {part.strip() for part in (raw or "").split(",") if part.strip()}
     if allowed is not None:
         for name in sorted(names):
@@ -77,7 +85,7 @@ def expand(request: web.Request, allowed: Sequence[str] | None) -> set[str]:
 
 def sort_keys(request: web.Request, fields: Sequence[str]) -> list[tuple[str, bool]]:
     """`sort`: comma-separated fields, `-` before one for descending; a field not in `fields` is a 400."""
-    raw = _single(request, "sort")
+    raw = single(request, "sort")
     order = []
     for part in (raw or "").split(","):
         part = part.strip()
@@ -191,8 +199,6 @@ def parse_filter(text: str | None) -> list[Clause]:
     """The clauses of a `filter` (already URL-decoded by aiohttp: `%5B` is `[`)."""
     if text is None or not text.strip():
         return []
-    if len(text) > MAX_FILTER_LENGTH:
-        raise invalid(f"`filter` is longer than {MAX_FILTER_LENGTH} characters")
     reader = _Reader(text)
     clauses = []
     while True:
@@ -213,7 +219,7 @@ class FilterField:
 
 def read_filter(request: web.Request, fields: Mapping[str, FilterField]) -> Callable[[dict[str, Any]], bool]:
     """The `filter` as a test of one document; an unknown field, operator or value is a 400 naming it."""
-    clauses = parse_filter(_single(request, "filter"))
+    clauses = parse_filter(single(request, "filter", MAX_FILTER_LENGTH))
     tests = []
     for clause in clauses:
         spec = fields.get(clause.field)

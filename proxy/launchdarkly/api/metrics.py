@@ -105,7 +105,7 @@ async def get_metric(request: web.Request) -> web.Response:
     authorize(request)
     project, metric = key(request, "projectKey"), key(request, "metricKey")
     expand = listing.expand(request, GET_EXPAND)
-    version_id = request.query.get("versionId") or None
+    version_id = listing.single(request, "versionId") or None
     await known_project(request, project)
     doc = await read(request, resources.metric_doc, project, metric, version_id)
     if doc is None:

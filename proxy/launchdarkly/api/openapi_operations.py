@@ -7,7 +7,7 @@ from typing import Any
 
 from proxy.api.openapi import Operation, query_param
 from proxy.launchdarkly.api.admin import PATH as DEAD_LETTERS_PATH
-from proxy.launchdarkly.api.listing import DEFAULT_LIMIT, MAX_LIMIT
+from proxy.launchdarkly.api.listing import DEFAULT_LIMIT, MAX_FILTER_LENGTH, MAX_LIMIT, MAX_PARAMETER_LENGTH
 from proxy.launchdarkly.schemas.common import KEY_PATTERN, MAX_KEY_LENGTH, DeadLetterList, JsonPatch, LdError
 from proxy.launchdarkly.schemas.groups import MetricGroupCollectionRep, MetricGroupPost, MetricGroupRep
 from proxy.launchdarkly.schemas.metrics import MetricCollectionRep, MetricPost, MetricRep
@@ -38,8 +38,8 @@ def _path(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description, "schema": KEY_SCHEMA}
 
 
-def _text(name: str, description: str) -> dict[str, Any]:
-    return query_param(name, {"type": "string", "maxLength": 4096}, description)
+def _text(name: str, description: str, limit: int = MAX_PARAMETER_LENGTH) -> dict[str, Any]:
+    return query_param(name, {"type": "string", "maxLength": limit}, description)
 
 
 PROJECT = _path("projectKey", "the project key")
@@ -52,16 +52,17 @@ GROUP_PATH = GROUPS + "/{metricGroupKey}"
 WRITE_ERRORS = (404, 409, 413, 415, 429, 503)
 
 
-def _op(method: str, path: str, summary: str, **kwargs: Any) -> Operation:
+def _op(method: str, path: str, summary: str, errors: tuple[int, ...], **kwargs: Any) -> Operation:
+    # 401 with auth = "open" too: a LaunchDarkly call without any token is refused in every mode.
     return Operation(method, path, summary, TOKEN, error_body=LdError, token_errors=TOKEN_ERRORS, reasons=REASONS,
-                     **kwargs)
+                     errors=tuple(sorted({401, 404, *errors})), **kwargs)
 
 
 OPERATIONS = [
     _op("get", METRICS, "List a project's metrics (LaunchDarkly)", answer=MetricCollectionRep, parameters=[
         PROJECT, API_VERSION, *PAGE,
         _text("sort", "createdAt or name; `-` first for descending"),
-        _text("filter", "clauses `field op value` joined by ` and ` or commas"),
+        _text("filter", "clauses `field op value` joined by ` and ` or commas", MAX_FILTER_LENGTH),
         _text("expand", "experimentCount, metricGroupCount")], errors=(429, 503)),
     _op("post", METRICS, "Create a metric (LaunchDarkly)", request=MetricPost, answer=MetricRep, success=201,
         parameters=[PROJECT, API_VERSION], errors=WRITE_ERRORS),
@@ -74,7 +75,7 @@ OPERATIONS = [
         parameters=[PROJECT, METRIC, API_VERSION], errors=(404, 409, 429, 503)),
     _op("get", GROUPS, "List a project's metric groups (LaunchDarkly, beta)", answer=MetricGroupCollectionRep,
         parameters=[PROJECT, BETA, *PAGE, _text("sort", "name, createdAt or connectionCount; `-` for descending"),
-                    _text("filter", "clauses `field op value` joined by ` and ` or commas"),
+                    _text("filter", "clauses `field op value` joined by ` and ` or commas", MAX_FILTER_LENGTH),
                     _text("expand", "reserved; changes nothing")], errors=(403, 429, 503)),
     _op("post", GROUPS, "Create a metric group (LaunchDarkly, beta)", request=MetricGroupPost, answer=MetricGroupRep,
         success=201, parameters=[PROJECT, BETA], errors=(403, *WRITE_ERRORS)),
