@@ -13,6 +13,7 @@ import pytest
 from proxy.launchdarkly.upstream.writes import PENDING_HEADER
 from tests.ld_support import BETA, HEADERS, LD_TOKEN, custom_metric, error_of, group_body
 from tests.ld_upstream import RATE_HEADERS, UPSTREAM_TOKEN, start_stand_in, stop_stand_in
+from tests.test_forwarder_cli import run_cli
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ async def test_a_write_while_unreachable_connection_drop_is_queued_too(ld, upstr
     await wait_for(lambda: _has(upstream, "POST", "/api/v2/metrics/proj"))
 
 
-async def test_a_replay_refused_with_409_is_a_dead_letter_and_the_local_copy_is_launchdarklys(ld, upstream):
+async def test_a_replay_refused_with_409_is_a_dead_letter_and_the_local_copy_is_launchdarklys(ld, upstream, tmp_path):
     upstream.down = True
     response = await ld.post("/api/v2/metrics/proj", json=custom_metric("m", name="mine"), headers=HEADERS)
     assert response.status == 202
@@ -156,6 +157,15 @@ async def test_a_replay_refused_with_409_is_a_dead_letter_and_the_local_copy_is_
     assert 'metrics_proxy_launchdarkly_replays_total{outcome="dead_letter"} 1' in scrape
     assert 'metrics_proxy_launchdarkly_dead_letters{project="proj"} 1' in scrape
     assert 'metrics_proxy_launchdarkly_writes_total{outcome="queued"} 1' in scrape
+    # `metrics-proxy status` shows them too, beside a running proxy
+    result = await asyncio.to_thread(run_cli, "status", "--json", "--data-dir", str(tmp_path / "data"), env={})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["launchdarkly"]
+    assert report["projects"]["proj"]["dead_letters"] == 1 and report["projects"]["proj"]["queued"] == 0
+    assert report["dead_letters"][0]["status"] == 409
+    text = await asyncio.to_thread(run_cli, "status", "--data-dir", str(tmp_path / "data"), env={})
+    assert "launchdarkly project proj: queued writes 0" in text.stdout and "dead letters 1" in text.stdout
+    assert "POST /api/v2/metrics/proj refused with 409" in text.stdout
 
 
 async def test_the_queue_keeps_writes_that_arrive_while_it_drains_behind_it(ld, upstream):
@@ -168,4 +178,4 @@ async def test_the_queue_keeps_writes_that_arrive_while_it_drains_behind_it(ld, 
     assert response.status in (200, 202)
     await wait_for(lambda: _has(upstream, "PATCH", "/api/v2/metrics/proj/a"))
     assert upstream.writes() == [("POST", "/api/v2/metrics/proj"), ("PATCH", "/api/v2/metrics/proj/a")]
-    json.dumps(upstream.writes())
+
