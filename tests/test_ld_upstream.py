@@ -78,7 +78,7 @@ async def test_a_429_is_relayed_with_its_retry_after_and_nothing_is_queued(ld, u
     assert (await ld.get("/api/v2/metrics/proj/m", headers=HEADERS)).status == 404
 
 
-async def test_reads_come_from_the_upstream_on_a_miss(ld, upstream):
+async def test_reads_come_from_the_upstream_on_a_miss(ld, upstream, clock):
     created = await upstream.backend.post("/api/v2/metrics/remote", json=custom_metric("r"),
                                           headers={"Authorization": UPSTREAM_TOKEN})
     assert created.status == 201
@@ -87,6 +87,16 @@ async def test_reads_come_from_the_upstream_on_a_miss(ld, upstream):
     before = len(upstream.arrivals)
     await ld.get("/api/v2/metrics/remote", headers=HEADERS)
     assert len(upstream.arrivals) == before  # answered from the local copy
+    # a key created in LaunchDarkly since: a GET of it reads the project again
+    await upstream.backend.post("/api/v2/metrics/remote", json=custom_metric("s"),
+                                headers={"Authorization": UPSTREAM_TOKEN})
+    clock.advance(60)
+    assert (await ld.get("/api/v2/metrics/remote/s", headers=HEADERS)).status == 200
+    # an unknown key reads it again at most every few seconds
+    await error_of(await ld.get("/api/v2/metrics/remote/t", headers=HEADERS), 404, "not_found")
+    before = len(upstream.arrivals)
+    await error_of(await ld.get("/api/v2/metrics/remote/t", headers=HEADERS), 404, "not_found")
+    assert len(upstream.arrivals) == before
 
 
 async def test_offline_writes_queue_and_replay_in_order(ld, upstream):
@@ -179,3 +189,31 @@ async def test_the_queue_keeps_writes_that_arrive_while_it_drains_behind_it(ld, 
     await wait_for(lambda: _has(upstream, "PATCH", "/api/v2/metrics/proj/a"))
     assert upstream.writes() == [("POST", "/api/v2/metrics/proj"), ("PATCH", "/api/v2/metrics/proj/a")]
 
+
+
+async def test_the_local_copy_follows_launchdarkly_on_the_interval_but_keeps_queued_writes(make_client, upstream):
+    ld = await make_client(launchdarkly={
+        "access_tokens": [LD_TOKEN], "api_url": upstream.url, "api_token": UPSTREAM_TOKEN,
+        "refresh_interval": 0.05, "retry_initial": 0.01, "retry_max": 0.05})
+    assert (await ld.get("/api/v2/metrics/proj", headers=HEADERS)).status == 200  # the project is asked about
+    await upstream.backend.post("/api/v2/metrics/proj", json=custom_metric("theirs"),
+                                headers={"Authorization": UPSTREAM_TOKEN})
+
+    async def keys():
+        page = await (await ld.get("/api/v2/metrics/proj", headers=HEADERS)).json()
+        return [i["key"] for i in page["items"]]
+
+    async def listed():
+        return await keys() == ["theirs"]
+
+    await wait_for(listed)
+    upstream.down = True
+    assert (await ld.post("/api/v2/metrics/proj", json=custom_metric("mine"), headers=HEADERS)).status == 202
+    await asyncio.sleep(0.3)  # refreshes come and go while the write waits: it stays
+    assert sorted(await keys()) == ["mine", "theirs"]
+    upstream.down = False
+
+    async def replayed():
+        return ("POST", "/api/v2/metrics/proj") in upstream.writes() and sorted(await keys()) == ["mine", "theirs"]
+
+    await wait_for(replayed)

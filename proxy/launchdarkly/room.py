@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -50,11 +51,14 @@ def install(app: web.Application) -> list[web.RouteDef]:
         assert ld.api_url is not None and ld.api_token is not None
         client = UpstreamClient(ld.api_url, ld.request_timeout, clock,
                                 {"User-Agent": f"metrics-proxy/{__version__}"})
-        refresher = app[LD_REFRESH] = Refresher(store, client, ld.api_token, clock, ld.refresh_interval, stats)
+        locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # a project's turn
+        refresher = app[LD_REFRESH] = Refresher(store, client, ld.api_token, clock, ld.refresh_interval, stats,
+                                                locks)
+        # One write at a time per project (max_in_flight 1): the queue replays in the order it was taken.
         policy = RetryPolicy(ld.retry_initial, ld.retry_max, ld.auth_retry_interval, max_in_flight=1,
                              rejected=REJECTED)
         app[LD_WRITES] = Writes(store, clock, stats, client, ld.api_token, policy, adopter=adopt.replayed,
-                                refresh=refresher.refresh)
+                                refresh=refresher.refresh_now, locks=locks)
         app.cleanup_ctx.append(functools.partial(_upstream_ctx, client=client, refresher=refresher))
     else:
         app[LD_WRITES] = Writes(store, clock, stats, adopter=adopt.replayed)

@@ -81,6 +81,13 @@ async def read(request: web.Request, query, *args):
         raise unavailable(f"the store cannot read now: {exc}", 5) from None
 
 
+async def refreshed_on_miss(request: web.Request, project: str) -> bool:
+    """With an upstream, a key the local copy does not hold: read the project again (at most every
+    few seconds). True when it was, and the lookup is worth repeating."""
+    refresher = request.app.get(LD_REFRESH)
+    return refresher is not None and await refresher.on_miss(project)
+
+
 async def known_project(request: web.Request, project: str) -> None:
     """With an upstream, a project asked about for the first time is fetched before the answer
     (and refreshed on the interval from then on)."""

@@ -20,6 +20,7 @@ from proxy.launchdarkly.api.common import (
     perform,
     read,
     read_body,
+    refreshed_on_miss,
 )
 from proxy.launchdarkly.errors import not_found
 from proxy.launchdarkly.model import groups as group_shapes
@@ -81,6 +82,8 @@ async def get_group(request: web.Request) -> web.Response:
     expand = listing.expand(request, GET_EXPAND)
     await known_project(request, project)
     found = await read(request, resources.group_with_metrics, project, group)
+    if found is None and await refreshed_on_miss(request, project):
+        found = await read(request, resources.group_with_metrics, project, group)
     if found is None:
         raise not_found(f"metric group {group!r} of project {project!r}")
     rep = group_shapes.with_metrics(project, group_shapes.decode(found[0]), _metrics(found[1]))

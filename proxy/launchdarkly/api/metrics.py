@@ -19,6 +19,7 @@ from proxy.launchdarkly.api.common import (
     perform,
     read,
     read_body,
+    refreshed_on_miss,
 )
 from proxy.launchdarkly.errors import not_found
 from proxy.launchdarkly.model import groups as group_shapes
@@ -108,6 +109,8 @@ async def get_metric(request: web.Request) -> web.Response:
     version_id = listing.single(request, "versionId") or None
     await known_project(request, project)
     doc = await read(request, resources.metric_doc, project, metric, version_id)
+    if doc is None and await refreshed_on_miss(request, project):
+        doc = await read(request, resources.metric_doc, project, metric, version_id)
     if doc is None:
         raise not_found(f"metric {metric!r} of project {project!r}" + (f" version {version_id!r}" if version_id else ""))
     rep = metric_shapes.decode(doc)

@@ -22,6 +22,7 @@ from proxy.upstream.client import UpstreamClient
 log = logging.getLogger(__name__)
 
 PAGE = 50  # LaunchDarkly's largest page
+MISS_REFRESH_INTERVAL = 10.0  # seconds: a GET of an unknown key refreshes its project at most this often
 MAX_PAGES = 200  # 10,000 resources of a kind per project: a bound on one refresh
 
 
@@ -36,7 +37,7 @@ class RefreshFailed(Exception):
 
 class Refresher:
     def __init__(self, store: Store, client: UpstreamClient, token: str, clock: Clock, interval: float,
-                 stats: WriteStats) -> None:
+                 stats: WriteStats, locks: defaultdict[str, asyncio.Lock] | None = None) -> None:
         self.store = store
         self.client = client
         self.token = token
@@ -44,7 +45,10 @@ class Refresher:
         self.interval = interval
         self.stats = stats
         self._refreshed: set[str] = set()
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tried: dict[str, float] = {}  # project -> when a refresh was last tried (clock seconds)
+        # A project's refresh and its writes take turns (Writes.locks): a refresh that read
+        # LaunchDarkly before a write went through must not overwrite what the write kept.
+        self._locks = locks if locks is not None else defaultdict(asyncio.Lock)
         self._task: asyncio.Task | None = None
 
     async def ensure(self, project: str) -> None:
@@ -61,7 +65,21 @@ class Refresher:
                 return
             await self.refresh(project)
 
+    async def on_miss(self, project: str) -> bool:
+        """A key the local copy does not hold was asked for: read the project again, unless that was
+        tried in the last MISS_REFRESH_INTERVAL seconds. True when the local copy was refreshed."""
+        if self.clock.now() - self._tried.get(project, float("-inf")) < MISS_REFRESH_INTERVAL:
+            return False
+        return await self.refresh_now(project)
+
+    async def refresh_now(self, project: str) -> bool:
+        """refresh() in the project's turn."""
+        async with self._locks[project]:
+            return await self.refresh(project)
+
     async def refresh(self, project: str) -> bool:
+        """Read the project from LaunchDarkly and make it the local copy (the caller holds its turn)."""
+        self._tried[project] = self.clock.now()
         try:
             metrics = await self._all(f"/api/v2/metrics/{project}", "20240415")
             groups = await self._all(f"/api/v2/projects/{project}/metric-groups", "beta")
@@ -121,8 +139,7 @@ class Refresher:
                 log.warning("reading the LaunchDarkly projects to refresh failed: %s", exc)
                 continue
             for project in projects:
-                async with self._locks[project]:
-                    await self.refresh(project)
+                await self.refresh_now(project)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="launchdarkly-refresh")

@@ -71,14 +71,17 @@ class Writes:
                  token: str | None = None, policy: RetryPolicy | None = None,
                  adopter: Callable[[dict, bytes], Callable[[Connection], None] | None] | None = None,
                  refresh: Callable[[str], Awaitable[None]] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 locks: defaultdict[str, asyncio.Lock] | None = None) -> None:
         self.store = store
         self.clock = clock
         self.stats = stats
         self.client = client
         self.token = token
         self.outbox = Outbox(store, queue.VENDOR)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # One turn per project: its writes one at a time (none overtakes one still on its way), and
+        # its refreshes between them (the refresher shares these).
+        self.locks = locks if locks is not None else defaultdict(asyncio.Lock)
         # How LaunchDarkly's 2xx answer to a write ({method, path, ...}) becomes the local copy,
         # and how a project is refreshed after a replay was refused.
         self._adopter = adopter
@@ -101,7 +104,7 @@ class Writes:
             body = self.store.write(write.apply)
             self.stats.writes["local"] += 1
             return _answer(write.status, body)
-        async with self._locks[write.project]:
+        async with self.locks[write.project]:
             if self.store.on_writer(queue.queued_count, write.project) == 0:
                 result = await self._send(write.method, write.path, write.body, write.api_version)
                 if result.reply is not None and not unreachable(result):
