@@ -203,7 +203,9 @@ def build_document(operations: list[Operation], raw_field_types: dict[str, Any] 
             "schemas": components,
             "securitySchemes": {SECURITY_SCHEME: {
                 "type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "an Unleash API token (project:environment.secret); not needed with auth = open",
+                "description": "an Unleash API token (project:environment.secret), or for the LaunchDarkly "
+                               "routes (x-token-kind launchdarkly) a LaunchDarkly access token; with auth = open "
+                               "Unleash routes need none and LaunchDarkly routes any",
             }},
         },
     }
