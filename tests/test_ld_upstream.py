@@ -217,3 +217,16 @@ async def test_the_local_copy_follows_launchdarkly_on_the_interval_but_keeps_que
         return ("POST", "/api/v2/metrics/proj") in upstream.writes() and sorted(await keys()) == ["mine", "theirs"]
 
     await wait_for(replayed)
+
+
+async def test_reads_do_not_wait_on_an_unreachable_upstream_again(ld, upstream, clock):
+    upstream.down = True
+    assert (await ld.get("/api/v2/metrics/one", headers=HEADERS)).status == 200  # tried, failed: local answers
+    tried = len(upstream.arrivals)
+    assert (await ld.get("/api/v2/metrics/two", headers=HEADERS)).status == 200
+    await error_of(await ld.get("/api/v2/metrics/two/m", headers=HEADERS), 404, "not_found")
+    assert len(upstream.arrivals) == tried  # within refresh_interval nothing waits on it again
+    upstream.down = False
+    clock.advance(61)
+    assert (await ld.get("/api/v2/metrics/two", headers=HEADERS)).status == 200
+    assert len(upstream.arrivals) > tried

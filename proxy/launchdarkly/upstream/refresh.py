@@ -16,6 +16,7 @@ from proxy.launchdarkly.model import groups as group_shapes
 from proxy.launchdarkly.model import metrics as metric_shapes
 from proxy.launchdarkly.store import queue, resources
 from proxy.launchdarkly.upstream.stats import WriteStats
+from proxy.launchdarkly.upstream.writes import unreachable
 from proxy.storage import StorageUnavailable, Store
 from proxy.upstream.client import UpstreamClient
 
@@ -32,7 +33,9 @@ class _Page(msgspec.Struct):
 
 
 class RefreshFailed(Exception):
-    pass
+    def __init__(self, message: str, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable  # no answer, a timeout or a 5xx (not, say, a 404 for the project)
 
 
 class Refresher:
@@ -46,15 +49,21 @@ class Refresher:
         self.stats = stats
         self._refreshed: set[str] = set()
         self._tried: dict[str, float] = {}  # project -> when a refresh was last tried (clock seconds)
+        # When the last refresh failed (LaunchDarkly unreachable), until one succeeds: reads do not
+        # wait on it again within refresh_interval; the background refresh keeps trying.
+        self._failed_at: float | None = None
         # A project's refresh and its writes take turns (Writes.locks): a refresh that read
         # LaunchDarkly before a write went through must not overwrite what the write kept.
         self._locks = locks if locks is not None else defaultdict(asyncio.Lock)
         self._task: asyncio.Task | None = None
 
+    def _unreachable(self) -> bool:
+        return self._failed_at is not None and self.clock.now() - self._failed_at < self.interval
+
     async def ensure(self, project: str) -> None:
         """Read the project from LaunchDarkly unless that was done since the start; a failure is
         logged and the local copy answers."""
-        if project in self._refreshed:
+        if project in self._refreshed or self._unreachable():
             return
         async with self._locks[project]:
             if project in self._refreshed:
@@ -68,7 +77,7 @@ class Refresher:
     async def on_miss(self, project: str) -> bool:
         """A key the local copy does not hold was asked for: read the project again, unless that was
         tried in the last MISS_REFRESH_INTERVAL seconds. True when the local copy was refreshed."""
-        if self.clock.now() - self._tried.get(project, float("-inf")) < MISS_REFRESH_INTERVAL:
+        if self.clock.now() - self._tried.get(project, float("-inf")) < MISS_REFRESH_INTERVAL or self._unreachable():
             return False
         return await self.refresh_now(project)
 
@@ -84,6 +93,10 @@ class Refresher:
             metrics = await self._all(f"/api/v2/metrics/{project}", "20240415")
             groups = await self._all(f"/api/v2/projects/{project}/metric-groups", "beta")
         except RefreshFailed as exc:
+            if exc.unreachable:
+                self._failed_at = self.clock.now()
+            else:  # LaunchDarkly answered (e.g. no such project): reads need not ask again, the interval does
+                self._refreshed.add(project)
             self.stats.refreshes["failed"] += 1
             log.warning("refreshing LaunchDarkly project %r failed; the local copy answers: %s", project, exc)
             return False
@@ -110,6 +123,7 @@ class Refresher:
             log.warning("keeping LaunchDarkly project %r failed: %s", project, exc)
             return False
         self._refreshed.add(project)
+        self._failed_at = None
         self.stats.refreshes["ok" if done else "skipped"] += 1
         return done
 
@@ -119,11 +133,11 @@ class Refresher:
             result = await self.client.send("GET", f"{path}?limit={PAGE}&offset={page * PAGE}", self.token,
                                             headers={"LD-API-Version": version})
             if result.status != 200 or result.reply is None:
-                raise RefreshFailed(f"GET {path}: {result.error[:200]}")
+                raise RefreshFailed(f"GET {path}: {result.error[:200]}", unreachable(result))
             try:
                 answer = msgspec.json.decode(result.reply.body, type=_Page)
             except msgspec.DecodeError as exc:
-                raise RefreshFailed(f"GET {path}: not a collection ({exc})") from None
+                raise RefreshFailed(f"GET {path}: not a collection ({exc})", False) from None
             found.extend(bytes(item) for item in answer.items)
             total = answer.totalCount if answer.totalCount is not None else len(found)
             if not answer.items or len(found) >= total:

@@ -86,16 +86,12 @@ class Writes:
         # and how a project is refreshed after a replay was refused.
         self._adopter = adopter
         self._refresh = refresh
-        self.delivery_stats = ForwarderStats()
+        self.delivery_stats = ForwarderStats()  # Delivery's own bookkeeping; the room counts in `stats`
         self.delivery: Delivery | None = None
         if client is not None:
             assert policy is not None
             self.delivery = Delivery(self.outbox, self._send_once, policy, clock, self.delivery_stats, sleep,
                                      settled=self._settled)
-
-    @property
-    def upstream(self) -> bool:
-        return self.client is not None
 
     # --- answering a write ------------------------------------------------------------------
 
