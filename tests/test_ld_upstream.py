@@ -230,3 +230,15 @@ async def test_reads_do_not_wait_on_an_unreachable_upstream_again(ld, upstream, 
     clock.advance(61)
     assert (await ld.get("/api/v2/metrics/two", headers=HEADERS)).status == 200
     assert len(upstream.arrivals) > tried
+
+
+async def test_a_replay_answered_429_waits_and_is_delivered(ld, upstream):
+    upstream.down = True
+    assert (await ld.post("/api/v2/metrics/proj", json=custom_metric("a"), headers=HEADERS)).status == 202
+    upstream.down = False
+    upstream.answers.append((429, {"Retry-After": "0"}))
+    await wait_for(lambda: _has(upstream, "POST", "/api/v2/metrics/proj"))
+    statuses = [a.status for a in upstream.arrivals if a.method == "POST"]
+    assert 429 in statuses and statuses[-1] == 201
+    letters = await (await ld.get("/internal-backstage/launchdarkly/dead-letters", headers=HEADERS)).json()
+    assert letters["totalCount"] == 0
