@@ -30,7 +30,6 @@ from proxy.launchdarkly.schemas.metrics import (
     DependentMetricGroup,
     MetricCollectionRep,
     MetricPost,
-    MetricRep,
 )
 from proxy.launchdarkly.store import resources
 from proxy.launchdarkly.upstream.writes import Write
@@ -188,5 +187,3 @@ def routes() -> list[web.RouteDef]:
         web.delete("/api/v2/metrics/{projectKey}/{metricKey}", delete_metric),
     ]
 
-
-__all__ = ["MetricRep", "routes"]

@@ -14,7 +14,6 @@ import jsonpatch
 import jsonpointer
 import msgspec
 
-from proxy.api.errors import ApiError
 from proxy.launchdarkly.errors import OPTIMISTIC_LOCKING, error, invalid
 from proxy.launchdarkly.schemas.common import PatchOperation
 
@@ -86,5 +85,3 @@ def as_body(patched: dict[str, Any], fields: Iterable[str], schema: type[T]) -> 
         path = "/" + where.lstrip(".").replace(".", "/").replace("[", "/").replace("]", "") if where else ""
         raise invalid(f"after the patch, {message.partition(' - at ')[0]}" + (f" at {path}" if path else "")) from None
 
-
-__all__ = ["ApiError", "apply", "as_body", "check_paths"]

@@ -13,7 +13,6 @@ from msgspec import UNSET
 from proxy.launchdarkly.errors import invalid
 from proxy.launchdarkly.schemas.common import Link, links
 from proxy.launchdarkly.schemas.metrics import (
-    EDITABLE_METRIC_FIELDS,
     MetricDataSourceRef,
     MetricListingRep,
     MetricPost,
@@ -93,11 +92,6 @@ def encode(rep: MetricRep) -> bytes:
     return _encode(rep)
 
 
-def as_post(rep: MetricRep) -> dict[str, Any]:
-    """The editable fields of a stored metric as a JSON object, plus everything else it shows."""
-    return msgspec.to_builtins(rep)
-
-
 def patched(project: str, current: MetricRep, post: MetricPost, now: float) -> MetricRep:
     """`current` with the fields of `post`: the next version, under a new version id."""
     return build(project, post, now, id=current.id, created=current.creationDate, version=(current.version or 1) + 1)
@@ -108,5 +102,3 @@ def listing(rep: MetricRep) -> MetricListingRep:
     fields = {f: getattr(rep, f) for f in MetricListingRep.__struct_fields__}
     return MetricListingRep(**fields)
 
-
-__all__ = ["EDITABLE_METRIC_FIELDS", "build", "check", "decode", "encode", "listing", "new_metric", "patched"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 # A resource key as it appears in a path (LaunchDarkly keys: letters, digits, '.', '_', '-').
@@ -46,10 +45,6 @@ JsonPatch = Annotated[list[PatchOperation], Meta(min_length=1, max_length=100)]
 
 def links(self_href: str, parent_href: str) -> dict[str, Link]:
     return {"parent": Link(href=parent_href), "self": Link(href=self_href)}
-
-
-def to_builtins(value: Any) -> Any:
-    return msgspec.to_builtins(value)
 
 
 class DeadLetter(Struct, kw_only=True):

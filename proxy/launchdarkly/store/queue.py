@@ -38,11 +38,6 @@ def note_project(db: sqlite3.Connection, project: str) -> None:
     db.execute("INSERT OR IGNORE INTO ld_projects (project) VALUES (?)", (project,))
 
 
-def refreshed(db: sqlite3.Connection, project: str, now: float) -> None:
-    db.execute("INSERT INTO ld_projects (project, refreshed) VALUES (?, ?) "
-               "ON CONFLICT (project) DO UPDATE SET refreshed = excluded.refreshed", (project, now))
-
-
 def projects(db: sqlite3.Connection) -> list[tuple[str, float | None]]:
     return db.execute("SELECT project, refreshed FROM ld_projects ORDER BY project").fetchall()
 
