@@ -30,6 +30,7 @@ from proxy.api.state import (
 )
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.launchdarkly import room as launchdarkly
 from proxy.observability import worker_stats
 from proxy.observability.connections import ConnectionCollector, ConnectionStats
 from proxy.observability.http_metrics import HttpCollector, HttpStats
@@ -105,9 +106,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     worker_connections = (lambda: [w.connections for w in workers()]) if workers is not None else None
     app[REGISTRY].register(ConnectionCollector(app[CONNECTION_STATS], worker_connections))
     app.cleanup_ctx.append(_store_ctx)
-    routes = backstage.routes() + unleash.install(app)
+    routes = backstage.routes() + unleash.install(app) + launchdarkly.install(app)
     routes.append(openapi.install(app, openapi_document(tokens=settings.auth == "tokens")))
-    serve(app, routes, http_stats, adjust=with_client_address if settings.workers > 1 else None)
+    serve(app, routes, http_stats, adjust=with_client_address if settings.workers > 1 else None,
+          renderers=launchdarkly.ERROR_RENDERERS)
     if settings.workers > 1:
         app.cleanup_ctx.append(workers_ctx)  # last: starts after the store opens, stops before it closes
     return app
@@ -115,5 +117,5 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
 
 def openapi_document(tokens: bool = True) -> bytes:
     """/openapi.json of every room; `tokens` False describes auth = "open"."""
-    operations = [*unleash.OPERATIONS, *backstage.OPERATIONS, openapi.OPERATION]
+    operations = [*unleash.OPERATIONS, *launchdarkly.OPERATIONS, *backstage.OPERATIONS, openapi.OPERATION]
     return msgspec.json.encode(openapi.build_document(operations, unleash.RAW_FIELD_TYPES, tokens))

@@ -58,6 +58,33 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     instance_refresh_interval: Annotated[float, msgspec.Meta(ge=0)] = 60.0
 
 
+class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """[launchdarkly]: the metrics and metric-groups REST API (docs/launchdarkly.md)."""
+
+    # With auth = "tokens": the REST access tokens accepted locally, sent raw in Authorization as
+    # LaunchDarkly's are (no "Bearer"). With auth = "open" any non-empty token is accepted.
+    access_tokens: list[str] = []
+    # Metric-group calls without `LD-API-Version: beta` get 403, as LaunchDarkly documents; false
+    # accepts them (the official generated clients do not send it by themselves).
+    require_beta_header: bool = True
+    # The upstream LaunchDarkly, e.g. "https://app.launchdarkly.com", and the access token the
+    # proxy uses there. Without both the local store is authoritative.
+    api_url: str | None = None
+    api_token: str | None = None
+    # Seconds between refreshes of every project asked about from the upstream.
+    refresh_interval: PositiveSeconds = 60.0
+    request_timeout: PositiveSeconds = 10.0
+    # Replaying queued writes: the same backoff as [upstream] (full jitter from retry_initial up to
+    # retry_max, Retry-After a floor); a 401/403 pauses the queue for auth_retry_interval.
+    retry_initial: PositiveSeconds = 1.0
+    retry_max: PositiveSeconds = 300.0
+    auth_retry_interval: PositiveSeconds = 300.0
+
+    @property
+    def upstream(self) -> bool:
+        return bool(self.api_url and self.api_token)
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 3063
@@ -145,6 +172,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     features_file: str | None = None
     # Seconds between polls of {upstream}/client/features (and checks of features_file).
     features_refresh_interval: PositiveSeconds = 10.0
+    launchdarkly: LaunchDarklySettings = msgspec.field(default_factory=LaunchDarklySettings)
 
     @property
     def database_path(self) -> Path:
@@ -182,6 +210,7 @@ def options_from_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, An
     """Read METRICS_PROXY_* variables into the nested shape of the TOML file."""
     lists = _list_fields()
     upstream_fields = {f.name: f.type for f in msgspec.inspect.type_info(UpstreamSettings).fields}
+    ld_fields = {f.name: f.type for f in msgspec.inspect.type_info(LaunchDarklySettings).fields}
     options: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX):
@@ -195,6 +224,12 @@ def options_from_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, An
             if isinstance(upstream_fields[sub], msgspec.inspect.DictType):
                 value = _parse_env_mapping(key, raw)
             options.setdefault("upstream", {})[sub] = value
+        elif name.startswith("launchdarkly_") and name[len("launchdarkly_"):] in ld_fields:
+            sub = name[len("launchdarkly_"):]
+            value = raw
+            if isinstance(ld_fields[sub], msgspec.inspect.ListType):
+                value = [item.strip() for item in raw.split(",") if item.strip()]
+            options.setdefault("launchdarkly", {})[sub] = value
         elif name in lists:
             options[name] = [item.strip() for item in raw.split(",") if item.strip()]
         else:
@@ -255,6 +290,11 @@ def load_settings(
         raise ConfigError(_explain(exc)) from None
     if settings.upstream is not None and not settings.upstream.url.startswith(("http://", "https://")):
         raise ConfigError(f"invalid option upstream.url: {settings.upstream.url!r} is not an http(s) URL")
+    api_url = settings.launchdarkly.api_url
+    if api_url is not None and not api_url.startswith(("http://", "https://")):
+        raise ConfigError(f"invalid option launchdarkly.api_url: {api_url!r} is not an http(s) URL")
+    if bool(api_url) != bool(settings.launchdarkly.api_token):
+        raise ConfigError("invalid option launchdarkly: api_url and api_token go together (give both or neither)")
     return settings
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.clock import ManualClock
-from proxy.config import Settings, UpstreamSettings
+from proxy.config import LaunchDarklySettings, Settings, UpstreamSettings
 from tests.support import (
     ADMIN_TOKEN,
     CLIENT_TOKEN,
@@ -54,6 +54,8 @@ def make_settings(tmp_path) -> Callable[..., Settings]:
         values.update(overrides)
         if isinstance(values.get("upstream"), dict):
             values["upstream"] = UpstreamSettings(**values["upstream"])
+        if isinstance(values.get("launchdarkly"), dict):
+            values["launchdarkly"] = LaunchDarklySettings(**values["launchdarkly"])
         return Settings(**values)
 
     return make

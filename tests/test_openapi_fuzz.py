@@ -1,8 +1,8 @@
 """Schema fuzz: schemathesis drives a real proxy process from its own /openapi.json.
 
 Every operation gets generated valid and invalid requests; none may answer 5xx other than a
-documented 503, and every 4xx must carry the documented error body `{id, name, message,
-details: [{message, path?}]}`. Runs FUZZ_EXAMPLES examples per operation (default 25, derandomized,
+documented 503, and every 4xx must carry the documented error body: `{id, name, message,
+details: [{message, path?}]}`, or LaunchDarkly's `{code, message, id}` on its routes. Runs FUZZ_EXAMPLES examples per operation (default 25, derandomized,
 30-60 s for both proxies; each request times out after REQUEST_TIMEOUT s rather than hang the
 run); `FUZZ_EXAMPLES=500 .venv/bin/python -m pytest -q tests/test_openapi_fuzz.py` is the long,
 random variant.
@@ -29,11 +29,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from proxy.app import openapi_document
+from tests.ld_support import LD_TOKEN
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, ProxyProcess
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 REQUEST_TIMEOUT = 10
-TOKENS = {"client": CLIENT_TOKEN, "frontend": FRONTEND_TOKEN, "admin": ADMIN_TOKEN}
+TOKENS = {"client": CLIENT_TOKEN, "frontend": FRONTEND_TOKEN, "admin": ADMIN_TOKEN, "launchdarkly": LD_TOKEN}
 CHECKS = [
     not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
     negative_data_rejection,
@@ -47,7 +48,8 @@ FUZZ_SETTINGS = settings(
 
 def _proxy(tmp_path_factory, name: str, **env: str):
     base = tmp_path_factory.mktemp(name)
-    proxy = ProxyProcess(base / "data", extra_env={"METRICS_PROXY_FOLD_INTERVAL": "3600", **env})
+    proxy = ProxyProcess(base / "data", extra_env={"METRICS_PROXY_FOLD_INTERVAL": "3600",
+                                                   "METRICS_PROXY_LAUNCHDARKLY_ACCESS_TOKENS": LD_TOKEN, **env})
     proxy.start()
     return proxy
 
@@ -66,11 +68,15 @@ def token_proxy(tmp_path_factory):
     proxy.stop()
 
 
-def assert_error_body(response) -> None:
+def assert_error_body(response, launchdarkly: bool = False) -> None:
     """The documented error body, stricter than the schema: details is never empty."""
     if not 400 <= response.status_code < 500:
         return
     body = response.json()
+    if launchdarkly:
+        assert set(body) == {"code", "message", "id"}, body
+        assert all(isinstance(body[k], str) and body[k] for k in ("code", "message", "id")), body
+        return
     assert set(body) == {"id", "name", "message", "details"}, body
     assert all(isinstance(body[k], str) and body[k] for k in ("id", "name", "message")), body
     assert body["details"] and all(isinstance(d.get("message"), str) for d in body["details"]), body
@@ -93,7 +99,7 @@ def _fuzz(case, proxy: ProxyProcess, with_tokens: bool) -> None:
     headers = _token_header(case, with_tokens)
     response = case.call_and_validate(base_url=proxy.url, headers=headers, checks=CHECKS, timeout=REQUEST_TIMEOUT)
     STATUSES[case.operation.label][response.status_code] += 1
-    assert_error_body(response)
+    assert_error_body(response, case.operation.definition.raw.get("x-token-kind") == "launchdarkly")
 
 
 # The documents the proxies serve (test_served_documents_are_the_fuzzed_ones checks they are

@@ -6,6 +6,7 @@ import re
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -22,6 +23,10 @@ BAD_DATA_MESSAGE = (
 
 
 class ApiError(Exception):
+    """An error answer. `response()` renders the Unleash-style body `{id, name, message, details}`;
+    a route group whose vendor has another error shape renders its errors itself (ErrorRenderer,
+    given to api/routing.py `serve`)."""
+
     def __init__(
         self,
         status: int,
@@ -52,6 +57,10 @@ class ApiError(Exception):
         if self.close:
             response.force_close()
         return response
+
+
+# Renders an ApiError as one vendor's error body (e.g. proxy/launchdarkly/api/errors.py).
+ErrorRenderer = Callable[[ApiError], web.Response]
 
 
 def bad_data(message: str, path: str | None = None) -> ApiError:

@@ -56,6 +56,11 @@ class Operation:
     other_answers: dict[int, type] = field(default_factory=dict)  # non-2xx answers that are no ErrorBody
     not_modified: bool = False  # answers 304 to a matching If-None-Match
     answer_headers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> OpenAPI header object
+    # The success status: None is 200 with `answer`, or 202 without; 201 or 204 when the vendor says so.
+    success: int | None = None
+    error_body: type = ErrorBody  # the Struct of this operation's error answers (a vendor's own shape)
+    token_errors: dict[int, str] | None = None  # what 401/403 mean here, when not the Unleash tokens'
+    reasons: dict[int, str] = field(default_factory=dict)  # what an error status means here, beyond the usual
 
 
 _TOKEN_ERRORS = {
@@ -124,26 +129,31 @@ def _content(answer: Any, media: str) -> dict[str, Any]:
     return {media: {"schema": _schema(answer)}}
 
 
-def _error(reason: str) -> dict[str, Any]:
-    return {"description": reason, "content": _content(ErrorBody, "application/json")}
+def _error(reason: str, body: type = ErrorBody) -> dict[str, Any]:
+    return {"description": reason, "content": _content(body, "application/json")}
 
 
 def _responses(op: Operation, tokens: bool) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    if op.answer is None:
+    if op.success == 204:
+        responses["204"] = {"description": "done; empty body"}
+    elif op.answer is None:
         responses["202"] = {"description": "committed to the local store; empty body"}
     else:
-        responses["200"] = {"description": "OK", "content": _content(op.answer, op.answer_media)}
+        status = str(op.success or 200)
+        responses[status] = {"description": "OK", "content": _content(op.answer, op.answer_media)}
         if op.answer_headers:
-            responses["200"]["headers"] = op.answer_headers
+            responses[status]["headers"] = op.answer_headers
     if op.not_modified:
         responses["304"] = {"description": "the If-None-Match ETag still matches; empty body"}
     # A token op may also answer 503 while an upstream that must validate a new token is unreachable.
-    statuses = set(op.errors) | ({*_TOKEN_ERRORS, 503} if op.token and tokens else set())
+    token_errors = _TOKEN_ERRORS if op.token_errors is None else op.token_errors
+    statuses = set(op.errors) | ({*token_errors, 503} if op.token and tokens else set())
     if op.request is not None or op.parameters:
         statuses.add(400)
     for status in sorted(statuses):
-        responses[str(status)] = _error(_TOKEN_ERRORS.get(status) or _ERROR_REASONS[status])
+        responses[str(status)] = _error(op.reasons.get(status) or token_errors.get(status) or _ERROR_REASONS[status],
+                                       op.error_body)
     for status, struct in op.other_answers.items():
         responses[str(status)] = {"description": struct.__doc__ or struct.__name__,
                                   "content": _content(struct, "application/json")}
@@ -173,7 +183,7 @@ def build_document(operations: list[Operation], raw_field_types: dict[str, Any] 
     structs: set[type] = {ErrorBody}
     containers: list[Any] = []  # list[Struct], dict[str, list[Struct]]: their Structs become components
     for op in operations:
-        for shape in (op.request, op.answer, *op.other_answers.values()):
+        for shape in (op.request, op.answer, op.error_body, *op.other_answers.values()):
             if isinstance(shape, type):
                 structs.add(shape)
             elif typing.get_origin(shape) is not None and shape not in containers:
@@ -197,7 +207,9 @@ def build_document(operations: list[Operation], raw_field_types: dict[str, Any] 
             "schemas": components,
             "securitySchemes": {SECURITY_SCHEME: {
                 "type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "an Unleash API token (project:environment.secret); not needed with auth = open",
+                "description": "an Unleash API token (project:environment.secret), or for the LaunchDarkly "
+                               "routes (x-token-kind launchdarkly) a LaunchDarkly access token; with auth = open "
+                               "Unleash routes need none and LaunchDarkly routes any",
             }},
         },
     }

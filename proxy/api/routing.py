@@ -13,11 +13,11 @@ catch-all route, registered last, answers them (404, or 405 naming the allowed m
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiohttp import web
 
-from proxy.api.errors import ApiError, method_not_allowed, not_found
+from proxy.api.errors import ApiError, ErrorRenderer, method_not_allowed, not_found
 from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,21 +28,36 @@ def serve(
     app: web.Application, routes: Iterable[web.RouteDef], stats: HttpStats, *,
     adjust: Callable[[web.Request], web.Request] | None = None, fallback: Handler | None = None,
     divert: Callable[[web.Request], bool] | None = None,
+    renderers: Sequence[tuple[str, ErrorRenderer]] = (),
 ) -> None:
     """Register `routes`, each handler wrapped, then the catch-all: the JSON 404/405, or `fallback`
     (an ingest worker passes everything else to the primary). What goes to `fallback`, and what
     `divert` sends there, is not counted here: the primary answers it and counts it.
-    `adjust` rewrites a request before its handler sees it (the primary: a worker's client address)."""
+    `adjust` rewrites a request before its handler sees it (the primary: a worker's client address).
+    `renderers` are (path prefix, renderer) pairs: a route whose path starts with the prefix, and an
+    unmatched request whose path does, renders its ApiErrors in that vendor's error body."""
     passed = _wrapped(fallback, None, adjust) if fallback is not None else None
     wrapped = []
     for route in routes:
-        handler = _wrapped(route.handler, stats, adjust)
+        handler = _wrapped(route.handler, stats, adjust, render=_renderer_for(route.path, renderers))
         if divert is not None and passed is not None:
             handler = _diverting(handler, divert, passed)
         wrapped.append(web.RouteDef(route.method, route.path, handler, route.kwargs))
     app.add_routes(wrapped)
-    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE)
+    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE,
+                                   pick_render=_by_request_path(renderers) if renderers else None)
     app.router.add_route("*", CATCH_ALL, catch_all)
+
+
+def _renderer_for(path: str, renderers: Sequence[tuple[str, ErrorRenderer]]) -> ErrorRenderer | None:
+    return next((render for prefix, render in renderers if path.startswith(prefix)), None)
+
+
+def _by_request_path(renderers: Sequence[tuple[str, ErrorRenderer]]) -> Callable[[web.Request], ErrorRenderer | None]:
+    def pick(request: web.Request) -> ErrorRenderer | None:
+        return _renderer_for(request.path, renderers)
+
+    return pick
 
 
 def _diverting(handler: Handler, divert: Callable[[web.Request], bool], passed: Handler) -> Handler:
@@ -54,8 +69,12 @@ def _diverting(handler: Handler, divert: Callable[[web.Request], bool], passed: 
 
 def _wrapped(
     handler: Handler, stats: HttpStats | None, adjust: Callable[[web.Request], web.Request] | None,
-    label: str | None = None,
+    label: str | None = None, render: ErrorRenderer | None = None,
+    pick_render: Callable[[web.Request], ErrorRenderer | None] | None = None,
 ) -> Handler:
+    """`render`: how the route renders an ApiError (None: ApiError.response()); `pick_render`, for
+    the catch-all, chooses it by the request."""
+
     async def serve_request(request: web.Request) -> web.StreamResponse:
         nonlocal label
         started = time.perf_counter()
@@ -68,7 +87,8 @@ def _wrapped(
             return response
         except ApiError as exc:
             status = exc.status
-            return exc.response()
+            chosen = pick_render(request) if pick_render is not None else render
+            return exc.response() if chosen is None else chosen(exc)
         except web.HTTPException as exc:
             status = exc.status
             raise

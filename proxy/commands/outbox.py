@@ -54,6 +54,7 @@ def _age(then: float | None, now: float) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
+    from proxy.launchdarkly.store.queue import read_status as launchdarkly_status
     from proxy.unleash.store.status import StatusUnavailable, read_status
 
     settings = _settings(args)
@@ -66,6 +67,7 @@ def status(args: argparse.Namespace) -> int:
     except StatusUnavailable as exc:  # e.g. a database from before the outbox existed
         print(f"metrics-proxy: cannot read the outbox in {path}: {exc}", file=sys.stderr)
         return 2
+    report["launchdarkly"] = launchdarkly_status(path)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -81,7 +83,21 @@ def status(args: argparse.Namespace) -> int:
             f"dead letters {e['dead_letters']}; "
             + (f"PAUSED: {e['paused']}" if e["paused"] else "not paused")
         )
+    _print_launchdarkly(report["launchdarkly"], now)
     return 0
+
+
+def _print_launchdarkly(report: dict, now: float) -> None:
+    """The LaunchDarkly write queue: writes waiting per project, and the newest dead letters."""
+    for name, p in report["projects"].items():
+        print(
+            f"launchdarkly project {name}: queued writes {p['queued']} (oldest {_age(p['oldest'], now)}); "
+            f"dead letters {p['dead_letters']}; " + (f"PAUSED: {p['paused']}" if p["paused"] else "not paused")
+        )
+    for letter in report["dead_letters"]:
+        write = json.loads(letter["write"])
+        print(f"  dead letter {letter['id']} ({_age(letter['at'], now)}): {write['method']} {write['path']} "
+              f"refused with {letter['status']}: {letter['reason'][:200]}")
 
 
 def flush(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 The outcome table, the same for every vendor (the vendor only says how one attempt is sent):
 - 2xx: delivered, the batch is deleted;
-- 413 and 400: split in halves until the rejected items stand alone, which go to dead_letters;
+- 413 and 400 (a vendor may name more: RetryPolicy.rejected): split in halves until the rejected
+  items stand alone, which go to dead_letters;
 - 401/403/404 (and other 4xx): the environment pauses for `auth_retry_interval`, batches kept;
 - 429/408/5xx/network errors: retried with capped full-jitter backoff and no time budget,
   Retry-After being a lower bound.
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # One attempt at sending a batch (no retries: those are this module's).
 SendOnce = Callable[[Batch], Awaitable[SendResult]]
+# Told once a batch is settled for good (delivered or dead-lettered), with the last answer.
+Settled = Callable[[Batch, SendResult], Awaitable[None]]
+REJECTED = frozenset({400, 413})
 
 
 def new_batch_id() -> str:
@@ -49,6 +53,8 @@ class RetryPolicy:
     retry_max: float  # cap of the backoff ceiling
     auth_retry_interval: float  # how long a refused environment pauses
     max_in_flight: int  # requests at once per environment
+    # Answers that refuse the items for good: split until they stand alone, then dead-lettered.
+    rejected: frozenset[int] = REJECTED
 
 
 class _Retryable(Exception):
@@ -59,8 +65,10 @@ class _Retryable(Exception):
 
 class Delivery:
     def __init__(self, outbox: Outbox, send_once: SendOnce, policy: RetryPolicy, clock: Clock,
-                 stats: ForwarderStats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 stats: ForwarderStats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 settled: Settled | None = None) -> None:
         self.outbox = outbox
+        self.settled = settled
         self.send_once = send_once
         self.policy = policy
         self.clock = clock
@@ -155,7 +163,9 @@ class Delivery:
             self.stats.batches_delivered += 1
             self.stats.last_success_time = now
             self._unpause(batch.environment)  # the upstream takes its batches (delivered() cleared the record)
-        elif status in (400, 413):
+            if self.settled is not None:
+                await self.settled(batch, result)
+        elif status in self.policy.rejected:
             await self._reject(batch, result)
         else:  # 401/403/404 or another 4xx: resending the same cannot help soon; keep it
             self._pause(batch.environment, result)
@@ -212,6 +222,8 @@ class Delivery:
             self.stats.dead_lettered_rows += moved
             log.error("upstream refused an item of %s for good (%s); moved to dead_letters",
                       batch.environment, result.error[:200])
+            if self.settled is not None:
+                await self.settled(batch, result)
             return
         children = self.outbox.split(batch, halves(batch.items), new_batch_id)
         self.stats.batches_split += 1

@@ -239,6 +239,44 @@ MIGRATIONS: list[str] = [
         chunk BLOB NOT NULL
     );
     """,
+    # 10: the LaunchDarkly room (proxy/launchdarkly/store/): metrics with every version kept (GET
+    # ?versionId=), metric groups and the metrics each uses (a used metric cannot be deleted), the
+    # projects asked about (refreshed from an upstream). The outbox and its dead letters say whose
+    # they are: Unleash's forwarder and LaunchDarkly's write queue share the tables, each reads its own.
+    """
+    CREATE TABLE ld_metrics (
+        project TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        PRIMARY KEY (project, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE ld_metric_versions (
+        project TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (project, key, version_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE ld_metric_groups (
+        project TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (project, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE ld_group_metrics (
+        project TEXT NOT NULL,
+        metric_key TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        PRIMARY KEY (project, metric_key, group_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE ld_projects (
+        project TEXT PRIMARY KEY,
+        refreshed REAL
+    ) WITHOUT ROWID;
+    ALTER TABLE outbox_batches ADD COLUMN vendor TEXT NOT NULL DEFAULT 'unleash';
+    ALTER TABLE dead_letters ADD COLUMN vendor TEXT NOT NULL DEFAULT 'unleash';
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -12,6 +12,10 @@ above the ingest high-water mark (Store.reserve), of which a vendor's cut takes 
 sending is what frees a full store, so a full store must not stop a split, a dead letter, an
 attempt or a delivery from being recorded.
 
+Each vendor's batches are its own (the `vendor` column; Outbox(store, vendor)): Unleash's forwarder
+and LaunchDarkly's write queue share the tables and never see each other's batches, state keys or
+dead letters.
+
 A batch is named by its id, not by its seq alone: seq is an INTEGER PRIMARY KEY without
 AUTOINCREMENT, so SQLite hands the highest seq out again once its row is deleted (a split deletes
 its parent before inserting the halves). Each change of a batch matches both and raises BatchGone,
@@ -104,10 +108,14 @@ def delete_state(db: sqlite3.Connection, key: str) -> None:
     db.execute("DELETE FROM forwarder_state WHERE key = ?", (key,))
 
 
+UNLEASH = "unleash"
+
+
 def insert_batch(db: sqlite3.Connection, environment: str, created: float, items: list[OutboxItem],
-                 batch_id: str) -> int:
+                 batch_id: str, vendor: str = UNLEASH) -> int:
     cursor = db.execute(
-        "INSERT INTO outbox_batches (id, environment, created) VALUES (?, ?, ?)", (batch_id, environment, created)
+        "INSERT INTO outbox_batches (id, environment, created, vendor) VALUES (?, ?, ?, ?)",
+        (batch_id, environment, created, vendor),
     )
     seq = cursor.lastrowid
     assert seq is not None
@@ -129,10 +137,15 @@ def _delete_batch(db: sqlite3.Connection, batch: Batch) -> None:
 
 
 class Outbox:
-    """The outbox tables of one Store."""
+    """One vendor's part of the outbox tables of a Store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, vendor: str = UNLEASH) -> None:
         self._store = store
+        self.vendor = vendor
+
+    def _key(self, kind: str, environment: str) -> str:
+        """A per-environment state key; another vendor's carry its name, so they never meet Unleash's."""
+        return f"{kind}:{environment}" if self.vendor == UNLEASH else f"{self.vendor}.{kind}:{environment}"
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -159,18 +172,19 @@ class Outbox:
 
     @_change
     def set_pause(self, environment: str, reason: str) -> None:
-        set_state(self.db, f"paused:{environment}", reason)
+        set_state(self.db, self._key("paused", environment), reason)
 
     @_change
     def clear_pause(self, environment: str) -> None:
-        delete_state(self.db, f"paused:{environment}")
+        delete_state(self.db, self._key("paused", environment))
 
     # --- sending ----------------------------------------------------------------------------
 
     @_storage_errors
     def environments(self) -> list[str]:
         """Environments with batches waiting."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT environment FROM outbox_batches ORDER BY 1")]
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT environment FROM outbox_batches WHERE vendor = ? ORDER BY 1", (self.vendor,))]
 
     @_storage_errors
     def oldest_batches(self, environment: str, exclude: set[str], limit: int) -> list[Batch]:
@@ -180,8 +194,8 @@ class Outbox:
             return []
         rows = self.db.execute(
             "SELECT seq, id, environment, created, attempts FROM outbox_batches WHERE environment = ? "
-            "ORDER BY created, seq",
-            (environment,),
+            "AND vendor = ? ORDER BY created, seq",
+            (environment, self.vendor),
         )
         found = []
         for row in rows:
@@ -202,9 +216,9 @@ class Outbox:
     @_storage_errors
     def pending_batch_count(self, environment: str | None = None) -> int:
         if environment is None:
-            return self.db.execute("SELECT count(*) FROM outbox_batches").fetchone()[0]
+            return self.db.execute("SELECT count(*) FROM outbox_batches WHERE vendor = ?", (self.vendor,)).fetchone()[0]
         return self.db.execute(
-            "SELECT count(*) FROM outbox_batches WHERE environment = ?", (environment,)
+            "SELECT count(*) FROM outbox_batches WHERE environment = ? AND vendor = ?", (environment, self.vendor)
         ).fetchone()[0]
 
     @_change
@@ -220,8 +234,8 @@ class Outbox:
     def delivered(self, batch: Batch, now: float) -> None:
         with write_transaction(self.db) as db:
             _delete_batch(db, batch)
-            set_state(db, f"last_success:{batch.environment}", repr(now))
-            delete_state(db, f"paused:{batch.environment}")  # the upstream took it: not paused any more
+            set_state(db, self._key("last_success", batch.environment), repr(now))
+            delete_state(db, self._key("paused", batch.environment))  # the upstream took it: not paused any more
 
     @_change
     def split(self, batch: Batch, halves: list[list[OutboxItem]], new_id: Callable[[], str]) -> list[Batch]:
@@ -232,7 +246,7 @@ class Outbox:
             _delete_batch(db, batch)
             for half in halves:
                 batch_id = new_id()
-                seq = insert_batch(db, batch.environment, batch.created, half, batch_id)
+                seq = insert_batch(db, batch.environment, batch.created, half, batch_id, self.vendor)
                 made.append(Batch(seq, batch_id, batch.environment, batch.created, 0, half))
         return made
 
@@ -241,9 +255,10 @@ class Outbox:
         """Move a batch the upstream will never accept into dead_letters; returns the items moved."""
         with write_transaction(self.db) as db:
             db.executemany(
-                "INSERT INTO dead_letters (environment, kind, item, yes, no, status, reason, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(batch.environment, i.kind, i.item, i.yes, i.no, status, reason, now) for i in batch.items],
+                "INSERT INTO dead_letters (environment, kind, item, yes, no, status, reason, created, vendor) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(batch.environment, i.kind, i.item, i.yes, i.no, status, reason, now, self.vendor)
+                 for i in batch.items],
             )
             _delete_batch(db, batch)
         return len(batch.items)

@@ -26,6 +26,7 @@ class SendResult:
     error: str = ""
     retry_after: float | None = None
     ambiguous: bool = False  # the body went out but no answer came: maybe applied
+    reply: Reply | None = None  # the answer itself, for a sender that keeps what it says (send())
 
     @property
     def label(self) -> str:
@@ -107,8 +108,14 @@ class UpstreamClient:
         if compress:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers["Content-Encoding"] = "gzip"
+        return await self.send("POST", path, token, body, headers)
+
+    async def send(self, method: str, path: str, token: str | None, body: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> SendResult:
+        """One request of any method, its outcome classified as post()'s (the answer kept in
+        `reply`): never raises for network trouble."""
         try:
-            reply = await self.request("POST", path, token, body=body, headers=headers)
+            reply = await self.request(method, path, token, body=body, headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Never connected: the body did not go out.
             return SendResult(None, error=f"connect failed: {exc!r}")
@@ -120,4 +127,5 @@ class UpstreamClient:
             reply.status,
             error=f"HTTP {reply.status} {text}".strip(),
             retry_after=parse_retry_after(reply.headers.get("Retry-After"), self.clock.now()),
+            reply=reply,
         )

@@ -54,7 +54,7 @@ def environments(db: sqlite3.Connection) -> list[str]:
     rows = db.execute(
         "SELECT environment FROM pending_counts UNION SELECT environment FROM instances "
         "UNION SELECT environment FROM pending_impact_metrics "
-        "UNION SELECT environment FROM outbox_batches ORDER BY 1"
+        "UNION SELECT environment FROM outbox_batches WHERE vendor = 'unleash' ORDER BY 1"
     ).fetchall()
     return [r[0] for r in rows]
 

@@ -23,17 +23,20 @@ def status_report(db: sqlite3.Connection) -> dict:
         e = env(name)
         e.update(pending_rows=rows, pending_yes=yes, pending_no=no, oldest=oldest_hour)
     for name, batches, oldest in db.execute(
-        "SELECT environment, count(*), min(created) FROM outbox_batches GROUP BY environment"
+        "SELECT environment, count(*), min(created) FROM outbox_batches WHERE vendor = 'unleash' "
+        "GROUP BY environment"
     ):
         e = env(name)
         e["batches"] = batches
         e["oldest"] = oldest if e["oldest"] is None else min(e["oldest"], oldest)
     for name, rows, yes, no in db.execute(
         "SELECT b.environment, count(*), sum(i.yes), sum(i.no) FROM outbox_items i "
-        "JOIN outbox_batches b ON b.seq = i.batch_seq WHERE i.kind = 'metric' GROUP BY b.environment"
+        "JOIN outbox_batches b ON b.seq = i.batch_seq WHERE i.kind = 'metric' AND b.vendor = 'unleash' "
+        "GROUP BY b.environment"
     ):
         env(name).update(batch_rows=rows, batch_yes=yes, batch_no=no)
-    for name, rows in db.execute("SELECT environment, count(*) FROM dead_letters GROUP BY environment"):
+    for name, rows in db.execute(
+            "SELECT environment, count(*) FROM dead_letters WHERE vendor = 'unleash' GROUP BY environment"):
         env(name)["dead_letters"] = rows
     instance_id = None
     for key, value in db.execute("SELECT key, value FROM forwarder_state"):
