@@ -42,6 +42,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where the SQLite database lives (default ./data)")
     p.add_argument("--auth", choices=["tokens", "open"], help='"tokens" (default) or "open" for local development')
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                   help='"text" (default) or "json": one JSON object per line')
     p.add_argument("--workers", type=int, help="processes taking ingest on the port (default 1; 2 uses two cores)")
     # Internal: the primary starts its ingest workers with it (proxy/workers/supervisor.py).
     p.add_argument("--worker-index", dest="worker_index", type=int, help=argparse.SUPPRESS)
@@ -67,6 +69,52 @@ def _probe_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
 
 
+def _config_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-config", help="validate a configuration file and the environment without starting",
+        description="Validate FILE merged with the METRICS_PROXY_* environment, as `serve` would read them, "
+                    "without starting. Exit 0 when valid, else 1 with one line per problem naming the option.",
+    )
+    p.add_argument("file", metavar="FILE", help="the TOML file to check")
+    p.set_defaults(run=check_config_command)
+    p = sub.add_parser(
+        "reference", help="print the configuration reference (Markdown) or a sample config (TOML)",
+        description="Print every option with its environment variable, flag, type, default and meaning, "
+                    "generated from the code: Markdown (the options part of docs/configuration.md), or with "
+                    "--toml a configuration file that sets every option to its default.",
+    )
+    p.add_argument("--toml", action="store_true", help="print config/metrics-proxy.toml instead")
+    p.add_argument("--update", metavar="FILE",
+                   help="rewrite the generated part of FILE (docs/configuration.md) in place")
+    p.set_defaults(run=reference_command)
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    from proxy.commands.check import check_config
+
+    status, problems = check_config(args.file)
+    for line in problems:
+        print(f"metrics-proxy: {line}", file=sys.stderr)
+    if status == 0:
+        print(f"{args.file}: valid")
+    return status
+
+
+def reference_command(args: argparse.Namespace) -> int:
+    from proxy.commands import reference
+
+    if args.toml:
+        sys.stdout.write(reference.toml_sample())
+        return 0
+    generated = reference.markdown(build_parser())
+    if args.update:
+        path = Path(args.update)
+        path.write_text(reference.update_markdown(path.read_text(), generated))
+        return 0
+    sys.stdout.write(generated)
+    return 0
+
+
 def probe_command(args: argparse.Namespace) -> int:
     from proxy.commands.probe import base_url, probe
 
@@ -86,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _outbox_parsers(sub)
     _probe_parsers(sub)
+    _config_parsers(sub)
     return parser
 
 
