@@ -138,14 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str, process: str = "") -> None:
-    # With ingest workers all processes share one stream: their lines name the process.
-    tag = f"[{process}] " if process else ""
-    logging.basicConfig(
-        level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", stream=sys.stderr
-    )
-
-
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop
@@ -247,9 +239,10 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from proxy.api.connections import CONNECTION_STATS, connection_guard, raise_descriptor_limit
     from proxy.api.state import STORE
     from proxy.app import create_app
+    from proxy.observability.logs import configure_logging
 
     settings = settings_from_args(args)
-    configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")
+    configure_logging(settings, f"worker {args.worker_index}" if args.worker_index is not None else "")
     # Before anything opens a descriptor; an ingest worker inherits the raised limit and logs it too.
     descriptors = raise_descriptor_limit()
     if args.worker_index is not None:
