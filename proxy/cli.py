@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -183,6 +184,23 @@ def serve_worker(settings: Settings, index: int, descriptors: DescriptorLimit) -
 SHUTDOWN_SECONDS = 20.0  # for requests still being answered when SIGTERM comes
 
 
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how the service is: `READY=1` once it serves, `STOPPING=1` when it
+    begins to stop. The protocol: one datagram to the unix socket named by $NOTIFY_SOCKET (a name
+    starting with "@" is in the abstract namespace). Without the variable, nothing happens."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        logging.getLogger("proxy").warning("could not notify systemd (%s): %s", state, exc)
+
+
 class _CannotListen(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(error.strerror or str(error))
@@ -203,6 +221,7 @@ async def _serve_primary(app: web.Application, settings: Settings, guard: Connec
         if stopping.is_set():
             raise web.GracefulExit()
         stopping.set()
+        sd_notify("STOPPING=1")
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +236,7 @@ async def _serve_primary(app: web.Application, settings: Settings, guard: Connec
                 await web.UnixSite(runner, str(unix_path)).start()
         except OSError as exc:
             raise _CannotListen(exc) from exc
+        sd_notify("READY=1")
         await stopping.wait()
     finally:
         await runner.cleanup()
