@@ -13,7 +13,7 @@ catch-all route, registered last, answers them (404, or 405 naming the allowed m
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 from aiohttp import web
 
@@ -21,27 +21,31 @@ from proxy.api.errors import ApiError, method_not_allowed, not_found
 from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Limit = Callable[[web.Request], None]  # raises an ApiError to refuse the request (api/rate_limits.py)
 CATCH_ALL = "/{tail:.*}"
 
 
 def serve(
     app: web.Application, routes: Iterable[web.RouteDef], stats: HttpStats, *,
     adjust: Callable[[web.Request], web.Request] | None = None, fallback: Handler | None = None,
-    divert: Callable[[web.Request], bool] | None = None,
+    divert: Callable[[web.Request], bool] | None = None, limit: Limit | None = None,
+    unlimited: Collection[str] = (),
 ) -> None:
     """Register `routes`, each handler wrapped, then the catch-all: the JSON 404/405, or `fallback`
     (an ingest worker passes everything else to the primary). What goes to `fallback`, and what
     `divert` sends there, is not counted here: the primary answers it and counts it.
-    `adjust` rewrites a request before its handler sees it (the primary: a worker's client address)."""
+    `adjust` rewrites a request before its handler sees it (the primary: a worker's client address).
+    `limit` is asked first about every request the process answers itself, except on the paths in
+    `unlimited` (health, readiness, metrics); it raises an ApiError (429) to refuse one."""
     passed = _wrapped(fallback, None, adjust) if fallback is not None else None
     wrapped = []
     for route in routes:
-        handler = _wrapped(route.handler, stats, adjust)
+        handler = _wrapped(route.handler, stats, adjust, limit=None if route.path in unlimited else limit)
         if divert is not None and passed is not None:
             handler = _diverting(handler, divert, passed)
         wrapped.append(web.RouteDef(route.method, route.path, handler, route.kwargs))
     app.add_routes(wrapped)
-    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE)
+    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE, limit=limit)
     app.router.add_route("*", CATCH_ALL, catch_all)
 
 
@@ -54,7 +58,7 @@ def _diverting(handler: Handler, divert: Callable[[web.Request], bool], passed: 
 
 def _wrapped(
     handler: Handler, stats: HttpStats | None, adjust: Callable[[web.Request], web.Request] | None,
-    label: str | None = None,
+    label: str | None = None, limit: Limit | None = None,
 ) -> Handler:
     async def serve_request(request: web.Request) -> web.StreamResponse:
         nonlocal label
@@ -63,6 +67,8 @@ def _wrapped(
             request = adjust(request)
         status = 500
         try:
+            if limit is not None:
+                limit(request)
             response = await handler(request)
             status = response.status
             return response
