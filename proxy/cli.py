@@ -51,9 +51,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
+    from proxy.commands import backlog
     from proxy.commands import outbox as commands
 
     commands.add_parsers(sub)
+    backlog.add_parsers(sub)
 
 
 def _probe_parsers(sub: argparse._SubParsersAction) -> None:
@@ -280,11 +282,14 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     app.on_startup.append(_freeze_once_started)  # after the cleanup contexts opened the store
     unix_path = None
     reserved = 0
+    from proxy.workers.supervisor import hold_data_dir
+
+    # One proxy per data folder, and `export` / `import` never beside it.
+    hold_data_dir(settings.database_path.parent)
     if settings.workers > 1:
         from proxy.workers.passthrough import PASS_THROUGH_CONNECTIONS, primary_socket_path
-        from proxy.workers.supervisor import SERVE_ARGV, hold_data_dir
+        from proxy.workers.supervisor import SERVE_ARGV
 
-        hold_data_dir(settings.database_path.parent)
         app[SERVE_ARGV] = list(argv or sys.argv[1:])
         unix_path = primary_socket_path(settings.database_path.parent)
         reserved = PASS_THROUGH_CONNECTIONS * (settings.workers - 1)  # the workers' connections to this process
