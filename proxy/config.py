@@ -139,7 +139,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         "since the last one, and SDK keys are hot, so folding less often does less work; reads and the "
         "forwarder fold first, so they never see stale counts", group="store")] = 5.0
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], option(
-        "the least severe log lines written (to stderr)", group="logs", flag=True)] = "INFO"
+        "the least severe log lines written (to stderr); tokens are never logged", group="logs", flag=True)] = "INFO"
     log_format: Annotated[Literal["text", "json"], option(
         "`text`: one human-readable line per event. `json`: one JSON object per line with the keys `time`, "
         "`level`, `logger`, `process`, `message` and `exception` (null without one). Either way tokens, "
@@ -155,11 +155,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         group="processes", flag=True, ge=1, le=16)] = 1
     max_db_size: Annotated[int, option(
         "bound in bytes on the SQLite database and its `-wal` file together (SQLite enforces the database's "
-        "part with max_page_count); ingest is refused, or makes room (`overflow_policy`), at a high-water mark "
-        "10 % below it", group="store", ge=64 * 1024)] = 1024**3
+        "part with max_page_count; an eighth, at most 64 MiB, is the `-wal` file's share); ingest is refused, or "
+        "makes room (`overflow_policy`), at a high-water mark 10 % below it, and the rest is reserved so that "
+        "every acknowledged count can still be folded", group="store", ge=64 * 1024)] = 1024**3
     overflow_policy: Annotated[Literal["refuse", "drop_oldest"], option(
         "a full store: `refuse` answers ingest 503 + `Retry-After` (SDKs keep their counts); `drop_oldest` "
-        "deletes the oldest undelivered hours and counts every dropped count "
+        "deletes the oldest stored hour (its undelivered counts and its hourly history) until the new counts "
+        "fit, and counts every dropped count in `metrics_proxy_dropped_counts_total{reason=\"overflow_drop_oldest\"}` "
         "([durability.md](durability.md#a-bounded-store-max_db_size-overflow_policy))",
         group="store")] = "refuse"
     idempotency_window: Annotated[PositiveSeconds, option(
@@ -174,11 +176,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         "most impact-metric series (environment, app, name, labels) kept; samples of new series beyond it are "
         "dropped and counted, the post's usage counts are still stored", group="extras", ge=1)] = 10_000
     prometheus_max_usage_series: Annotated[int, option(
-        "most (appName, toggle) pairs rendered as `feature_toggle_usage_total` on a scrape, busiest first; 0 "
-        "leaves the family out", group="extras", ge=0)] = 10_000
+        "most (appName, toggle) pairs rendered as `feature_toggle_usage_total` on a scrape, busiest first "
+        "(`metrics_proxy_usage_series_left_out` counts the rest); 0 leaves the family out",
+        group="extras", ge=0)] = 10_000
     token_revalidation_interval: Annotated[PositiveSeconds, option(
-        "with an `[upstream]`: seconds before a token checked with `{upstream}/edge/validate` is checked "
-        "again", group="extras")] = 3600.0
+        "with an `[upstream]`: a token not listed here is checked once with `POST {upstream}/edge/validate` "
+        "(Unleash mounts `/edge` at its root, beside `/api`); the verdict is stored and checked again after this "
+        "many seconds", group="extras")] = 3600.0
     retention_hours: Annotated[int, option(
         "hourly counts and flag sightings kept for the read endpoints (raw usage, seen toggles). Pruning never "
         "touches the outbox (counts not yet sent)", group="reads", ge=1)] = 48
@@ -189,8 +193,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prune_interval: Annotated[PositiveSeconds, option(
         "seconds between pruning passes; with an upstream, the outbox is never pruned", group="reads")] = 60.0
     read_cache_max_bytes: Annotated[int, option(
-        "bytes of encoded read answers kept for repeated reads until the data or their time window changes "
-        "(plain and gzip variants together); 0 turns the cache off", group="reads", ge=0)] = 32 * 1024 * 1024
+        "bytes of encoded read answers kept for repeated reads until a fold or pruning changes the data or the "
+        "clock moves their window (plain and gzip variants together, gzip for answers of 2 KiB and more; least "
+        "recently used first out); 0 turns the cache off", group="reads", ge=0)] = 32 * 1024 * 1024
     read_cache_max_entries: Annotated[int, option(
         "cached read answers", group="reads", ge=1)] = 1000
     max_connections: Annotated[int, option(

@@ -234,7 +234,8 @@ def _plain(text: str) -> str:
 
 
 def _comment(text: str, prefix: str = "# ") -> list[str]:
-    return [prefix + line for line in textwrap.wrap(_plain(text), 100 - len(prefix))]
+    return [prefix + line for line in textwrap.wrap(_plain(text), 100 - len(prefix), break_long_words=False,
+                                                    break_on_hyphens=False)]
 
 
 def _setting(o: Option, commented: bool) -> list[str]:
