@@ -16,6 +16,7 @@ from proxy.api import backstage, body, openapi
 from proxy.api.answer_cache import AnswerCache
 from proxy.api.answer_cache_metrics import AnswerCacheCollector
 from proxy.api.connections import CONNECTION_STATS
+from proxy.api.rate_limits import RateLimiter
 from proxy.api.routing import serve
 from proxy.api.state import (
     ANSWER_CACHE,
@@ -108,8 +109,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_store_ctx)
     routes = backstage.routes() + unleash.install(app) + launchdarkly.install(app)
     routes.append(openapi.install(app, openapi_document(tokens=settings.auth == "tokens")))
+    limiter = RateLimiter.of(settings, http_stats)
     serve(app, routes, http_stats, adjust=with_client_address if settings.workers > 1 else None,
-          renderers=launchdarkly.ERROR_RENDERERS)
+          renderers=launchdarkly.ERROR_RENDERERS, limit=limiter.check if limiter else None,
+          unlimited={r.path for r in backstage.routes()})
     if settings.workers > 1:
         app.cleanup_ctx.append(workers_ctx)  # last: starts after the store opens, stops before it closes
     return app

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,15 +43,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where the SQLite database lives (default ./data)")
     p.add_argument("--auth", choices=["tokens", "open"], help='"tokens" (default) or "open" for local development')
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                   help='"text" (default) or "json": one JSON object per line')
     p.add_argument("--workers", type=int, help="processes taking ingest on the port (default 1; 2 uses two cores)")
     # Internal: the primary starts its ingest workers with it (proxy/workers/supervisor.py).
     p.add_argument("--worker-index", dest="worker_index", type=int, help=argparse.SUPPRESS)
 
 
 def _outbox_parsers(sub: argparse._SubParsersAction) -> None:
+    from proxy.commands import backlog
     from proxy.commands import outbox as commands
 
     commands.add_parsers(sub)
+    backlog.add_parsers(sub)
 
 
 def _probe_parsers(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +70,52 @@ def _probe_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--host", help="host of the proxy (default: the configured host)")
         p.add_argument("--port", type=int, help="port of the proxy (default: the configured port)")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+
+
+def _config_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-config", help="validate a configuration file and the environment without starting",
+        description="Validate FILE merged with the METRICS_PROXY_* environment, as `serve` would read them, "
+                    "without starting. Exit 0 when valid, else 1 with one line per problem naming the option.",
+    )
+    p.add_argument("file", metavar="FILE", help="the TOML file to check")
+    p.set_defaults(run=check_config_command)
+    p = sub.add_parser(
+        "reference", help="print the configuration reference (Markdown) or a sample config (TOML)",
+        description="Print every option with its environment variable, flag, type, default and meaning, "
+                    "generated from the code: Markdown (the options part of docs/configuration.md), or with "
+                    "--toml a configuration file that sets every option to its default.",
+    )
+    p.add_argument("--toml", action="store_true", help="print config/metrics-proxy.toml instead")
+    p.add_argument("--update", metavar="FILE",
+                   help="rewrite the generated part of FILE (docs/configuration.md) in place")
+    p.set_defaults(run=reference_command)
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    from proxy.commands.check import check_config
+
+    status, problems = check_config(args.file)
+    for line in problems:
+        print(f"metrics-proxy: {line}", file=sys.stderr)
+    if status == 0:
+        print(f"{args.file}: valid")
+    return status
+
+
+def reference_command(args: argparse.Namespace) -> int:
+    from proxy.commands import reference
+
+    if args.toml:
+        sys.stdout.write(reference.toml_sample())
+        return 0
+    generated = reference.markdown(build_parser())
+    if args.update:
+        path = Path(args.update)
+        path.write_text(reference.update_markdown(path.read_text(), generated))
+        return 0
+    sys.stdout.write(generated)
+    return 0
 
 
 def probe_command(args: argparse.Namespace) -> int:
@@ -86,15 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _outbox_parsers(sub)
     _probe_parsers(sub)
+    _config_parsers(sub)
     return parser
-
-
-def configure_logging(level: str, process: str = "") -> None:
-    # With ingest workers all processes share one stream: their lines name the process.
-    tag = f"[{process}] " if process else ""
-    logging.basicConfig(
-        level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -142,6 +186,23 @@ def serve_worker(settings: Settings, index: int, descriptors: DescriptorLimit) -
 SHUTDOWN_SECONDS = 20.0  # for requests still being answered when SIGTERM comes
 
 
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how the service is: `READY=1` once it serves, `STOPPING=1` when it
+    begins to stop. The protocol: one datagram to the unix socket named by $NOTIFY_SOCKET (a name
+    starting with "@" is in the abstract namespace). Without the variable, nothing happens."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        logging.getLogger("proxy").warning("could not notify systemd (%s): %s", state, exc)
+
+
 class _CannotListen(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(error.strerror or str(error))
@@ -162,6 +223,7 @@ async def _serve_primary(app: web.Application, settings: Settings, guard: Connec
         if stopping.is_set():
             raise web.GracefulExit()
         stopping.set()
+        sd_notify("STOPPING=1")
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,6 +238,7 @@ async def _serve_primary(app: web.Application, settings: Settings, guard: Connec
                 await web.UnixSite(runner, str(unix_path)).start()
         except OSError as exc:
             raise _CannotListen(exc) from exc
+        sd_notify("READY=1")
         await stopping.wait()
     finally:
         await runner.cleanup()
@@ -198,9 +261,10 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from proxy.api.connections import CONNECTION_STATS, connection_guard, raise_descriptor_limit
     from proxy.api.state import STORE
     from proxy.app import create_app
+    from proxy.observability.logs import configure_logging
 
     settings = settings_from_args(args)
-    configure_logging(settings.log_level, f"worker {args.worker_index}" if args.worker_index is not None else "")
+    configure_logging(settings, f"worker {args.worker_index}" if args.worker_index is not None else "")
     # Before anything opens a descriptor; an ingest worker inherits the raised limit and logs it too.
     descriptors = raise_descriptor_limit()
     if args.worker_index is not None:
@@ -218,11 +282,14 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     app.on_startup.append(_freeze_once_started)  # after the cleanup contexts opened the store
     unix_path = None
     reserved = 0
+    from proxy.workers.supervisor import hold_data_dir
+
+    # One proxy per data folder, and `export` / `import` never beside it.
+    hold_data_dir(settings.database_path.parent)
     if settings.workers > 1:
         from proxy.workers.passthrough import PASS_THROUGH_CONNECTIONS, primary_socket_path
-        from proxy.workers.supervisor import SERVE_ARGV, hold_data_dir
+        from proxy.workers.supervisor import SERVE_ARGV
 
-        hold_data_dir(settings.database_path.parent)
         app[SERVE_ARGV] = list(argv or sys.argv[1:])
         unix_path = primary_socket_path(settings.database_path.parent)
         reserved = PASS_THROUGH_CONNECTIONS * (settings.workers - 1)  # the workers' connections to this process

@@ -152,7 +152,7 @@ async def test_auth_refusal_pauses_only_that_environment_and_keeps_its_batches(f
     clock.advance(300)
     assert await client.forwarder.flush() == 1
     assert len(stub.received) == tries + 1
-    assert sum("upstream refused environment" in r.getMessage() for r in caplog.records) == 1
+    assert sum("paused, it refused the environment" in r.getMessage() for r in caplog.records) == 1
     refuse_dev["on"] = False
     clock.advance(300)
     assert await client.forwarder.flush() == 0

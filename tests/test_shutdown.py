@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.support import (
     ADMIN_TOKEN,
     CLIENT_TOKEN,
@@ -37,7 +39,8 @@ def last_hour_yes(url: str) -> int:
         return json.load(resp)["lastHour"]["flag"]["yes"]
 
 
-def test_a_second_sigterm_during_the_final_flush_exits_promptly_and_loses_nothing(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_during_the_final_flush_exits_promptly_and_loses_nothing(tmp_path, signum):
     nothing_listens = free_port()  # the upstream is down: the final flush keeps retrying
     proxy = ProxyProcess(tmp_path / "data", extra_env={
         "METRICS_PROXY_UPSTREAM_URL": f"http://127.0.0.1:{nothing_listens}/api",
@@ -48,11 +51,11 @@ def test_a_second_sigterm_during_the_final_flush_exits_promptly_and_loses_nothin
         proxy.start()
         assert post_metrics(proxy.url, 5) == 202
         assert post_metrics(proxy.url, 7) == 202
-        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.proc.send_signal(signum)
         time.sleep(1.0)  # inside the final flush (up to 20 s against a dead upstream)
         assert proxy.proc.poll() is None
         started = time.monotonic()
-        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.proc.send_signal(signum)
         proxy.proc.wait(10)
         assert time.monotonic() - started < 10
 
@@ -60,6 +63,24 @@ def test_a_second_sigterm_during_the_final_flush_exits_promptly_and_loses_nothin
         assert last_hour_yes(proxy.url) == 12
         assert proxy.terminate() == 0  # one SIGTERM: a clean stop, exit 0
         assert "every acknowledged count is on disk" in proxy.log()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_one_signal_stops_gracefully_with_exit_status_0(tmp_path, signum):
+    """SIGINT (Ctrl-C, `docker stop` of an image whose STOPSIGNAL is SIGINT) takes the same graceful
+    path as SIGTERM: the store closes after the last commit, and a restart finds every count."""
+    proxy = ProxyProcess(tmp_path / "data")
+    try:
+        proxy.start()
+        assert post_metrics(proxy.url, 4) == 202
+        proxy.proc.send_signal(signum)
+        assert proxy.proc.wait(30) == 0
+        assert "every acknowledged count is on disk" in proxy.log()
+        assert "Traceback" not in proxy.log() and "KeyboardInterrupt" not in proxy.log()
+        proxy.start()
+        assert last_hour_yes(proxy.url) == 4
     finally:
         proxy.stop()
 

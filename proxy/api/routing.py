@@ -13,7 +13,7 @@ catch-all route, registered last, answers them (404, or 405 naming the allowed m
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from proxy.api.errors import ApiError, ErrorRenderer, method_not_allowed, not_fo
 from proxy.observability.http_metrics import KNOWN_METHODS, UNMATCHED_ROUTE, HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Limit = Callable[[web.Request], None]  # raises an ApiError to refuse the request (api/rate_limits.py)
 CATCH_ALL = "/{tail:.*}"
 
 
@@ -28,23 +29,27 @@ def serve(
     app: web.Application, routes: Iterable[web.RouteDef], stats: HttpStats, *,
     adjust: Callable[[web.Request], web.Request] | None = None, fallback: Handler | None = None,
     divert: Callable[[web.Request], bool] | None = None,
-    renderers: Sequence[tuple[str, ErrorRenderer]] = (),
+    renderers: Sequence[tuple[str, ErrorRenderer]] = (), limit: Limit | None = None,
+    unlimited: Collection[str] = (),
 ) -> None:
     """Register `routes`, each handler wrapped, then the catch-all: the JSON 404/405, or `fallback`
     (an ingest worker passes everything else to the primary). What goes to `fallback`, and what
     `divert` sends there, is not counted here: the primary answers it and counts it.
     `adjust` rewrites a request before its handler sees it (the primary: a worker's client address).
     `renderers` are (path prefix, renderer) pairs: a route whose path starts with the prefix, and an
-    unmatched request whose path does, renders its ApiErrors in that vendor's error body."""
+    unmatched request whose path does, renders its ApiErrors in that vendor's error body.
+    `limit` is asked first about every request the process answers itself, except on the paths in
+    `unlimited` (health, readiness, metrics); it raises an ApiError (429) to refuse one."""
     passed = _wrapped(fallback, None, adjust) if fallback is not None else None
     wrapped = []
     for route in routes:
-        handler = _wrapped(route.handler, stats, adjust, render=_renderer_for(route.path, renderers))
+        handler = _wrapped(route.handler, stats, adjust, render=_renderer_for(route.path, renderers),
+                           limit=None if route.path in unlimited else limit)
         if divert is not None and passed is not None:
             handler = _diverting(handler, divert, passed)
         wrapped.append(web.RouteDef(route.method, route.path, handler, route.kwargs))
     app.add_routes(wrapped)
-    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE,
+    catch_all = passed or _wrapped(_unmatched, stats, adjust, label=UNMATCHED_ROUTE, limit=limit,
                                    pick_render=_by_request_path(renderers) if renderers else None)
     app.router.add_route("*", CATCH_ALL, catch_all)
 
@@ -70,7 +75,7 @@ def _diverting(handler: Handler, divert: Callable[[web.Request], bool], passed: 
 def _wrapped(
     handler: Handler, stats: HttpStats | None, adjust: Callable[[web.Request], web.Request] | None,
     label: str | None = None, render: ErrorRenderer | None = None,
-    pick_render: Callable[[web.Request], ErrorRenderer | None] | None = None,
+    pick_render: Callable[[web.Request], ErrorRenderer | None] | None = None, limit: Limit | None = None,
 ) -> Handler:
     """`render`: how the route renders an ApiError (None: ApiError.response()); `pick_render`, for
     the catch-all, chooses it by the request."""
@@ -82,6 +87,8 @@ def _wrapped(
             request = adjust(request)
         status = 500
         try:
+            if limit is not None:
+                limit(request)
             response = await handler(request)
             status = response.status
             return response

@@ -77,7 +77,10 @@ class Delivery:
         # moves (tests/reliability/test_long_outage.py) instead of waiting for it.
         self.sleep = sleep
         self._paused_until: dict[str, float] = {}
-        self._pause_logged: dict[str, int | None] = {}  # env -> status last logged
+        self._pause_logged: dict[str, int | None] = {}  # env -> status last recorded
+        # What the log last said of each environment's upstream: one line per change (backing
+        # off, paused, resumed, drained), never one per retry. Absent: sending normally.
+        self._condition: dict[str, str] = {}
         # Ids of the batches being sent. Ids, not seqs: SQLite hands a deleted batch's seq out
         # again, and a guard keyed by seq lifted by one batch would lift another's.
         self._in_flight: set[str] = set()
@@ -129,13 +132,18 @@ class Delivery:
                         log.error("reading the batches of %s failed, retried on the next tick: %s", env, exc)
                     sending.update(self._start(batch) for batch in batches)
                 if not sending:
+                    if not failed and not self.is_paused(env, self.clock.now()):
+                        self._drained(env)
                     return
                 done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
                         failed = True
-                        log.error("sending or settling a batch of %s failed; the environment takes no new "
-                                  "batches until the next tick: %r", env, task.exception())
+                        if self._condition.get(env) != "failing":  # once until a batch goes through
+                            self._condition[env] = "failing"
+                            log.error("upstream of %r: failing, sending or settling a batch failed; the "
+                                      "environment takes no new batches until the next tick: %r",
+                                      env, task.exception())
         finally:
             for task in sending:
                 task.cancel()
@@ -163,6 +171,7 @@ class Delivery:
             self.stats.batches_delivered += 1
             self.stats.last_success_time = now
             self._unpause(batch.environment)  # the upstream takes its batches (delivered() cleared the record)
+            self._resumed(batch.environment)
             if self.settled is not None:
                 await self.settled(batch, result)
         elif status in self.policy.rejected:
@@ -188,6 +197,7 @@ class Delivery:
                     ambiguous = True
                     self.stats.ambiguous_batches += 1
                 if result.retryable:
+                    self._backing_off(batch.environment, result)
                     self._record_attempt(batch, result)
                     raise _Retryable(result)
         return result
@@ -247,16 +257,38 @@ class Delivery:
         # Logged and recorded once per refusal reason, not on every slow retry; a 2xx resets it.
         if self._pause_logged.get(env) == result.status:
             return
-        log.error(
-            "upstream refused environment %r (%s); its batches are kept and retried every %.0f s",
-            env, result.error[:200], self.policy.auth_retry_interval,
-        )
+        if self._condition.get(env) != f"paused {result.status}":
+            self._condition[env] = f"paused {result.status}"
+            log.error(
+                "upstream of %r: paused, it refused the environment (%s); its batches are kept and retried "
+                "every %g s", env, result.error[:200], self.policy.auth_retry_interval,
+            )
         try:
             self.outbox.set_pause(env, result.error[:200])
         except StorageUnavailable as exc:
             log.warning("could not record the pause of %r (written at its next refusal): %s", env, exc)
         else:
             self._pause_logged[env] = result.status
+
+    # --- what the log says of an environment's upstream: one line per change ----------------
+
+    def _backing_off(self, env: str, result: SendResult) -> None:
+        if self._condition.get(env) != "backing off":
+            self._condition[env] = "backing off"
+            log.warning("upstream of %r: backing off after %s; retried with backoff up to %g s, nothing is "
+                        "dropped", env, result.error[:200], self.policy.retry_max)
+
+    def _resumed(self, env: str) -> None:
+        if self._condition.get(env, "resumed") != "resumed":
+            self._condition[env] = "resumed"
+            log.info("upstream of %r: resumed, it takes batches again; %d batches wait", env,
+                     self.outbox.pending_batch_count(env))
+
+    def _drained(self, env: str) -> None:
+        """The drain found nothing left to send: after a resume, that is the backlog gone."""
+        if self._condition.get(env) == "resumed" and self.outbox.pending_batch_count(env) == 0:
+            del self._condition[env]
+            log.info("upstream of %r: drained, every batch cut so far is delivered", env)
 
     def _unpause(self, env: str) -> None:
         """A 2xx: the upstream takes the environment's batches again, whatever a refusal answered

@@ -36,18 +36,20 @@ class HttpStats:
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # route, method, status
     bytes_in: Counter[str] = field(default_factory=Counter)  # by route
     durations: defaultdict[str, RouteDurations] = field(default_factory=lambda: defaultdict(RouteDurations))
+    rate_limited: Counter[str] = field(default_factory=Counter)  # requests answered 429, by limit (api/rate_limits.py)
 
     def plus(self, workers: list[WorkerCounters]) -> HttpStats:
         """These requests and the ingest workers' (observability/worker_stats.py)."""
         if not workers:
             return self
-        total = HttpStats(Counter(self.requests), Counter(self.bytes_in))
+        total = HttpStats(Counter(self.requests), Counter(self.bytes_in), rate_limited=Counter(self.rate_limited))
         for route, durations in self.durations.items():
             total.durations[route] = RouteDurations(list(durations.buckets), durations.total_seconds)
         for counters in workers:
             for route, method, status, n in counters.http_requests:
                 total.requests[(route, method, status)] += n
             total.bytes_in.update(counters.http_bytes)
+            total.rate_limited.update(counters.rate_limited)
             for route, (buckets, seconds) in counters.http_durations.items():
                 mine = total.durations[route]
                 mine.buckets = [a + b for a, b in zip(mine.buckets, buckets, strict=True)]
@@ -87,6 +89,14 @@ class HttpCollector(Collector):
         for route, n in sorted(stats.bytes_in.items()):
             bytes_in.add_metric([route], n)
         yield bytes_in
+        limited = CounterMetricFamily(
+            "metrics_proxy_rate_limited_requests",
+            "Requests answered 429 by an inbound rate limit (rate_limit_per_token, rate_limit_per_address), by limit",
+            labels=["limit"],
+        )
+        for limit in ("address", "token"):
+            limited.add_metric([limit], stats.rate_limited[limit])
+        yield limited
         durations = HistogramMetricFamily(
             "metrics_proxy_http_request_duration_seconds", "Time to answer an HTTP request, by route",
             labels=["route"],

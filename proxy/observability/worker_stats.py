@@ -23,6 +23,7 @@ class WorkerCounters(msgspec.Struct, kw_only=True):
     http_bytes: dict[str, int] = {}
     http_durations: dict[str, tuple[list[int], float]] = {}  # route -> (bucket counts, seconds)
     backlog_waits: int = 0
+    rate_limited: dict[str, int] = {}  # requests answered 429, by limit
     connections: ConnectionCounts = msgspec.field(default_factory=ConnectionCounts)
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proxy.api import body
 from proxy.api.connections import CONNECTION_STATS, DescriptorLimit, GuardedSite, connection_guard
+from proxy.api.rate_limits import RateLimiter
 from proxy.api.routing import serve
 from proxy.api.state import CLOCK, INGEST, INGEST_STATS, SETTINGS
 from proxy.auth import presented_token
@@ -83,7 +84,8 @@ def create_worker_app(settings: Settings, index: int, clock: Clock | None = None
     app.on_cleanup.append(pass_through.close)
     routes = [route for route in client.routes() if route.path in INGEST_ROUTES]
     divert = _unlisted_token(auth) if settings.upstream is not None and settings.auth == "tokens" else None
-    serve(app, routes, http_stats, fallback=pass_through, divert=divert)
+    limiter = RateLimiter.of(settings, http_stats)
+    serve(app, routes, http_stats, fallback=pass_through, divert=divert, limit=limiter.check if limiter else None)
     return app
 
 

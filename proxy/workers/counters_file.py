@@ -35,6 +35,7 @@ def snapshot(ingest: IngestStats, http: HttpStats, backlog_waits: int = 0,
         dropped=dict(ingest.dropped), backlog_waits=backlog_waits,
         http_requests=[(*key, n) for key, n in http.requests.items()], http_bytes=dict(http.bytes_in),
         http_durations={route: (list(d.buckets), d.total_seconds) for route, d in http.durations.items()},
+        rate_limited=dict(http.rate_limited),
         connections=(connections or ConnectionStats()).counts(),
     )
 

@@ -77,11 +77,18 @@ class Forwarder:
 
     async def _run(self) -> None:
         # Batches persisted by a previous run (a crash mid-send) go out first, under their ids.
+        failing = False  # logged once per run of failing ticks, not on every tick
         while True:
             try:
                 await self.tick()
             except StorageUnavailable as exc:  # e.g. disk full while cutting: nothing moved, try again later
-                log.error("cutting upstream batches failed, will retry: %s", exc)
+                if not failing:
+                    log.error("cutting upstream batches failed, retried every flush interval: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("cutting upstream batches works again")
+                failing = False
             await asyncio.sleep(self.settings.flush_interval)
 
     async def stop(self) -> None:
@@ -144,8 +151,10 @@ class Forwarder:
                 if exc.disk_full and share < 1.0 and self.outbox.pending_batch_count() == 0:
                     share = 1.0
                     continue
+                if env not in self._cut_blocked:  # once until a cut of it succeeds again
+                    log.error("could not cut pending counts of %r into batches (kept pending, retried every "
+                              "flush interval): %s", env, exc)
                 self._cut_blocked.add(env)
-                log.error("could not cut pending counts of %r into batches (kept pending): %s", env, exc)
                 return
             self._cut_blocked.discard(env)
             if not more:
