@@ -10,6 +10,7 @@ import time
 import aiohttp
 
 from proxy.api.rate_limits import TokenBuckets
+from tests.ld_support import BETA, LD_SETTINGS, custom_metric, error_of
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, PROD_TOKEN, ProxyProcess, client_headers, epoch_ms
 
 BACKSTAGE = ["/internal-backstage/health", "/internal-backstage/ready", "/internal-backstage/prometheus", "/metrics"]
@@ -46,6 +47,16 @@ async def test_a_token_over_its_limit_gets_429_while_another_token_keeps_getting
     assert limited_count(metrics, "token") == statuses.count(429) + 1
     assert limited_count(metrics, "address") == 0
     assert 'metrics_proxy_http_requests_total{method="POST",route="/api/client/metrics",status="429"}' in metrics
+
+
+async def test_launchdarklys_routes_answer_429_in_launchdarklys_error_body(make_client):
+    client = await make_client(launchdarkly=LD_SETTINGS, rate_limit_per_token=1.0, rate_limit_burst_seconds=2.0)
+    statuses = [(await client.post("/api/v2/metrics/p", json=custom_metric(f"m{i}"), headers=BETA)).status
+                for i in range(6)]
+    assert statuses[:2] == [201, 201] and 429 in statuses, statuses
+    refused = await client.get("/api/v2/metrics/p", headers=BETA)
+    assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+    assert "retry after" in await error_of(refused, 429, "rate_limited")
 
 
 async def test_without_limits_nothing_is_refused(make_client):
