@@ -81,6 +81,9 @@ def test_every_documented_environment_variable_sets_its_option(option):
     # a table's required options (upstream.url) must be set for the table to be valid
     environ = {o.env: "http://upstream.example/api" for o in all_options()
                if o.table is not None and o.table == option.table and o.default is msgspec.NODEFAULT}
+    if option.table == "launchdarkly" and option.name in ("api_url", "api_token"):  # the two go together
+        environ.update({"METRICS_PROXY_LAUNCHDARKLY_API_URL": "http://ld.example",
+                        "METRICS_PROXY_LAUNCHDARKLY_API_TOKEN": "api-token"})
     raw, value = differs_from_default(option)
     environ[option.env] = raw
     settings = load_settings(environ=environ)

@@ -154,7 +154,11 @@ def _idle(handler: web.RequestHandler) -> bool:
     not begun. aiohttp parks such a connection on `_waiter`, and its keep-alive timer closes a
     connection on the same test."""
     waiter = handler._waiter
-    return waiter is not None and not waiter.done()
+    if waiter is not None and not waiter.done():
+        return True
+    # Just accepted, its handler task not yet run (a loaded loop lags): no waiter yet, but with no
+    # request parsed or queued it cannot be busy with one.
+    return handler._request_count == 0 and not handler._messages and not handler._request_in_progress
 
 
 def _requests_parsed(handler: web.RequestHandler) -> int:
