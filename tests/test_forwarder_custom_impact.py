@@ -3,7 +3,7 @@ they stay local), and impact metrics travel inside the bulk batches (Unleash Edg
 
 from __future__ import annotations
 
-from tests.support import client_headers, epoch_ms
+from tests.support import ADMIN_TOKEN, client_headers, epoch_ms
 
 
 async def post_custom(client, name: str, value: float, **labels) -> None:
@@ -73,3 +73,24 @@ async def test_impact_metrics_are_forwarded_inside_bulk_batches(forwarding_clien
     # Sent once: the next flush sends no impact metrics again.
     await client.forwarder.flush()
     assert sum(len(rec.body.get("impactMetrics", [])) for rec in stub.delivered()) == 2
+
+
+async def test_a_chained_proxy_keeps_the_impact_metrics_it_is_forwarded_under_their_app(
+        forwarding_client, make_client, stub, tmp_path):
+    """The bulk body one proxy sends is what the next proxy of a chain takes: each impact entry
+    names its app (a bulk body has none of its own), so the next proxy files it, not drops it."""
+    client = await forwarding_client()
+    counter = {"name": "signups", "help": "sign-ups", "type": "counter",
+               "samples": [{"value": 3, "labels": {"plan": "pro"}}]}
+    resp = await client.post("/api/client/metrics", json={"appName": "web", "instanceId": "i-1",
+                                                          "impactMetrics": [counter]}, headers=client_headers())
+    assert resp.status == 202
+    await client.forwarder.flush()
+    [sent] = [rec.body for rec in stub.delivered() if rec.body.get("impactMetrics")]
+    assert [m["appName"] for m in sent["impactMetrics"]] == ["web"]
+    downstream = await make_client(data_dir=str(tmp_path / "next-proxy"))
+    resp = await downstream.post("/api/client/metrics/bulk", json=sent, headers=client_headers())
+    assert resp.status == 202, await resp.text()
+    text = await (await downstream.get("/internal-backstage/impact/metrics",
+                                       headers={"Authorization": ADMIN_TOKEN})).text()
+    assert 'signups{appName="web",environment="development",plan="pro"} 3' in text, text

@@ -72,7 +72,9 @@ def impact_item(pending: PendingImpact) -> OutboxItem:
         sample = ImpactSample(labels=labels, count=row.count, sum=row.sum, buckets=buckets)
     else:
         sample = ImpactSample(labels=labels, value=row.value)
-    body = SentImpactMetric(name=row.name, help=row.help, type=row.kind, samples=[sample])
+    # appName as Unleash Edge sends it: a bulk body has no app of its own, and a proxy it is chained
+    # to files an entry without one nowhere (Unleash accepts the field).
+    body = SentImpactMetric(name=row.name, help=row.help, type=row.kind, samples=[sample], appName=row.app_name)
     return OutboxItem("impact", _encode(body).decode())
 
 
