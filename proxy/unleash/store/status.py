@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import aiosqlite
+
 
 def status_report(db: sqlite3.Connection) -> dict:
     """What `metrics-proxy status` prints, read from any connection (it opens the file read-only)."""
@@ -63,3 +65,30 @@ def read_status(path) -> dict:
         raise StatusUnavailable(str(exc)) from exc
     finally:
         db.close()
+
+
+# --- the operator status document (proxy/api/status/), on the read-only connection ----------------
+
+TOP = 10  # flags and apps listed by evaluations in the last hour
+
+
+async def pending_rows(db: aiosqlite.Connection) -> dict[str, tuple[int, int, int]]:
+    """Per environment: (rows, yes + no, oldest hour) not yet cut into batches."""
+    async with db.execute("SELECT environment, count(*), sum(yes + no), min(hour) FROM pending_counts "
+                          "GROUP BY environment") as cursor:
+        return {row[0]: (row[1], row[2] or 0, row[3]) for row in await cursor.fetchall()}
+
+
+async def last_hour_usage(db: aiosqlite.Connection, first_minute: int) -> tuple[dict[int, int], list[tuple],
+                                                                                    list[tuple]]:
+    """Evaluations per minute from `first_minute` on, and the TOP flags and apps by evaluations then
+    (from the per-minute rollups: flags x 60 and apps x 60 rows an hour)."""
+    async with db.execute("SELECT minute, sum(yes + no) FROM minute_app_totals WHERE minute >= ? GROUP BY minute",
+                          (first_minute,)) as cursor:
+        per_minute = {row[0]: row[1] for row in await cursor.fetchall()}
+    tops = []
+    for table, column in (("minute_flag_totals", "feature_name"), ("minute_app_totals", "app_name")):
+        async with db.execute(f"SELECT {column}, sum(yes + no) AS n FROM {table} WHERE minute >= ? "
+                              f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?", (first_minute, TOP)) as cursor:
+            tops.append([tuple(row) for row in await cursor.fetchall()])
+    return per_minute, tops[0], tops[1]

@@ -1,0 +1,36 @@
+"""The Unleash room's section of the operator status (proxy/api/status/): per environment, what
+waits to be sent to the upstream Unleash and how sending goes; the evaluations of the last hour."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.api.state import SETTINGS
+from proxy.api.status import queues
+from proxy.api.status.schemas import VendorStatus
+from proxy.storage.database import StatusReader
+from proxy.storage.outbox_status import UNLEASH, outbox_queues
+from proxy.unleash.state import FORWARDER
+from proxy.unleash.store import status as store_status
+
+
+async def section(app: web.Application, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
+    settings = app[SETTINGS]
+    forwarder = app.get(FORWARDER)
+    stored = await reader.read(outbox_queues, UNLEASH)
+    pending = await reader.read(store_status.pending_rows)
+    minutes = queues.last_hour(now)
+    per_minute, top_flags, top_apps = await reader.read(store_status.last_hour_usage, minutes[0])
+    environments = sorted(set(stored) | set(pending) | set(settings.upstream.tokens if settings.upstream else ()))
+    entries = []
+    for name in environments:
+        rows, count, oldest_hour = pending.get(name, (0, 0, None))
+        condition = forwarder.delivery.condition(name) if forwarder is not None else queues.NO_CONDITION
+        entries.append(queues.queue(
+            name, "environment", now, stored.get(name), upstream=forwarder is not None, condition=condition,
+            pending_rows=rows, pending_count=count, pending_since=oldest_hour, live=live))
+    return VendorStatus(
+        vendor="unleash", upstream=queues.redact_url(settings.upstream.url) if settings.upstream else None,
+        queues=entries, ingestPerMinute=queues.per_minute(minutes, per_minute),
+        topFlags=queues.usage(top_flags), topApps=queues.usage(top_apps),
+    )
