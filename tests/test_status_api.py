@@ -155,3 +155,26 @@ def test_secrets_are_redacted():
     assert redact_url("https://user:pw@unleash.example:4242/api") == "https://***@unleash.example:4242/api"
     assert redact_url("http://unleash:4242/api") == "http://unleash:4242/api"
     assert redact_secret("sdk-1234567890abcd") == "****abcd" and redact_secret("short") == "****"
+
+
+async def test_an_environment_without_an_upstream_token_is_paused(forwarding_client, clock):
+    from tests.forwarding import UPSTREAM_DEV
+
+    client = await forwarding_client(tokens={"development": UPSTREAM_DEV})
+    await post_metrics(client, {"flag": (2, 0)}, clock.now(), token=PROD_TOKEN)
+    doc = await status_of(client)
+    prod = queue(doc, "unleash", "production")
+    assert prod["state"] == "paused" and "no upstream token" in prod["pausedReason"] and prod["pendingCount"] == 2
+    assert [(d["cause"], d["queue"]) for d in doc["degradations"]] == [("paused", "production")]
+
+
+async def test_the_page_is_served_without_a_token_and_loads_nothing_from_elsewhere(client):
+    from proxy.api.status.routes import PAGE_FILES
+
+    for path, (_name, content_type) in PAGE_FILES.items():
+        response = await client.get(path)
+        assert response.status == 200 and response.content_type == content_type
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    html = await (await client.get("/")).text()
+    assert "http://" not in html and "https://" not in html  # no CDN, no font service
+    assert ADMIN_TOKEN not in html

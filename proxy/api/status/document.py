@@ -40,7 +40,7 @@ def degradations(vendors: list[VendorStatus], store: StoreStatus, now: float,
                                          message=message))
 
             if q.state == "failing" and (q.stateSince is None or now - q.stateSince >= limits.failing_after):
-                add("upstream_failing", f"sending has failed since {_since(q.stateSince, now)}: {q.lastError or '-'}")
+                add("upstream_failing", f"sending has failed for {_since(q.stateSince, now)}: {q.lastError or '-'}")
             elif q.state == "paused":
                 add("paused", f"the upstream refused it: {q.pausedReason or q.lastError or '-'}")
             if q.deadLetters:

@@ -13,6 +13,8 @@ from proxy.storage.outbox_status import UNLEASH, outbox_queues
 from proxy.unleash.state import FORWARDER
 from proxy.unleash.store import status as store_status
 
+NO_TOKEN = "no upstream token for this environment in [upstream] tokens: its counts stay here"
+
 
 async def section(app: web.Application, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
     settings = app[SETTINGS]
@@ -26,9 +28,13 @@ async def section(app: web.Application, reader: StatusReader, now: float, live: 
     for name in environments:
         rows, count, oldest_hour = pending.get(name, (0, 0, None))
         condition = forwarder.delivery.condition(name) if forwarder is not None else queues.NO_CONDITION
-        entries.append(queues.queue(
+        entry = queues.queue(
             name, "environment", now, stored.get(name), upstream=forwarder is not None, condition=condition,
-            pending_rows=rows, pending_count=count, pending_since=oldest_hour, live=live))
+            pending_rows=rows, pending_count=count, pending_since=oldest_hour, live=live)
+        if settings.upstream is not None and name not in settings.upstream.tokens:
+            # Nothing of it can be sent (Unleash binds a client token to one environment): as good as refused.
+            entry.state, entry.pausedReason = "paused", NO_TOKEN
+        entries.append(entry)
     return VendorStatus(
         vendor="unleash", upstream=queues.redact_url(settings.upstream.url) if settings.upstream else None,
         queues=entries, ingestPerMinute=queues.per_minute(minutes, per_minute),
