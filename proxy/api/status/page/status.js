@@ -214,11 +214,12 @@ function stateCell(q, now) {
 
 function details(q) {
   const parts = [];
-  if (q.pausedReason) parts.push("Paused: " + q.pausedReason);
+  const sentence = (text) => (/[.!?]$/.test(text) ? text : text + ".");
+  if (q.pausedReason) parts.push(sentence("Paused: " + q.pausedReason));
   if (q.nextAttempt) parts.push("Next attempt " + clockTime(q.nextAttempt) + ".");
-  if (q.lastError && !q.pausedReason) parts.push("Last error: " + q.lastError);
+  if (q.lastError && !q.pausedReason) parts.push(sentence("Last error: " + q.lastError));
   if (q.attempts) parts.push(q.attempts + " failed attempts of the oldest payload.");
-  if (q.newestDeadLetterReason) parts.push("Newest dead letter: " + q.newestDeadLetterReason);
+  if (q.newestDeadLetterReason) parts.push(sentence("Newest dead letter: " + q.newestDeadLetterReason));
   return parts.join(" ") || "–";
 }
 
