@@ -93,6 +93,7 @@ async def test_an_upstream_failing_past_the_threshold_turns_the_status_degraded(
     dev = queue(doc, "unleash", "development")
     assert dev["state"] == "failing" and dev["stateSince"] == clock.now() and "503" in dev["lastError"]
     assert dev["pendingPayloads"] == 1 and dev["inFlight"] == 1 and dev["attempts"] >= 1
+    assert clock.now() <= dev["nextAttempt"] <= clock.now() + 0.05  # within retry_max
     assert doc["status"] == "healthy"  # failing, but not for 30 s yet
     clock.advance(31)
     doc = await status_of(client)

@@ -67,6 +67,7 @@ class Condition:
     since: float | None
     paused_until: float | None
     in_flight: int  # batches being sent now
+    next_attempt: float | None = None  # while backing off: when the next retry goes
 
 
 class _Retryable(Exception):
@@ -94,6 +95,7 @@ class Delivery:
         # off, paused, resumed, drained), never one per retry. Absent: sending normally.
         self._condition: dict[str, str] = {}
         self._condition_since: dict[str, float] = {}  # when each environment's condition began
+        self._next_attempt: dict[str, float] = {}  # when each backing-off environment retries next
         self._sending: Counter[str] = Counter()  # batches being sent, per environment
         # Ids of the batches being sent. Ids, not seqs: SQLite hands a deleted batch's seq out
         # again, and a guard keyed by seq lifted by one batch would lift another's.
@@ -126,7 +128,7 @@ class Delivery:
         if state in ("resumed", None):
             state = None
         return Condition(state, self._condition_since.get(env) if state else None, self._paused_until.get(env),
-                         self._sending[env])
+                         self._sending[env], self._next_attempt.get(env) if state else None)
 
     def _set_condition(self, env: str, state: str) -> None:
         if self._condition.get(env) != state:
@@ -217,7 +219,7 @@ class Delivery:
             retry=retry_if_exception_type(_Retryable),
             wait=self._backoff,
             stop=stop_never,
-            before_sleep=self._count_retry,
+            before_sleep=lambda state: self._count_retry(batch.environment, state),
             sleep=self.sleep,
             reraise=True,
         )
@@ -254,8 +256,10 @@ class Delivery:
             delay = max(delay, exc.result.retry_after)
         return delay
 
-    def _count_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, env: str, state: RetryCallState) -> None:
         self.stats.retries += 1
+        if state.next_action is not None:  # when the retry goes, for the status report
+            self._next_attempt[env] = self.clock.now() + state.next_action.sleep
 
     async def _reject(self, batch: Batch, result: SendResult) -> None:
         """400/413: split until the rejected items stand alone; those are dead-lettered."""

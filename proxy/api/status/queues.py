@@ -67,6 +67,7 @@ def queue(name: str, kind: str, now: float, stored: OutboxQueue | None, *, upstr
         lastError=stored.last_error, pendingRows=pending_rows, pendingCount=pending_count + stored.count,
         pendingPayloads=stored.payloads, oldestPendingAge=None if oldest is None else max(0.0, now - oldest),
         lastSuccess=stored.last_success, inFlight=condition.in_flight, attempts=stored.attempts,
-        nextAttempt=condition.paused_until if state == "paused" else None, pausedReason=stored.paused,
+        nextAttempt={"paused": condition.paused_until, "failing": condition.next_attempt}.get(state),
+        pausedReason=stored.paused,
         deadLetters=stored.dead_letters, newestDeadLetterReason=stored.newest_dead_letter_reason,
     )

@@ -1,5 +1,6 @@
-"""What `metrics-proxy status` prints: per environment, what waits to be sent upstream, read from
-the database file (read-only, safe beside a running proxy)."""
+"""The outbox's Unleash side as the operator status reads it (proxy/unleash/api/status.py): rows
+not yet cut and the last hour's usage, on the read-only connection; and `status_report`, the same
+per environment in one dict from any connection, for checks on the writer's state."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import aiosqlite
 
 
 def status_report(db: sqlite3.Connection) -> dict:
-    """What `metrics-proxy status` prints, read from any connection (it opens the file read-only)."""
+    """Per environment what waits to be sent upstream, its last send, pause and dead letters."""
     envs: dict[str, dict] = {}
 
     def env(name: str) -> dict:
@@ -50,21 +51,6 @@ def status_report(db: sqlite3.Connection) -> dict:
         elif kind == "instance_id":
             instance_id = value
     return {"instance_id": instance_id, "environments": dict(sorted(envs.items()))}
-
-
-class StatusUnavailable(Exception):
-    """The database file cannot be read as an outbox (e.g. written before the outbox existed)."""
-
-
-def read_status(path) -> dict:
-    """status_report() of the database file at `path`, opened read-only beside a running proxy."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return status_report(db)
-    except sqlite3.OperationalError as exc:
-        raise StatusUnavailable(str(exc)) from exc
-    finally:
-        db.close()
 
 
 # --- the operator status document (proxy/api/status/), on the read-only connection ----------------
