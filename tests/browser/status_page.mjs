@@ -14,6 +14,7 @@ const REFRESH_SECONDS = Number(process.env.REFRESH_SECONDS);
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 const report = { requests: [], offLoopback: [], checks: [], axe: {}, errors: [] };
+let proxyCutOff = false;  // set last: the page's reads fail as if the proxy were gone
 
 function check(what, ok, detail) {
   report.checks.push({ what, ok: Boolean(ok), detail: detail === undefined ? null : detail });
@@ -113,6 +114,7 @@ async function main() {
         report.offLoopback.push(url.href);
         return route.abort();
       }
+      if (proxyCutOff) return route.abort("connectionrefused");
       return route.continue();
     });
     const page = await context.newPage();
@@ -177,7 +179,16 @@ async function main() {
     check("no sideways scrolling at 375 px", overflow <= 0, overflow);
     await runAxe(page, "narrow");
     await page.screenshot({ path: `${SCREENSHOTS}/narrow.png`, fullPage: true });
-    check("no script errors", report.errors.length === 0, report.errors);
+
+    // The proxy cannot be reached: the page says so within its interval, keeping the last figures.
+    proxyCutOff = true;
+    await page.waitForSelector("#unreachable:not([hidden])", { timeout: (REFRESH_SECONDS + 1) * 1000 });
+    check("says the proxy cannot be reached", (await page.locator("#unreachable").textContent())
+      .startsWith("Cannot reach the proxy since"));
+    check("the verdict says unreachable", (await page.locator("#overall").textContent()) === "Unreachable");
+    check("the last figures stay", await page.locator("tr[data-queue]").count() > 0);
+    const unexpected = report.errors.filter((e) => !e.includes("ERR_CONNECTION_REFUSED"));
+    check("no script errors", unexpected.length === 0, report.errors);
   } finally {
     await browser.close();
   }
