@@ -95,6 +95,7 @@ async def test_the_status_page_in_chromium(aiohttp_server, tmp_path):
         await asyncio.to_thread(proxy.stop)
     assert out, err.decode()[-3000:]
     report = json.loads(out)
+    (screenshots / "report.json").write_text(json.dumps(report, indent=1))  # every check, and axe's minor notes
     assert "fatal" not in report, report["fatal"] + "\n" + err.decode()[-2000:]
     failed = [c for c in report["checks"] if not c["ok"]]
     assert failed == [], json.dumps(failed, indent=1)

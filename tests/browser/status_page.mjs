@@ -129,6 +129,7 @@ async function main() {
     check("asks for the token", await page.locator("#login").isVisible());
     // Keyboard only: the token field has the focus; Enter submits.
     check("the token field has the focus", await page.evaluate(() => document.activeElement.id === "token"));
+    await runAxe(page, "login");
     await page.keyboard.type(ADMIN_TOKEN);
     const firstRead = nextRender(page);
     await page.keyboard.press("Enter");

@@ -67,7 +67,7 @@ function setField(name, value) {
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
 function askForToken(reason) {
-  $("main").hidden = true;
+  $("content").hidden = true;
   $("login").hidden = false;
   $("login-reason").textContent = reason;
   $("overall").textContent = "Token needed";
@@ -126,7 +126,7 @@ async function refresh() {
 // --- showing it -----------------------------------------------------------------------------
 
 function render(doc) {
-  $("main").hidden = false;
+  $("content").hidden = false;
   $("forget").hidden = !token();
   $("interval").textContent = REFRESH_SECONDS;
   const overall = $("overall");
