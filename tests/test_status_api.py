@@ -179,3 +179,16 @@ async def test_the_page_is_served_without_a_token_and_loads_nothing_from_elsewhe
     html = await (await client.get("/")).text()
     assert "http://" not in html and "https://" not in html  # no CDN, no font service
     assert ADMIN_TOKEN not in html
+
+
+async def test_the_busiest_flags_are_summed_again_after_a_while_not_on_every_read(client, clock):
+    from proxy.unleash.api.status import BUSIEST_REFRESH
+
+    await post_metrics(client, {"flag-a": (1, 0)}, clock.now())
+    assert section(await status_of(client), "unleash")["topFlags"] == [{"name": "flag-a", "evaluations": 1}]
+    await post_metrics(client, {"flag-b": (5, 0)}, clock.now())
+    doc = await status_of(client)
+    assert section(doc, "unleash")["topFlags"] == [{"name": "flag-a", "evaluations": 1}]
+    assert doc["ingestPerMinute"][-1]["evaluations"] == 6  # the minutes are always fresh
+    clock.advance(BUSIEST_REFRESH)
+    assert [e["name"] for e in section(await status_of(client), "unleash")["topFlags"]] == ["flag-b", "flag-a"]

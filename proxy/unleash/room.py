@@ -53,7 +53,7 @@ def install(app: web.Application) -> list[web.RouteDef]:
     app.cleanup_ctx.append(features_ctx)  # after the store's: it serves the stored documents
     app[READINESS_CHECKS].append(functools.partial(_features_ready, app))
     app[SCRAPE_SOURCES].append(functools.partial(scrape.store_families, app))
-    app[STATUS_SOURCES].append(functools.partial(status.section, app))
+    app[STATUS_SOURCES].append(status.Section(app))
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "
