@@ -114,7 +114,7 @@ def _note(q: Queue, now: float) -> str:
 def table(doc: StatusDocument) -> list[str]:
     """The document as text: the verdict and its causes, the store, the ingest, then per vendor its
     queues in columns and its busiest flags and apps."""
-    where = "from the running proxy" if doc.source == "proxy" else "read from the database file (no proxy answered)"
+    where = "from the running proxy" if doc.source == "proxy" else "read from the database file, no proxy answered"
     lines = [f"status: {doc.status.upper()} ({where}, metrics-proxy {doc.version})"]
     lines += [f"  - {d.cause}{' ' + d.vendor if d.vendor else ''}{'/' + d.queue if d.queue else ''}: {d.message[:200]}"
               for d in doc.degradations]
