@@ -192,3 +192,27 @@ async def test_the_busiest_flags_are_summed_again_after_a_while_not_on_every_rea
     assert doc["ingestPerMinute"][-1]["evaluations"] == 6  # the minutes are always fresh
     clock.advance(BUSIEST_REFRESH)
     assert [e["name"] for e in section(await status_of(client), "unleash")["topFlags"]] == ["flag-b", "flag-a"]
+
+
+async def test_a_launchdarkly_queue_failing_then_replayed(make_client, ld_upstream, clock):
+    from tests.ld_support import LD_TOKEN
+    from tests.ld_upstream import UPSTREAM_TOKEN
+
+    client = await make_client(launchdarkly={
+        "access_tokens": [LD_TOKEN], "api_url": ld_upstream.url, "api_token": UPSTREAM_TOKEN,
+        "retry_initial": 0.01, "retry_max": 0.05, "request_timeout": 5.0})
+    ld_upstream.down = True
+    assert (await client.post("/api/v2/metrics/proj", json=custom_metric("m"), headers=HEADERS)).status == 202
+
+    async def proj() -> dict:
+        return queue(await status_of(client), "launchdarkly", "proj")
+
+    while (await proj())["attempts"] < 2:  # the replay is retried while LaunchDarkly answers 503
+        await asyncio.sleep(0.02)
+    failing = await proj()
+    assert failing["state"] == "failing" and "503" in failing["lastError"] and failing["stateSince"] == clock.now()
+    ld_upstream.down = False
+    while (await proj())["pendingPayloads"]:
+        await asyncio.sleep(0.02)
+    replayed = await proj()
+    assert replayed["state"] == "healthy" and replayed["lastSuccess"] == clock.now()
