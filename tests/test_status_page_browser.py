@@ -76,7 +76,7 @@ async def test_the_status_page_in_chromium(aiohttp_server, tmp_path):
         now = time.time()
         for token, flags, app in ((CLIENT_TOKEN, {"checkout-v2": (40, 2), "dark-mode": (7, 7)}, "web"),
                                   (CLIENT_TOKEN, {"checkout-v2": (5, 0)}, "mobile"),
-                                  (PROD_TOKEN, {"search-ranking": (12, 3)}, "api")):
+                                  (PROD_TOKEN, {"price-ranking": (12, 3)}, "api")):
             assert await asyncio.to_thread(post, proxy.url + "/api/client/metrics", metrics_body(flags, now, app=app),
                                            client_headers(token)) == 202
         assert await asyncio.to_thread(post, proxy.url + "/api/v2/metrics/shop", custom_metric("checkout-done"),

@@ -25,7 +25,7 @@ ASK_TIMEOUT = 5.0  # seconds to wait for the running proxy's answer
 QUEUE_COLUMNS = ("QUEUE", "STATE", "ROWS", "COUNT", "PAYLOADS", "OLDEST", "LAST SENT", "DEAD", "NOTE")
 
 
-def fetch(settings: Settings) -> bytes | None:
+def ask_running_proxy(settings: Settings) -> bytes | None:
     """The running proxy's document; None when no proxy answers on its listener."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     request = urllib.request.Request(f"http://{host}:{settings.port}/internal-backstage/status")
@@ -58,7 +58,7 @@ async def from_database(settings: Settings) -> StatusDocument:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        answer = fetch(settings)
+        answer = ask_running_proxy(settings)
     except urllib.error.HTTPError as exc:
         print(f"metrics-proxy: the proxy answered {exc.code}: {exc.read()[:300].decode(errors='replace')}",
               file=sys.stderr)

@@ -1,6 +1,6 @@
 """`GET /internal-backstage/status` (the document, admin token) and the page at `/` that shows it.
 
-The page is three static files shipped in the package (`page/`): no build step, nothing fetched
+The page is three static files shipped in the package (`page/`): no build step, nothing loaded
 from anywhere but this proxy, so it works on a site without internet. They carry no secret; the
 page asks for the admin token and sends it with each read of the document."""
 
