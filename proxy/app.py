@@ -27,8 +27,10 @@ from proxy.api.state import (
     REGISTRY,
     SCRAPE_SOURCES,
     SETTINGS,
+    STATUS_SOURCES,
     STORE,
 )
+from proxy.api.status import routes as status_routes
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.launchdarkly import room as launchdarkly
@@ -95,6 +97,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[INGEST_STATS] = IngestStats()
     app[READINESS_CHECKS] = []
     app[SCRAPE_SOURCES] = []
+    app[STATUS_SOURCES] = []
     workers = None
     if settings.workers > 1:  # the scrape adds the ingest workers' own counters
         data_dir = settings.database_path.parent
@@ -107,7 +110,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     worker_connections = (lambda: [w.connections for w in workers()]) if workers is not None else None
     app[REGISTRY].register(ConnectionCollector(app[CONNECTION_STATS], worker_connections))
     app.cleanup_ctx.append(_store_ctx)
-    routes = backstage.routes() + unleash.install(app) + launchdarkly.install(app)
+    routes = backstage.routes() + status_routes.routes() + unleash.install(app) + launchdarkly.install(app)
     routes.append(openapi.install(app, openapi_document(tokens=settings.auth == "tokens")))
     limiter = RateLimiter.of(settings, http_stats)
     serve(app, routes, http_stats, adjust=with_client_address if settings.workers > 1 else None,
@@ -120,5 +123,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
 
 def openapi_document(tokens: bool = True) -> bytes:
     """/openapi.json of every room; `tokens` False describes auth = "open"."""
-    operations = [*unleash.OPERATIONS, *launchdarkly.OPERATIONS, *backstage.OPERATIONS, openapi.OPERATION]
+    operations = [*unleash.OPERATIONS, *launchdarkly.OPERATIONS, *backstage.OPERATIONS, *status_routes.OPERATIONS,
+                  openapi.OPERATION]
     return msgspec.json.encode(openapi.build_document(operations, unleash.RAW_FIELD_TYPES, tokens))

@@ -136,6 +136,18 @@ class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         return bool(self.api_url and self.api_token)
 
 
+class StatusSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The `[status]` table: when the status page and `GET /internal-backstage/status` say `degraded`
+    ([status.md](status.md))."""
+
+    failing_after: Annotated[float, option(
+        "seconds an upstream (an Unleash environment, a LaunchDarkly project's write queue) may keep failing "
+        "before the status turns `degraded`; short outages that the retries absorb stay `healthy`", ge=0)] = 300.0
+    store_percent: Annotated[int, option(
+        "the status turns `degraded` once the store holds more than this percentage of `max_db_size`",
+        ge=1, le=100)] = 80
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: Annotated[str, option(
         "address to listen on (`0.0.0.0` in a container; the `Dockerfile` sets it)",
@@ -280,6 +292,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     features_refresh_interval: Annotated[PositiveSeconds, option(
         "seconds between polls of `{upstream.url}/client/features` (and checks of `features_file`)",
         group="features")] = 10.0
+    status: Annotated[StatusSettings, option(
+        "what turns the operator status `degraded` ([status.md](status.md))")] = msgspec.field(
+        default_factory=StatusSettings)
     launchdarkly: Annotated[LaunchDarklySettings, option(
         "LaunchDarkly's metrics and metric-groups API ([launchdarkly.md](launchdarkly.md))")] = msgspec.field(
         default_factory=LaunchDarklySettings)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,10 @@ def test_the_wheel_installs_and_serves_the_way_the_image_runs_it(tmp_path):
         assert probe.returncode == 0, probe.stderr
         assert subprocess.run(["metrics-proxy", "ready"], env=env, capture_output=True, timeout=30).returncode == 0
         assert (tmp_path / "volume" / "metrics-proxy.db").exists()
+        # the status page is package data: the wheel carries it
+        for path, text in (("/", b"metrics-proxy status"), ("/status-page/status.js", b"REFRESH_SECONDS")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PROXY_PORT']}{path}", timeout=10) as page:
+                assert text in page.read()
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0 and time.monotonic() - started < 30

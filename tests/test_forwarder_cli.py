@@ -31,17 +31,23 @@ async def test_status_reports_pending_batches_pauses_and_dead_letters(forwarding
     await post_metrics(client, {"flag-p": (5, 0)}, clock.now(), token=PROD_TOKEN)
     await client.forwarder.flush()
 
+    # No proxy answers on the configured port: the command reads the database file.
     result = await asyncio.to_thread(run_cli, "status", "--json", "--data-dir", str(tmp_path / "data"), env={})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    dev, prod = report["environments"]["development"], report["environments"]["production"]
-    assert report["instance_id"] == client.forwarder.instance_id
-    assert dev["dead_letters"] == 1 and dev["batches"] == 0 and dev["last_success"] == clock.now()
-    assert (prod["pending_rows"], prod["pending_yes"]) == (1, 5) and prod["last_success"] is None
+    assert report["source"] == "database"
+    unleash = next(v for v in report["vendors"] if v["vendor"] == "unleash")
+    dev, prod = (next(q for q in unleash["queues"] if q["name"] == name) for name in ("development", "production"))
+    assert dev["deadLetters"] == 1 and dev["pendingPayloads"] == 0 and dev["lastSuccess"] == clock.now()
+    assert (prod["pendingRows"], prod["pendingCount"], prod["lastSuccess"]) == (1, 5, None)
+    assert report["status"] == "degraded" and report["degradations"][0]["cause"] == "dead_letters"
 
     text = await asyncio.to_thread(run_cli, "status", "--data-dir", str(tmp_path / "data"), env={})
-    assert "production: pending 1 rows (yes 5, no 0)" in text.stdout
-    assert "dead letters 1" in text.stdout
+    assert "status: DEGRADED (read from the database file" in text.stdout
+    assert "dead_letters unleash/development" in text.stdout
+    production = next(line for line in text.stdout.splitlines() if line.strip().startswith("production"))
+    # the command's own settings have no [upstream]: with them nothing would be sent
+    assert production.split()[:5] == ["production", "local", "1", "5", "0"]
 
 
 async def test_flush_one_shot_sends_when_no_proxy_runs(stub, tmp_path, aiohttp_client, make_settings, clock):

@@ -170,12 +170,13 @@ async def test_a_replay_refused_with_409_is_a_dead_letter_and_the_local_copy_is_
     # `metrics-proxy status` shows them too, beside a running proxy
     result = await asyncio.to_thread(run_cli, "status", "--json", "--data-dir", str(tmp_path / "data"), env={})
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)["launchdarkly"]
-    assert report["projects"]["proj"]["dead_letters"] == 1 and report["projects"]["proj"]["queued"] == 0
-    assert report["dead_letters"][0]["status"] == 409
+    report = json.loads(result.stdout)
+    ld = next(v for v in report["vendors"] if v["vendor"] == "launchdarkly")
+    proj = next(q for q in ld["queues"] if q["name"] == "proj")
+    assert proj["deadLetters"] == 1 and proj["pendingPayloads"] == 0 and "409" in proj["newestDeadLetterReason"]
     text = await asyncio.to_thread(run_cli, "status", "--data-dir", str(tmp_path / "data"), env={})
-    assert "launchdarkly project proj: queued writes 0" in text.stdout and "dead letters 1" in text.stdout
-    assert "POST /api/v2/metrics/proj refused with 409" in text.stdout
+    assert "launchdarkly: no upstream" in text.stdout  # the command's own settings name none
+    assert "dead_letters launchdarkly/proj" in text.stdout
 
 
 async def test_the_queue_keeps_writes_that_arrive_while_it_drains_behind_it(ld, upstream):

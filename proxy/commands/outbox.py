@@ -1,4 +1,5 @@
-"""`metrics-proxy status` and `metrics-proxy flush`: look at and push the upstream outbox."""
+"""`metrics-proxy status` (proxy/commands/status.py) and `metrics-proxy flush`: look at and push the
+upstream outbox."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -30,13 +30,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "status", help="show what waits to be sent upstream",
-        description="Read the database (read-only, safe while the proxy runs) and print, per "
-                    "environment: pending rows and counts, batches cut but not delivered, the oldest "
-                    "pending age, the last successful send, pause reasons and dead letters.",
+        "status", help="show the operator status: upstreams, what waits, dead letters, store, usage",
+        description="Print the status document of GET /internal-backstage/status (the page at / shows "
+                    "the same): healthy or degraded and why; per Unleash environment and LaunchDarkly "
+                    "queue the upstream state, pending rows, counts and payloads, the oldest pending age, "
+                    "the last successful send, pauses and dead letters; the store against its limit; the "
+                    "last hour's evaluations and busiest flags and apps. It asks the running proxy on its "
+                    "port; with none answering it reads the database file (read-only) instead.",
     )
     _common(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--json", action="store_true", help="print the JSON document instead of a table")
     p.set_defaults(run=status)
     p = sub.add_parser("flush", help="send pending counts upstream now", description=FLUSH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,55 +52,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings_from_args(args)
 
 
-def _age(then: float | None, now: float) -> str:
-    return "-" if then is None else f"{now - then:.0f}s ago"
-
-
 def status(args: argparse.Namespace) -> int:
-    from proxy.launchdarkly.store.queue import read_status as launchdarkly_status
-    from proxy.unleash.store.status import StatusUnavailable, read_status
+    from proxy.commands.status import run
 
-    settings = _settings(args)
-    path = settings.database_path
-    if not path.exists():
-        print(f"metrics-proxy: no database at {path}", file=sys.stderr)
-        return 2
-    try:
-        report = read_status(path)
-    except StatusUnavailable as exc:  # e.g. a database from before the outbox existed
-        print(f"metrics-proxy: cannot read the outbox in {path}: {exc}", file=sys.stderr)
-        return 2
-    report["launchdarkly"] = launchdarkly_status(path)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    now = time.time()
-    print(f"database {path}; upstream instance id {report['instance_id'] or '-'}")
-    if not report["environments"]:
-        print("nothing pending")
-    for name, e in report["environments"].items():
-        print(
-            f"{name}: pending {e['pending_rows']} rows (yes {e['pending_yes'] or 0}, no {e['pending_no'] or 0}); "
-            f"in batches {e['batches']} ({e['batch_rows']} rows, yes {e['batch_yes'] or 0}, no {e['batch_no'] or 0}); "
-            f"oldest {_age(e['oldest'], now)}; last sent {_age(e['last_success'], now)}; "
-            f"dead letters {e['dead_letters']}; "
-            + (f"PAUSED: {e['paused']}" if e["paused"] else "not paused")
-        )
-    _print_launchdarkly(report["launchdarkly"], now)
-    return 0
-
-
-def _print_launchdarkly(report: dict, now: float) -> None:
-    """The LaunchDarkly write queue: writes waiting per project, and the newest dead letters."""
-    for name, p in report["projects"].items():
-        print(
-            f"launchdarkly project {name}: queued writes {p['queued']} (oldest {_age(p['oldest'], now)}); "
-            f"dead letters {p['dead_letters']}; " + (f"PAUSED: {p['paused']}" if p["paused"] else "not paused")
-        )
-    for letter in report["dead_letters"]:
-        write = json.loads(letter["write"])
-        print(f"  dead letter {letter['id']} ({_age(letter['at'], now)}): {write['method']} {write['path']} "
-              f"refused with {letter['status']}: {letter['reason'][:200]}")
+    return run(args, _settings(args))
 
 
 def flush(args: argparse.Namespace) -> int:

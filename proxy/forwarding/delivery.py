@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,18 @@ class RetryPolicy:
     rejected: frozenset[int] = REJECTED
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What an environment's upstream is doing now, for the status report: `state` is None while it
+    sends normally, else "backing off", "failing" or "paused <status>"; `since` is when that began."""
+
+    state: str | None
+    since: float | None
+    paused_until: float | None
+    in_flight: int  # batches being sent now
+    next_attempt: float | None = None  # while backing off: when the next retry goes
+
+
 class _Retryable(Exception):
     def __init__(self, result: SendResult) -> None:
         super().__init__(result.error)
@@ -81,6 +94,9 @@ class Delivery:
         # What the log last said of each environment's upstream: one line per change (backing
         # off, paused, resumed, drained), never one per retry. Absent: sending normally.
         self._condition: dict[str, str] = {}
+        self._condition_since: dict[str, float] = {}  # when each environment's condition began
+        self._next_attempt: dict[str, float] = {}  # when each backing-off environment retries next
+        self._sending: Counter[str] = Counter()  # batches being sent, per environment
         # Ids of the batches being sent. Ids, not seqs: SQLite hands a deleted batch's seq out
         # again, and a guard keyed by seq lifted by one batch would lift another's.
         self._in_flight: set[str] = set()
@@ -105,6 +121,19 @@ class Delivery:
         for task in self._drains.values():
             task.cancel()
         await asyncio.gather(*self._drains.values(), return_exceptions=True)
+
+    def condition(self, env: str) -> Condition:
+        """What the status report shows of the environment's upstream (proxy/api/status/)."""
+        state = self._condition.get(env)
+        if state in ("resumed", None):
+            state = None
+        return Condition(state, self._condition_since.get(env) if state else None, self._paused_until.get(env),
+                         self._sending[env], self._next_attempt.get(env) if state else None)
+
+    def _set_condition(self, env: str, state: str) -> None:
+        if self._condition.get(env) != state:
+            self._condition_since[env] = self.clock.now()
+        self._condition[env] = state
 
     def is_paused(self, env: str, now: float) -> bool:
         until = self._paused_until.get(env)
@@ -140,7 +169,7 @@ class Delivery:
                     if task.exception() is not None:
                         failed = True
                         if self._condition.get(env) != "failing":  # once until a batch goes through
-                            self._condition[env] = "failing"
+                            self._set_condition(env, "failing")
                             log.error("upstream of %r: failing, sending or settling a batch failed; the "
                                       "environment takes no new batches until the next tick: %r",
                                       env, task.exception())
@@ -154,9 +183,14 @@ class Delivery:
         lasts: the mark goes in a done callback, which runs however the task ends (even when it is
         cancelled before its first step, when no `finally` of the coroutine would)."""
         self._in_flight.add(batch.id)
+        self._sending[batch.environment] += 1
         task = asyncio.create_task(self._deliver(batch), name=f"deliver-{batch.id}")
-        task.add_done_callback(lambda _task: self._in_flight.discard(batch.id))
+        task.add_done_callback(lambda _task: self._sent(batch))
         return task
+
+    def _sent(self, batch: Batch) -> None:
+        self._in_flight.discard(batch.id)
+        self._sending[batch.environment] -= 1
 
     # --- one batch --------------------------------------------------------------------------
 
@@ -185,7 +219,7 @@ class Delivery:
             retry=retry_if_exception_type(_Retryable),
             wait=self._backoff,
             stop=stop_never,
-            before_sleep=self._count_retry,
+            before_sleep=lambda state: self._count_retry(batch.environment, state),
             sleep=self.sleep,
             reraise=True,
         )
@@ -222,8 +256,10 @@ class Delivery:
             delay = max(delay, exc.result.retry_after)
         return delay
 
-    def _count_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, env: str, state: RetryCallState) -> None:
         self.stats.retries += 1
+        if state.next_action is not None:  # when the retry goes, for the status report
+            self._next_attempt[env] = self.clock.now() + state.next_action.sleep
 
     async def _reject(self, batch: Batch, result: SendResult) -> None:
         """400/413: split until the rejected items stand alone; those are dead-lettered."""
@@ -258,7 +294,7 @@ class Delivery:
         if self._pause_logged.get(env) == result.status:
             return
         if self._condition.get(env) != f"paused {result.status}":
-            self._condition[env] = f"paused {result.status}"
+            self._set_condition(env, f"paused {result.status}")
             log.error(
                 "upstream of %r: paused, it refused the environment (%s); its batches are kept and retried "
                 "every %g s", env, result.error[:200], self.policy.auth_retry_interval,
@@ -274,13 +310,16 @@ class Delivery:
 
     def _backing_off(self, env: str, result: SendResult) -> None:
         if self._condition.get(env) != "backing off":
+            # Backing off after failing is the same outage: it keeps the time it began.
+            if self._condition.get(env) != "failing":
+                self._set_condition(env, "backing off")
             self._condition[env] = "backing off"
             log.warning("upstream of %r: backing off after %s; retried with backoff up to %g s, nothing is "
                         "dropped", env, result.error[:200], self.policy.retry_max)
 
     def _resumed(self, env: str) -> None:
         if self._condition.get(env, "resumed") != "resumed":
-            self._condition[env] = "resumed"
+            self._set_condition(env, "resumed")
             log.info("upstream of %r: resumed, it takes batches again; %d batches wait", env,
                      self.outbox.pending_batch_count(env))
 
@@ -288,6 +327,7 @@ class Delivery:
         """The drain found nothing left to send: after a resume, that is the backlog gone."""
         if self._condition.get(env) == "resumed" and self.outbox.pending_batch_count(env) == 0:
             del self._condition[env]
+            self._condition_since.pop(env, None)
             log.info("upstream of %r: drained, every batch cut so far is delivered", env)
 
     def _unpause(self, env: str) -> None:

@@ -17,10 +17,10 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.api.errors import ErrorRenderer
-from proxy.api.state import CLOCK, SCRAPE_SOURCES, SETTINGS, STORE
+from proxy.api.state import CLOCK, SCRAPE_SOURCES, SETTINGS, STATUS_SOURCES, STORE
 from proxy.forwarding.delivery import RetryPolicy
 from proxy.launchdarkly import errors
-from proxy.launchdarkly.api import admin, groups, metrics, scrape
+from proxy.launchdarkly.api import admin, groups, metrics, scrape, status
 from proxy.launchdarkly.api.openapi_operations import OPERATIONS
 from proxy.launchdarkly.auth import AccessTokens
 from proxy.launchdarkly.state import LD_AUTH, LD_REFRESH, LD_STATS, LD_WRITES
@@ -63,6 +63,7 @@ def install(app: web.Application) -> list[web.RouteDef]:
     else:
         app[LD_WRITES] = Writes(store, clock, stats, adopter=adopt.replayed)
     app[SCRAPE_SOURCES].append(functools.partial(scrape.families, app))
+    app[STATUS_SOURCES].append(functools.partial(status.section, app))
     if settings.auth == "tokens" and not ld.access_tokens:
         log.info("no [launchdarkly] access_tokens: the LaunchDarkly API answers every call 401")
     return [route for group in ROUTE_GROUPS for route in group.routes()]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
 from proxy.storage.usage.aggregate import variants_add
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 # Each connection's page cache, in KiB: SQLite's own default (-2000), set rather than inherited
@@ -85,3 +88,30 @@ def durability(db: sqlite3.Connection) -> dict[str, object]:
         "synchronous": sync_names[db.execute("PRAGMA synchronous").fetchone()[0]],
         "busy_timeout": db.execute("PRAGMA busy_timeout").fetchone()[0],
     }
+
+
+class StatusReader(Protocol):
+    """Runs a read query on a read-only connection: the `Store` (after a fold), or `ReadOnlyFile`."""
+
+    async def read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+
+
+class ReadOnlyFile:
+    """The database file at `path` opened read-only, safe beside a running proxy (`metrics-proxy
+    status` when no proxy answers); counts still in the journal, not folded yet, are not seen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> ReadOnlyFile:
+        self._db = await open_reader(self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+    async def read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        assert self._db is not None, "not opened"
+        return await query(self._db, *args)

@@ -11,10 +11,10 @@ import logging
 
 from aiohttp import web
 
-from proxy.api.state import CLOCK, READINESS_CHECKS, REGISTRY, SCRAPE_SOURCES, SETTINGS, STORE
+from proxy.api.state import CLOCK, READINESS_CHECKS, REGISTRY, SCRAPE_SOURCES, SETTINGS, STATUS_SOURCES, STORE
 from proxy.forwarding.stats import ForwarderStats
 from proxy.observability.telemetry import ForwarderCollector
-from proxy.unleash.api import admin, client, custom, features, flush, impact_scrape, reads, scrape
+from proxy.unleash.api import admin, client, custom, features, flush, impact_scrape, reads, scrape, status
 from proxy.unleash.api.openapi_operations import OPERATIONS, RAW_FIELD_TYPES
 from proxy.unleash.auth import Authenticator
 from proxy.unleash.feature_source import cache_for, features_ctx, source_for
@@ -53,6 +53,7 @@ def install(app: web.Application) -> list[web.RouteDef]:
     app.cleanup_ctx.append(features_ctx)  # after the store's: it serves the stored documents
     app[READINESS_CHECKS].append(functools.partial(_features_ready, app))
     app[SCRAPE_SOURCES].append(functools.partial(scrape.store_families, app))
+    app[STATUS_SOURCES].append(status.Section(app))
     if settings.auth == "tokens" and not app[AUTH].has_tokens:
         log.warning(
             "auth = \"tokens\" but no tokens are configured: every API request will get 403. "

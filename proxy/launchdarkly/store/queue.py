@@ -60,7 +60,7 @@ async def dead_letters(db: aiosqlite.Connection, limit: int) -> tuple[int, list[
 
 
 def status_report(db: sqlite3.Connection) -> dict:
-    """What `metrics-proxy status` shows of LaunchDarkly: queued writes and dead letters per project."""
+    """Queued writes and dead letters per project, and the newest dead letters (the scrape's view)."""
     projects: dict[str, dict] = {}
 
     def entry(name: str) -> dict:
@@ -81,15 +81,3 @@ def status_report(db: sqlite3.Connection) -> dict:
         for row in dead_letter_rows(db, 20)
     ]
     return {"projects": dict(sorted(projects.items())), "dead_letters": recent}
-
-
-def read_status(path) -> dict:
-    """status_report() of the database file at `path`, opened read-only beside a running proxy;
-    empty for a database from before the LaunchDarkly tables."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return status_report(db)
-    except sqlite3.OperationalError:
-        return {"projects": {}, "dead_letters": []}
-    finally:
-        db.close()

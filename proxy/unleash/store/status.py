@@ -1,13 +1,16 @@
-"""What `metrics-proxy status` prints: per environment, what waits to be sent upstream, read from
-the database file (read-only, safe beside a running proxy)."""
+"""The outbox's Unleash side as the operator status reads it (proxy/unleash/api/status.py): rows
+not yet cut and the last hour's usage, on the read-only connection; and `status_report`, the same
+per environment in one dict from any connection, for checks on the writer's state."""
 
 from __future__ import annotations
 
 import sqlite3
 
+import aiosqlite
+
 
 def status_report(db: sqlite3.Connection) -> dict:
-    """What `metrics-proxy status` prints, read from any connection (it opens the file read-only)."""
+    """Per environment what waits to be sent upstream, its last send, pause and dead letters."""
     envs: dict[str, dict] = {}
 
     def env(name: str) -> dict:
@@ -50,16 +53,31 @@ def status_report(db: sqlite3.Connection) -> dict:
     return {"instance_id": instance_id, "environments": dict(sorted(envs.items()))}
 
 
-class StatusUnavailable(Exception):
-    """The database file cannot be read as an outbox (e.g. written before the outbox existed)."""
+# --- the operator status document (proxy/api/status/), on the read-only connection ----------------
+
+TOP = 10  # flags and apps listed by evaluations in the last hour
 
 
-def read_status(path) -> dict:
-    """status_report() of the database file at `path`, opened read-only beside a running proxy."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return status_report(db)
-    except sqlite3.OperationalError as exc:
-        raise StatusUnavailable(str(exc)) from exc
-    finally:
-        db.close()
+async def pending_rows(db: aiosqlite.Connection) -> dict[str, tuple[int, int, int]]:
+    """Per environment: (rows, yes + no, oldest hour) not yet cut into batches."""
+    async with db.execute("SELECT environment, count(*), sum(yes + no), min(hour) FROM pending_counts "
+                          "GROUP BY environment") as cursor:
+        return {row[0]: (row[1], row[2] or 0, row[3]) for row in await cursor.fetchall()}
+
+
+async def evaluations_per_minute(db: aiosqlite.Connection, first_minute: int) -> dict[int, int]:
+    """Evaluations per minute from `first_minute` on (apps x minutes rows)."""
+    async with db.execute("SELECT minute, sum(yes + no) FROM minute_app_totals WHERE minute >= ? GROUP BY minute",
+                          (first_minute,)) as cursor:
+        return {row[0]: row[1] for row in await cursor.fetchall()}
+
+
+async def busiest(db: aiosqlite.Connection, first_minute: int) -> tuple[list[tuple], list[tuple]]:
+    """The TOP flags and apps by evaluations from `first_minute` on, as (name, evaluations). Sums
+    every flag's minutes of the hour (flags x 60 rows): 60 ms for 10,000 flags."""
+    tops = []
+    for table, column in (("minute_flag_totals", "feature_name"), ("minute_app_totals", "app_name")):
+        async with db.execute(f"SELECT {column}, sum(yes + no) AS n FROM {table} WHERE minute >= ? "
+                              f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?", (first_minute, TOP)) as cursor:
+            tops.append([tuple(row) for row in await cursor.fetchall()])
+    return tops[0], tops[1]

@@ -1,0 +1,55 @@
+"""The Unleash room's section of the operator status (proxy/api/status/): per environment, what
+waits to be sent to the upstream Unleash and how sending goes; the evaluations of the last hour."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.api.state import SETTINGS
+from proxy.api.status import queues
+from proxy.api.status.schemas import VendorStatus
+from proxy.storage.database import StatusReader
+from proxy.storage.outbox_status import UNLEASH, outbox_queues
+from proxy.unleash.state import FORWARDER
+from proxy.unleash.store import status as store_status
+
+BUSIEST_REFRESH = 15.0  # seconds
+NO_TOKEN = "no upstream token for this environment in [upstream] tokens: its counts stay here"
+
+
+class Section:
+    """The room's entry in STATUS_SOURCES. The busiest flags and apps of the hour are summed at most
+    every BUSIEST_REFRESH seconds: the page asks every few seconds, and with many flags the sum is
+    the costly part of the document."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._busiest: tuple[float, tuple[list[tuple], list[tuple]]] | None = None  # (when, result)
+
+    async def __call__(self, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
+        settings = self.app[SETTINGS]
+        forwarder = self.app.get(FORWARDER)
+        stored = await reader.read(outbox_queues, UNLEASH)
+        pending = await reader.read(store_status.pending_rows)
+        minutes = queues.last_hour(now)
+        per_minute = await reader.read(store_status.evaluations_per_minute, minutes[0])
+        if self._busiest is None or not 0 <= now - self._busiest[0] < BUSIEST_REFRESH:
+            self._busiest = now, await reader.read(store_status.busiest, minutes[0])
+        top_flags, top_apps = self._busiest[1]
+        environments = sorted(set(stored) | set(pending) | set(settings.upstream.tokens if settings.upstream else ()))
+        entries = []
+        for name in environments:
+            rows, count, oldest_hour = pending.get(name, (0, 0, None))
+            condition = forwarder.delivery.condition(name) if forwarder is not None else queues.NO_CONDITION
+            entry = queues.queue(
+                name, "environment", now, stored.get(name), upstream=forwarder is not None, condition=condition,
+                pending_rows=rows, pending_count=count, pending_since=oldest_hour, live=live)
+            if settings.upstream is not None and name not in settings.upstream.tokens:
+                # Nothing of it can be sent (Unleash binds a client token to one environment): as good as refused.
+                entry.state, entry.pausedReason = "paused", NO_TOKEN
+            entries.append(entry)
+        return VendorStatus(
+            vendor="unleash", upstream=queues.redact_url(settings.upstream.url) if settings.upstream else None,
+            queues=entries, ingestPerMinute=queues.per_minute(minutes, per_minute),
+            topFlags=queues.usage(top_flags), topApps=queues.usage(top_apps),
+        )
