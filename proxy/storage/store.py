@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from proxy.storage import health, idempotency, integrity
+from proxy.storage import health, idempotency, integrity, payloads
 from proxy.storage.capacity.disk_reserve import DiskReserve, WriterConnection
 from proxy.storage.capacity.limits import is_disk_full
 from proxy.storage.capacity.space import BoundedSpace
@@ -55,6 +55,7 @@ def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
     usage_totals.write_usage_totals(db, deltas)
     impact.write_impact(db, deltas.impact)
     write_minute_rollups(db, deltas)
+    payloads.write_payloads(db, deltas.payloads)
 
 
 def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
