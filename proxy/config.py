@@ -12,6 +12,7 @@ when they disagree with this file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -156,7 +157,8 @@ class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     environments: Annotated[dict[str, LaunchDarklyEnvironment], option(
         "the environments SDKs send events for, by name: `[launchdarkly.environments.NAME]` with `sdk_key`, "
         "`mobile_key`, `client_side_id`, `project`. With `auth = \"tokens\"` only these credentials are "
-        "accepted; with `auth = \"open\"` any, filed under an environment named after a masked form of it",
+        "accepted; with `auth = \"open\"` any, filed under an environment named after a masked form of it. "
+        "In the environment, a JSON object: `{\"production\": {\"sdk_key\": \"sdk-...\"}}`",
         example={"production": {"sdk_key": "sdk-00000000-0000-0000-0000-000000000000", "project": "default"}})] = {}
     import_token: Annotated[str | None, option(
         "the access token metric imports are sent to `events_url` with (LaunchDarkly recommends one with only "
@@ -368,6 +370,11 @@ def _env_value(key: str, tp: Any, raw: str) -> Any:
     if isinstance(tp, msgspec.inspect.ListType):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if isinstance(tp, msgspec.inspect.DictType):
+        if isinstance(_unwrap(tp.value_type), msgspec.inspect.StructType):  # tables by name: JSON
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise ConfigError(f"invalid option {key}: expected a JSON object of tables") from None
         return _parse_env_mapping(key, raw)
     return raw
 
