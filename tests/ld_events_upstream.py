@@ -83,7 +83,8 @@ class EventsUpstream:
 
 async def start_events_upstream(**options) -> EventsUpstream:
     upstream = EventsUpstream(**options)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    # Bodies as they came (gzip is checked and undone here, not by aiohttp).
+    app = web.Application(client_max_size=64 * 1024 * 1024, handler_args={"auto_decompress": False})
     app.router.add_route("POST", "/{tail:.*}", upstream.handle)
     upstream.server = TestServer(app, host="127.0.0.1")
     await upstream.server.start_server()
