@@ -48,3 +48,17 @@ def custom(key: str, when_ms: int, value: float | None = None, user: str = "u1")
 
 def index(when_ms: int, user: str = "u1") -> dict:
     return {"kind": "index", "creationDate": when_ms, "context": {"kind": "user", "key": user}}
+
+
+def config_file(path, events_url: str | None, **extra) -> str:
+    """A TOML config of the LaunchDarkly events settings for a `python -m proxy` subprocess."""
+    lines = ["[launchdarkly]", f'access_tokens = ["{LD_TOKEN}"]', "retry_initial = 0.05", "retry_max = 0.2"]
+    if events_url is not None:
+        lines.append(f'events_url = "{events_url}"')
+    for name, value in extra.items():
+        lines.append(f"{name} = {value!r}" if not isinstance(value, str) else f'{name} = "{value}"')
+    for name, env in ENVIRONMENTS.items():
+        lines.append(f"[launchdarkly.environments.{name}]")
+        lines += [f'{k} = "{v}"' for k, v in env.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
