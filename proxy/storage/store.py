@@ -155,7 +155,7 @@ class Store:
         self.shards.load(db)
         self.replayed_entries += self.shards.pull(deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window,
-                                        want_stage=self.want_stage)
+                                        want_stage=self.want_stage, direct_payloads=True)
         self.writer.last_journal_id = last_id
         self.fold()
         self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too

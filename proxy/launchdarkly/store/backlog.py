@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy.launchdarkly.model.payload import VENDOR
+from proxy.storage import payloads
 from proxy.storage.outbox import OutboxItem, insert_batch
 
 KINDS = ("launchdarkly.event_payload", "launchdarkly.event_batch")
@@ -33,11 +34,13 @@ def _batches(db: sqlite3.Connection, environment: str | None) -> list[tuple[int,
 
 
 def export_records(db: sqlite3.Connection, environment: str | None = None) -> Iterator[dict[str, Any]]:
-    for stream, meta, body in db.execute(
-            "SELECT stream, meta, body FROM inbound_payloads WHERE vendor = ? ORDER BY id", (VENDOR,)):
-        if _ours(stream, environment):
-            yield {"kind": "launchdarkly.event_payload", "stream": stream, "meta": bytes(meta).decode(),
-                   "body": bytes(body).decode()}
+    last = 0
+    while rows := payloads.oldest_after(db, VENDOR, last, 500):
+        for row_id, stream, meta, body in rows:
+            last = row_id
+            if _ours(stream, environment):
+                yield {"kind": "launchdarkly.event_payload", "stream": stream, "meta": bytes(meta).decode(),
+                       "body": body.decode()}
     for seq, batch_id, stream, created in _batches(db, environment):
         items = [{"kind": kind, "item": item} for kind, item in db.execute(
             "SELECT kind, item FROM outbox_items WHERE batch_seq = ? ORDER BY position", (seq,))]
@@ -46,10 +49,12 @@ def export_records(db: sqlite3.Connection, environment: str | None = None) -> It
 
 
 def remove_exported(db: sqlite3.Connection, environment: str | None = None) -> None:
-    for payload_id, stream in db.execute(
-            "SELECT id, stream FROM inbound_payloads WHERE vendor = ?", (VENDOR,)).fetchall():
-        if _ours(stream, environment):
-            db.execute("DELETE FROM inbound_payloads WHERE id = ?", (payload_id,))
+    last = 0
+    while rows := payloads.oldest_after(db, VENDOR, last, 500, with_body=False):
+        for row_id, stream, _, _ in rows:
+            last = row_id
+            if _ours(stream, environment):
+                payloads.remove(db, row_id)
     for seq, _, _, _ in _batches(db, environment):
         db.execute("DELETE FROM outbox_items WHERE batch_seq = ?", (seq,))
         db.execute("DELETE FROM outbox_batches WHERE seq = ?", (seq,))
@@ -57,8 +62,7 @@ def remove_exported(db: sqlite3.Connection, environment: str | None = None) -> N
 
 def import_record(db: sqlite3.Connection, r: dict[str, Any]) -> bool:
     if r["kind"] == "launchdarkly.event_payload":
-        db.execute("INSERT INTO inbound_payloads (vendor, stream, meta, body) VALUES (?, ?, ?, ?)",
-                   (VENDOR, r["stream"], r["meta"].encode(), r["body"].encode()))
+        payloads.add(db, VENDOR, r["stream"], r["meta"].encode(), r["body"].encode())
         return True
     if r["kind"] == "launchdarkly.event_batch":
         if db.execute("SELECT 1 FROM outbox_batches WHERE id = ?", (r["id"],)).fetchone() is not None:

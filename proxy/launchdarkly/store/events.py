@@ -100,7 +100,7 @@ class _Batcher:
 
 
 def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], str], max_events: int,
-        max_bytes: int, max_payloads: int = 500) -> CutReport:
+        max_bytes: int, max_payloads: int = 200) -> CutReport:
     """Move up to max_payloads stored payloads, oldest first, into batches (when `forward`; else
     they are only counted) and count their custom events. Inside the caller's transaction."""
     report = CutReport()
@@ -109,6 +109,7 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
         return report
     metas = [decode_meta(meta) for _, _, meta, _ in rows]
     index = _metric_index(db, {meta.project for meta in metas})
+    counting = {project for project, _ in index}  # projects with a metric that counts an event key
     counts: dict[tuple[str, str, str, int], list[float]] = {}
     batcher = _Batcher(db, now, new_id, max_events, max_bytes, report)
     for (_, stream, _, body), meta in zip(rows, metas, strict=True):
@@ -117,6 +118,8 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
             if forward:
                 batcher.alone(stream, spec, body.decode())
             continue
+        if not forward and meta.project not in counting:
+            continue  # kept only to be counted, and no metric of its project counts anything
         for raw in _split_events(body):
             report.events += 1
             if index:
