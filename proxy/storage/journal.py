@@ -70,9 +70,10 @@ class ImpactRow(msgspec.Struct, array_like=True, gc=False):
 
 
 class VendorPayload(msgspec.Struct, array_like=True, gc=False):
-    """A request body a vendor keeps whole to send on later (LaunchDarkly's SDK events): journaled
-    with the request's counts, moved by the fold into `inbound_payloads` (storage/payloads.py),
-    from where the vendor's own cut takes it. The storage layer never looks inside."""
+    """A request body a vendor keeps whole to send on later (LaunchDarkly's SDK events), committed
+    with the request's counts: into `inbound_payloads` at once by the primary's writer, or in an
+    ingest worker's journal entry and moved there by the fold (storage/payloads.py). The vendor's
+    own cut takes it from there. The storage layer never looks inside."""
 
     vendor: str
     stream: str  # the vendor's unit of delivery, e.g. one credential of one environment

@@ -1,8 +1,10 @@
-"""Vendor payloads kept whole: written by the fold (journal -> `inbound_payloads`), taken by the
-vendor's cut, which moves them into outbox batches in its own transaction (for LaunchDarkly:
-proxy/launchdarkly/store/events.py). A payload is in the journal, in this table or in a batch (or
-dead-lettered, delivered), never two of them: the fold that writes it here drops its journal row in
-the same transaction, and the cut that batches it deletes it here in the same transaction."""
+"""Vendor payloads kept whole until the vendor's cut moves them into outbox batches (for
+LaunchDarkly: proxy/launchdarkly/store/events.py), in its own transaction.
+
+The primary's group-commit writer inserts a payload here in the commit that acknowledges its request
+(storage/writer.py); an ingest worker journals it, and the fold that drops the journal row writes it
+here in the same transaction. So a payload is in a journal, in this table or in a batch (then
+delivered or dead-lettered), never two of them, whenever a crash comes."""
 
 from __future__ import annotations
 
