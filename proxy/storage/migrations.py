@@ -287,7 +287,6 @@ MIGRATIONS: list[str] = [
         meta BLOB NOT NULL,
         body BLOB NOT NULL
     );
-    CREATE INDEX inbound_payloads_by_vendor ON inbound_payloads (vendor, id);
     CREATE TABLE ld_metric_events (
         project TEXT NOT NULL,
         metric_key TEXT NOT NULL,

@@ -159,7 +159,7 @@ def _browser(diagnostic: bool):
 
 
 async def preflight(request: web.Request) -> web.StreamResponse:
-    return _cors(request, web.Response(status=200))
+    return _cors(request, web.Response(status=200, text=""))
 
 
 async def metric_import(request: web.Request) -> web.Response:

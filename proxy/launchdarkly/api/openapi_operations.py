@@ -131,10 +131,12 @@ def _sdk_ops() -> list[Operation]:
     ops = []
     for path, upstream in {**events.SERVER_ROUTES, **events.MOBILE_ROUTES}.items():
         diagnostic = upstream.endswith("diagnostic")
-        who = "server-side SDK (SDK key)" if path in events.SERVER_ROUTES else "mobile SDK (mobile key)"
+        server = path in events.SERVER_ROUTES
+        who = "server-side SDK (SDK key)" if server else "mobile SDK (mobile key)"
         ops.append(_event_op(path, f"{'Diagnostic event' if diagnostic else 'Analytics events'} of a {who}; "
                                    f"sent on to {{events_url}}{upstream}",
-                             DiagnosticEvent if diagnostic else EventList, "launchdarkly-sdk",
+                             DiagnosticEvent if diagnostic else EventList,
+                             "launchdarkly-sdk" if server else "launchdarkly-mobile",
                              errors=(401, 403, 413, 415, 503)))
     for path, diagnostic in ((events.BROWSER_BULK, False), (events.BROWSER_DIAGNOSTIC, True)):
         ops.append(_event_op(path, f"{'Diagnostic event' if diagnostic else 'Analytics events'} of a browser SDK",
