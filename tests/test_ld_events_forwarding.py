@@ -10,6 +10,7 @@ import pytest
 
 from proxy.api.state import STORE
 from proxy.launchdarkly.state import LD_EVENT_STATS, LD_EVENTS
+from proxy.launchdarkly.store.queue import read_status
 from tests.ld_events_support import (
     CLIENT_SIDE_ID,
     MOBILE_KEY,
@@ -159,6 +160,9 @@ async def test_a_refused_credential_pauses_alone_while_another_keeps_flowing(mak
     assert upstream.accepted_events()[-1:] == events_of(1, user="s2")
     assert len(upstream.posts) == refused + 1
     assert dead_letters(proxy) == []
+    report = read_status(proxy.server.app[STORE].path)["events"]  # what `metrics-proxy status` shows
+    assert report["production:server"]["batches"] == 2 and str(status) in report["production:server"]["paused"]
+    assert report.get("staging:server", {}).get("paused") is None  # delivered: nothing to report
     upstream.answer = None
     clock.advance(61)
     assert await flush(proxy) == 0

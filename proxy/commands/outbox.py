@@ -94,6 +94,11 @@ def _print_launchdarkly(report: dict, now: float) -> None:
             f"launchdarkly project {name}: queued writes {p['queued']} (oldest {_age(p['oldest'], now)}); "
             f"dead letters {p['dead_letters']}; " + (f"PAUSED: {p['paused']}" if p["paused"] else "not paused")
         )
+    if report.get("event_payloads_waiting"):
+        print(f"launchdarkly events: {report['event_payloads_waiting']} payloads stored, not cut into batches yet")
+    for name, e in report.get("events", {}).items():
+        print(f"launchdarkly events {name}: batches {e['batches']} (oldest {_age(e['oldest'], now)}); "
+              f"dead letters {e['dead_letters']}; " + (f"PAUSED: {e['paused']}" if e["paused"] else "not paused"))
     for letter in report["dead_letters"]:
         write = json.loads(letter["write"])
         print(f"  dead letter {letter['id']} ({_age(letter['at'], now)}): {write['method']} {write['path']} "
