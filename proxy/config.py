@@ -169,6 +169,9 @@ class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         ge=1)] = 1000
     events_batch_bytes: Annotated[int, option(
         "largest uncompressed batch body in bytes (LaunchDarkly takes up to 10 MB)", ge=1024)] = 5 * 1024 * 1024
+    payload_id_window: Annotated[PositiveSeconds, option(
+        "seconds a repeated `X-LaunchDarkly-Payload-ID` from the same credential is answered 202 and not stored "
+        "again (SDKs resend a post within seconds; `idempotency_window` applies to Unleash bulk posts)")] = 900.0
     events_max_in_flight: Annotated[int, option(
         "requests at once per credential while a backlog drains", ge=1, le=64)] = 2
     shutdown_flush_timeout: Annotated[PositiveSeconds, option(

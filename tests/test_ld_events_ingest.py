@@ -10,6 +10,7 @@ import pytest
 
 from proxy.api.state import STORE
 from proxy.launchdarkly.model.payload import VENDOR
+from proxy.launchdarkly.state import LD_EVENTS
 from proxy.storage import payloads
 from tests.ld_events_support import (
     CLIENT_SIDE_ID,
@@ -161,6 +162,13 @@ async def test_a_repeated_payload_id_of_one_credential_is_answered_202_and_store
     # Another credential's payload with the same id is another payload.
     assert (await proxy.post("/bulk", json=body, headers=sdk_headers(STAGING_SDK_KEY, payload_id="same"))).status == 202
     assert [stream for stream, _, _ in stored(proxy)] == ["production:server", "staging:server"]
+    # After payload_id_window the id is forgotten (pruned by the cut) and a post with it is new.
+    clock.advance(901)
+    await proxy.server.app[LD_EVENTS].catch_up()
+    assert (await proxy.post("/bulk", json=body, headers=sdk_headers(payload_id="same"))).status == 202
+    assert [stream for stream, _, _ in stored(proxy)] == ["production:server"]
+    store = proxy.server.app[STORE]
+    assert store.db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 1
 
 
 async def test_metric_imports_need_an_access_token_and_custom_events(proxy, clock):

@@ -22,6 +22,7 @@ from proxy.config import LaunchDarklyEnvironment, Settings
 SERVER, MOBILE, BROWSER, IMPORT = "server", "mobile", "browser", "import"
 _FIELDS = {SERVER: "sdk_key", MOBILE: "mobile_key", BROWSER: "client_side_id"}
 DEFAULT_PROJECT = "default"
+SCOPE_PREFIX = "launchdarkly:"  # of the Payload-IDs' idempotency scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class Credential:
     @property
     def scope(self) -> str:
         """What a repeated X-LaunchDarkly-Payload-ID is matched within (one credential)."""
-        return f"launchdarkly:{self.stream}"
+        return f"{SCOPE_PREFIX}{self.stream}"
 
 
 def masked(key: str) -> str:

@@ -102,7 +102,7 @@ async def _accept(request: web.Request, credential: Credential, upstream_path: s
                          payloads=[VendorPayload(VENDOR, credential.stream, encode(meta), raw)])
     claim = None
     if payload_id and len(payload_id) <= MAX_PAYLOAD_ID:
-        claim = IdempotencyClaim(credential.scope, payload_id, now)
+        claim = IdempotencyClaim(credential.scope, payload_id, now, app[SETTINGS].launchdarkly.payload_id_window)
     try:
         stored = await app[INGEST].append([entry], claim)
     except StorageUnavailable as exc:

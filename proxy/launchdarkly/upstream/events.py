@@ -27,11 +27,11 @@ from proxy.clock import Clock
 from proxy.config import LaunchDarklySettings
 from proxy.forwarding.delivery import Delivery, RetryPolicy, new_batch_id
 from proxy.forwarding.stats import ForwarderStats
-from proxy.launchdarkly.credentials import IMPORT, EventCredentials
+from proxy.launchdarkly.credentials import IMPORT, SCOPE_PREFIX, EventCredentials
 from proxy.launchdarkly.model.payload import VENDOR, decode_spec
 from proxy.launchdarkly.store import events as event_store
 from proxy.launchdarkly.upstream.stats import EventStats
-from proxy.storage import StorageUnavailable, Store
+from proxy.storage import StorageUnavailable, Store, idempotency
 from proxy.storage.outbox import Batch, Outbox
 from proxy.upstream.client import SendResult, UpstreamClient
 
@@ -144,6 +144,7 @@ class EventForwarder:
             await asyncio.sleep(0)  # let ingest commit between bounded cuts
         horizon = int(now // 3600 * 3600) - self.retention_hours * 3600
         self.store.write(event_store.prune_counts, horizon)
+        self.store.write(idempotency.prune_scope, SCOPE_PREFIX, now - self.ld.payload_id_window)
 
     def drain(self) -> None:
         if self.delivery is None:
