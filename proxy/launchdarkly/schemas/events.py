@@ -18,19 +18,6 @@ EventKey = Annotated[str, Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 Count = Annotated[int, Meta(ge=0, le=4_294_967_295)]
 
 
-class Event(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
-    """One analytics event, as far as the proxy reads it: `kind` (required; any string), and for
-    `summary` events the `features` and their counters, for `custom` events the `key` and
-    `metricValue`. The fields other kinds give other meanings are not read (typed Any)."""
-
-    kind: str
-    key: Any = None
-    creationDate: Any = None
-    metricValue: Any = None
-    endDate: Any = None
-    features: Any = None
-
-
 class Counter(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
     """One counter of a summary: `count` evaluations that gave `value` (variation `variation` of
     flag version `version`); `unknown` when the flag was not found."""
@@ -48,20 +35,20 @@ class FlagSummary(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
     contextKinds: list[str] | UnsetType = UNSET
 
 
-class SummaryEvent(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
-    kind: str
-    startDate: int | None = None
-    endDate: int | None = None
-    features: dict[str, FlagSummary] = {}
+class Event(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
+    """One analytics event, as far as the proxy reads it: `kind` (required; any string), and for
+    `summary` events the `features` and their counters, for `custom` events the `key` and
+    `metricValue`. The fields other kinds give other meanings are not read (typed Any).
 
-
-class CustomEvent(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
-    """A custom event as counted against metrics: `key` is a metric's eventKey."""
+    `features` is typed here, for every kind: only summary events carry it, and one decode then
+    validates their counters (a second pass over the summaries cost a third of the handler)."""
 
     kind: str
-    key: EventKey
-    creationDate: int | None = None
-    metricValue: float | None = None
+    key: Any = None
+    creationDate: Any = None
+    metricValue: Any = None
+    endDate: Any = None
+    features: dict[str, FlagSummary] | None = None
 
 
 class ImportEvent(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
