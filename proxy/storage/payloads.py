@@ -54,6 +54,10 @@ def oldest_after(db: sqlite3.Connection, vendor: str, after_id: int, limit: int,
         (vendor, after_id, limit))]
 
 
+def body_of(db: sqlite3.Connection, row_id: int) -> bytes:
+    return inflate(db.execute("SELECT body FROM inbound_payloads WHERE id = ?", (row_id,)).fetchone()[0])
+
+
 def remove(db: sqlite3.Connection, row_id: int) -> None:
     db.execute("DELETE FROM inbound_payloads WHERE id = ?", (row_id,))
 

@@ -104,7 +104,9 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
     """Move up to max_payloads stored payloads, oldest first, into batches (when `forward`; else
     they are only counted) and count their custom events. Inside the caller's transaction."""
     report = CutReport()
-    rows = payloads.oldest(db, VENDOR, max_payloads)
+    if not forward:
+        max_payloads *= 10  # mostly deleted unread: a body is read only when a metric may count it
+    rows = payloads.oldest(db, VENDOR, max_payloads, with_body=forward)
     if not rows:
         return report
     metas = [decode_meta(meta) for _, _, meta, _ in rows]
@@ -112,14 +114,16 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
     counting = {project for project, _ in index}  # projects with a metric that counts an event key
     counts: dict[tuple[str, str, str, int], list[float]] = {}
     batcher = _Batcher(db, now, new_id, max_events, max_bytes, report)
-    for (_, stream, _, body), meta in zip(rows, metas, strict=True):
-        spec = encode(BatchSpec.of(meta)).decode()
+    for (row_id, stream, _, body), meta in zip(rows, metas, strict=True):
+        spec = encode(BatchSpec.of(meta)).decode() if forward else ""
         if meta.diagnostic:
             if forward:
                 batcher.alone(stream, spec, body.decode())
             continue
-        if not forward and meta.project not in counting:
-            continue  # kept only to be counted, and no metric of its project counts anything
+        if not forward:
+            if meta.project not in counting:
+                continue  # kept only to be counted, and no metric of its project counts anything
+            body = payloads.body_of(db, row_id)
         for raw in _split_events(body):
             report.events += 1
             if index:
