@@ -66,6 +66,11 @@ def _metric_index(db: sqlite3.Connection, projects: set[str]) -> dict[tuple[str,
     return index
 
 
+def _any_metric_counts(db: sqlite3.Connection) -> bool:
+    """Some metric has an eventKey (only those count custom events)."""
+    return db.execute("SELECT EXISTS (SELECT 1 FROM ld_metrics WHERE doc LIKE '%\"eventKey\"%')").fetchone()[0] == 1
+
+
 class _Batcher:
     """Open batches per (stream, spec), closed at max_events or max_bytes of body."""
 
@@ -105,6 +110,9 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
     they are only counted) and count their custom events. Inside the caller's transaction."""
     report = CutReport()
     if not forward:
+        if not _any_metric_counts(db):  # kept only to be counted, and nothing would count them
+            report.payloads = payloads.delete_all(db, VENDOR)
+            return report
         max_payloads *= 10  # mostly deleted unread: a body is read only when a metric may count it
     rows = payloads.oldest(db, VENDOR, max_payloads, with_body=forward)
     if not rows:
