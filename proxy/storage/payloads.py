@@ -66,8 +66,9 @@ def delete_through(db: sqlite3.Connection, vendor: str, last_id: int) -> int:
     return db.execute("DELETE FROM inbound_payloads WHERE vendor = ? AND id <= ?", (vendor, last_id)).rowcount
 
 
-def delete_all(db: sqlite3.Connection, vendor: str) -> int:
-    return db.execute("DELETE FROM inbound_payloads WHERE vendor = ?", (vendor,)).rowcount
+def delete_oldest(db: sqlite3.Connection, vendor: str, limit: int) -> int:
+    return db.execute("DELETE FROM inbound_payloads WHERE id IN (SELECT id FROM inbound_payloads WHERE vendor = ? "
+                      "ORDER BY id LIMIT ?)", (vendor, limit)).rowcount
 
 
 def count(db: sqlite3.Connection, vendor: str) -> int:

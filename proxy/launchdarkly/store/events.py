@@ -21,6 +21,7 @@ from proxy.storage import payloads
 from proxy.storage.outbox import OutboxItem, insert_batch
 
 KIND_METRIC_EVENT = "custom"
+UNREAD_DELETE_ROWS = 2000  # payloads deleted unread per transaction (~5 ms): the loop answers between
 _split_events = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
@@ -111,7 +112,8 @@ def cut(db: sqlite3.Connection, now: float, forward: bool, new_id: Callable[[], 
     report = CutReport()
     if not forward:
         if not _any_metric_counts(db):  # kept only to be counted, and nothing would count them
-            report.payloads = payloads.delete_all(db, VENDOR)
+            report.payloads = payloads.delete_oldest(db, VENDOR, UNREAD_DELETE_ROWS)
+            report.more = report.payloads == UNREAD_DELETE_ROWS
             return report
         max_payloads *= 10  # mostly deleted unread: a body is read only when a metric may count it
     rows = payloads.oldest(db, VENDOR, max_payloads, with_body=forward)
