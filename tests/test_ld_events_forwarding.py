@@ -212,3 +212,13 @@ async def test_without_events_url_events_stay_local(make_client, upstream):
     store = proxy.server.app[STORE]
     assert store.db.execute("SELECT count(*) FROM outbox_batches").fetchone()[0] == 0
     assert store.db.execute("SELECT count(*) FROM inbound_payloads").fetchone()[0] == 0
+
+
+async def test_with_open_auth_an_unlisted_key_goes_upstream_with_its_own_events(make_client, upstream):
+    proxy = await make_client(auth="open", launchdarkly=ld_settings(upstream.url, flush_interval=3600.0))
+    other = "sdk-99999999-1111-4222-8333-944455556666"
+    await post(proxy, events_of(2, user="o"), other)
+    await post(proxy, events_of(1, user="p"))
+    await flush(proxy)
+    sent = {p.headers["authorization"]: p.events for p in upstream.accepted()}
+    assert sent == {other: events_of(2, user="o"), SDK_KEY: events_of(1, user="p")}

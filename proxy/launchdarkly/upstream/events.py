@@ -150,7 +150,8 @@ class EventForwarder:
         if self.delivery is None:
             return
         for stream in self.outbox.environments():
-            if self._credential_of(stream) is None and not stream.endswith(":browser"):
+            # With auth = "open" an unlisted key travels in its batches (BatchSpec.key).
+            if not self.credentials.open and self._credential_of(stream) is None and not stream.endswith(":browser"):
                 if stream not in self._without_credential:
                     self._without_credential.add(stream)
                     log.error("LaunchDarkly events of %r: no credential configured for them any more; their batches "
