@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.ld_events_support import (
     summary,
 )
 from tests.ld_support import LD_TOKEN
+from tests.storage_support import SMALL_STORE
 from tests.support import ADMIN_TOKEN
 
 
@@ -212,3 +214,21 @@ async def test_summary_counts_reach_the_usage_store_under_the_launchdarkly_app(p
     store = proxy.server.app[STORE]
     assert store.db.execute("SELECT count(*) FROM hourly_counts").fetchone()[0] == 3
     assert store.db.execute("SELECT count(*) FROM pending_counts").fetchone()[0] == 0  # never Unleash's
+
+
+async def test_a_full_store_refuses_event_posts_with_503_and_keeps_what_it_acknowledged(make_client, clock):
+    proxy = await make_client(launchdarkly=ld_settings(), max_db_size=SMALL_STORE)
+    acknowledged, refused = [], 0
+    for n in range(400):
+        events = [index(now_ms(clock), user=f"{n}-{i}-" + os.urandom(16).hex()) for i in range(40)]
+        response = await proxy.post("/bulk", json=events, headers=sdk_headers())
+        if response.status == 202:
+            acknowledged.append(events)
+            continue
+        assert response.status == 503 and "Retry-After" in response.headers
+        assert set(await response.json()) == {"message"}
+        refused += 1
+        if refused > 3:
+            break
+    assert acknowledged and refused
+    assert [kept for _, _, kept in stored(proxy)] == acknowledged  # every 202, nothing refused
