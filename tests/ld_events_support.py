@@ -1,4 +1,4 @@
-"""Helpers of the SDK event tests: credentials, settings, event bodies."""
+"""What the SDK event tests share: credentials, settings, event bodies, a config file."""
 
 from __future__ import annotations
 

@@ -232,3 +232,20 @@ async def test_a_full_store_refuses_event_posts_with_503_and_keeps_what_it_ackno
             break
     assert acknowledged and refused
     assert [kept for _, _, kept in stored(proxy)] == acknowledged  # every 202, nothing refused
+
+
+async def test_under_drop_oldest_the_oldest_stored_events_give_way_and_are_counted(make_client, clock):
+    proxy = await make_client(launchdarkly=ld_settings(), max_db_size=SMALL_STORE, overflow_policy="drop_oldest")
+    posted = []
+    for n in range(120):
+        events = [index(now_ms(clock), user=f"{n}-{i}-" + os.urandom(16).hex()) for i in range(40)]
+        response = await proxy.post("/bulk", json=events, headers=sdk_headers())
+        assert response.status == 202, await response.text()  # never refused: the oldest give way
+        posted.append(events)
+    kept = [body for _, _, body in stored(proxy)]
+    assert kept and len(kept) < len(posted)
+    assert kept == posted[-len(kept):]  # the newest stay, in order
+    scrape = await (await proxy.get("/internal-backstage/prometheus")).text()
+    line = next(x for x in scrape.splitlines()
+                if x.startswith('metrics_proxy_launchdarkly_events_dropped_total{reason="overflow_drop_oldest"}'))
+    assert int(float(line.split()[-1])) == len(posted) - len(kept)

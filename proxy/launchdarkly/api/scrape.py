@@ -3,6 +3,8 @@ process), queued writes and dead letters (read from the store)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from aiohttp import web
 
 from proxy.api.state import STORE
@@ -67,9 +69,12 @@ def _event_families(app: web.Application) -> list[str]:
     for name, help_text, counter in by_kind:
         lines += family(f"metrics_proxy_launchdarkly_{name}_total", "counter", help_text,
                         [((("kind", k),), v) for k, v in sorted(counter.items())])
+    space = app[STORE].space
+    dropped = stats.dropped + (space.dropped_payloads if space is not None else Counter())
     lines += family("metrics_proxy_launchdarkly_events_dropped_total", "counter",
-                    "SDK events given up, by reason (rejected_400, rejected_413: dead-lettered)",
-                    [((("reason", k),), v) for k, v in sorted(stats.dropped.items())])
+                    "SDK events given up, by reason (rejected_400, rejected_413: dead-lettered; "
+                    "overflow_drop_oldest: the store was full, a stored payload counting as one)",
+                    [((("reason", k),), v) for k, v in sorted(dropped.items())])
     lines += family("metrics_proxy_launchdarkly_event_requests_total", "counter",
                     "Requests to events_url, by answer (status, network, ambiguous)",
                     [((("status", k),), v) for k, v in sorted(delivery.requests.items())])
