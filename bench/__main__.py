@@ -10,7 +10,7 @@ import time
 
 from bench.harness import save
 
-BENCHES = ["ingest", "reads", "prometheus", "economy", "drain", "memory", "cardinality", "startup", "large_posts"]
+BENCHES = ["ingest", "ld_events", "reads", "prometheus", "economy", "drain", "memory", "cardinality", "startup", "large_posts"]
 # Not in --quick: running three servers under valgrind takes ~2 minutes by itself.
 FULL_ONLY = ["instructions"]
 

@@ -22,6 +22,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 app = web.Application()
-app.add_routes([web.post("/api/client/metrics", accept), web.get("/internal-backstage/health", health)])
+app.add_routes([web.post("/api/client/metrics", accept), web.post("/bulk", accept),
+                web.get("/internal-backstage/health", health)])
 loop_kind = sys.argv[2] if len(sys.argv) > 2 else Settings().event_loop
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=new_event_loop(loop_kind))

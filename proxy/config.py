@@ -12,6 +12,7 @@ when they disagree with this file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -106,6 +107,22 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         "new instances go out in the next batch. 0: every instance seen, in every batch", ge=0)] = 60.0
 
 
+class LaunchDarklyEnvironment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One `[launchdarkly.environments.NAME]` table: the credentials SDKs of that environment send
+    their events with (Relay's convention), and the project its flags and metrics belong to."""
+
+    sdk_key: Annotated[str | None, option(
+        "server-side SDKs post `/bulk` and `/diagnostic` with it", example="sdk-00000000-0000-0000-0000-000000000000")] = None
+    mobile_key: Annotated[str | None, option(
+        "mobile SDKs post `/mobile`, `/mobile/events`, `/mobile/events/bulk`, `/mobile/events/diagnostic` with it",
+        example="mob-00000000-0000-0000-0000-000000000000")] = None
+    client_side_id: Annotated[str | None, option(
+        "browser SDKs post `/events/bulk/{clientSideId}` and `/events/diagnostic/{clientSideId}` (not a secret)",
+        example="5f0000000000000000000000")] = None
+    project: Annotated[str, option(
+        "the LaunchDarkly project whose metrics count this environment's custom events")] = "default"
+
+
 class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The `[launchdarkly]` table: the metrics and metric-groups REST API ([launchdarkly.md](launchdarkly.md))."""
 
@@ -129,7 +146,41 @@ class LaunchDarklySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         "replaying queued writes: the backoff starts here (full jitter, `Retry-After` a floor), as `[upstream]`")] = 1.0
     retry_max: Annotated[PositiveSeconds, option("... and is capped here")] = 300.0
     auth_retry_interval: Annotated[PositiveSeconds, option(
-        "a 401 / 403 on replay pauses the queue this long; its writes are kept")] = 300.0
+        "a 401 / 403 on replay pauses the queue this long; its writes are kept; SDK events: a 401 / 403 / 404 "
+        "pauses that credential this long, its events are kept")] = 300.0
+    events_url: Annotated[str | None, option(
+        "where SDK events and metric imports are sent, e.g. `https://events.launchdarkly.com`. Absent: events "
+        "stay local (counted, not sent) ([launchdarkly.md](launchdarkly.md#sdk-events))",
+        example="https://events.launchdarkly.com")] = None
+    flush_interval: Annotated[PositiveSeconds, option(
+        "seconds between cuts of the stored events into batches (and sends to `events_url`)")] = 5.0
+    environments: Annotated[dict[str, LaunchDarklyEnvironment], option(
+        "the environments SDKs send events for, by name: `[launchdarkly.environments.NAME]` with `sdk_key`, "
+        "`mobile_key`, `client_side_id`, `project`. With `auth = \"tokens\"` only these credentials are "
+        "accepted; with `auth = \"open\"` any, filed under an environment named after a masked form of it. "
+        "In the environment, a JSON object: `{\"production\": {\"sdk_key\": \"sdk-...\"}}`",
+        example={"production": {"sdk_key": "sdk-00000000-0000-0000-0000-000000000000", "project": "default"}})] = {}
+    import_token: Annotated[str | None, option(
+        "the access token metric imports are sent to `events_url` with (LaunchDarkly recommends one with only "
+        "the `importEventData` action). Absent: imports are counted locally and not sent",
+        example="api-import-token")] = None
+    events_batch_events: Annotated[int, option(
+        "most events in one batch sent to `events_url` (Relay's default queue capacity per flush)",
+        ge=1)] = 1000
+    events_batch_bytes: Annotated[int, option(
+        "largest uncompressed batch body in bytes (LaunchDarkly takes up to 10 MB)", ge=1024)] = 5 * 1024 * 1024
+    payload_id_window: Annotated[PositiveSeconds, option(
+        "seconds a repeated `X-LaunchDarkly-Payload-ID` from the same credential is answered 202 and not stored "
+        "again (SDKs resend a post within seconds; `idempotency_window` applies to Unleash bulk posts)")] = 900.0
+    events_max_in_flight: Annotated[int, option(
+        "requests at once per credential while a backlog drains", ge=1, le=64)] = 2
+    shutdown_flush_timeout: Annotated[PositiveSeconds, option(
+        "on SIGTERM the last send of events may take this long; what is not delivered stays on disk")] = 20.0
+
+    @property
+    def events(self) -> bool:
+        """SDK events are sent upstream (else only kept and counted locally)."""
+        return bool(self.events_url)
 
     @property
     def upstream(self) -> bool:
@@ -337,6 +388,11 @@ def _env_value(key: str, tp: Any, raw: str) -> Any:
     if isinstance(tp, msgspec.inspect.ListType):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if isinstance(tp, msgspec.inspect.DictType):
+        if isinstance(_unwrap(tp.value_type), msgspec.inspect.StructType):  # tables by name: JSON
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise ConfigError(f"invalid option {key}: expected a JSON object of tables") from None
         return _parse_env_mapping(key, raw)
     return raw
 
@@ -433,7 +489,26 @@ def load_settings(
         raise ConfigError(f"invalid option launchdarkly.api_url: {api_url!r} is not an http(s) URL")
     if bool(api_url) != bool(settings.launchdarkly.api_token):
         raise ConfigError("invalid option launchdarkly: api_url and api_token go together (give both or neither)")
+    _check_launchdarkly_events(settings.launchdarkly)
     return settings
+
+
+def _check_launchdarkly_events(ld: LaunchDarklySettings) -> None:
+    if ld.events_url is not None and not ld.events_url.startswith(("http://", "https://")):
+        raise ConfigError(f"invalid option launchdarkly.events_url: {ld.events_url!r} is not an http(s) URL")
+    seen: dict[str, str] = {}
+    for name, env in ld.environments.items():
+        for field in ("sdk_key", "mobile_key", "client_side_id"):
+            value = getattr(env, field)
+            if value is None:
+                continue
+            if not value.strip():
+                raise ConfigError(f"invalid option launchdarkly.environments.{name}.{field}: empty")
+            if value in seen:
+                # Never the value itself: it may be a key.
+                raise ConfigError(f"invalid option launchdarkly.environments.{name}.{field}: the same credential "
+                                  f"is also {seen[value]}")
+            seen[value] = f"launchdarkly.environments.{name}.{field}"
 
 
 def flag_options() -> list[str]:

@@ -55,6 +55,10 @@ def test_every_option_has_a_description_a_section_and_an_example_that_is_valid()
             msgspec.convert(option.example, hint)
 
 
+PAIRED = {"launchdarkly.api_url": "METRICS_PROXY_LAUNCHDARKLY_API_TOKEN",
+          "launchdarkly.api_token": "METRICS_PROXY_LAUNCHDARKLY_API_URL"}
+
+
 def differs_from_default(option: reference.Option) -> tuple[str, typing.Any]:
     """A value for `option` that is not its default, as the environment spells it, and as parsed."""
     tp = option.type.types[0] if isinstance(option.type, msgspec.inspect.UnionType) else option.type
@@ -71,6 +75,8 @@ def differs_from_default(option: reference.Option) -> tuple[str, typing.Any]:
     if isinstance(tp, msgspec.inspect.ListType):
         return "a:b.c,d:e.f", ["a:b.c", "d:e.f"]
     if isinstance(tp, msgspec.inspect.DictType):
+        if isinstance(tp.value_type, msgspec.inspect.StructType):  # tables by name, given as JSON
+            return '{"x": {}}', {"x": tp.value_type.cls()}
         return "x=1,y=2", {"x": "1", "y": "2"}
     return "http://other.example/api", "http://other.example/api"
 
@@ -86,6 +92,8 @@ def test_every_documented_environment_variable_sets_its_option(option):
                         "METRICS_PROXY_LAUNCHDARKLY_API_TOKEN": "api-token"})
     raw, value = differs_from_default(option)
     environ[option.env] = raw
+    if option.key in PAIRED:  # options valid only together
+        environ.setdefault(PAIRED[option.key], "http://other.example/api")
     settings = load_settings(environ=environ)
     holder = settings if option.table is None else getattr(settings, option.table)
     assert getattr(holder, option.name) == value

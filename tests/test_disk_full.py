@@ -87,6 +87,9 @@ async def test_full_store_answers_503_and_keeps_exactly_the_acknowledged_counts(
     assert prometheus_value(text, "metrics_proxy_ingest_counts_total") == sum(acked.values())
 
 
+SCHEMA_GROWTH = 2 * 4096
+
+
 async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the_fold_waits_for_space(
     make_client, clock, caplog,
 ):
@@ -94,7 +97,9 @@ async def test_a_group_commit_sqlite_refuses_stores_none_of_its_requests_and_the
     so the fold cannot run; the next group gets SQLITE_FULL from SQLite itself in the middle of its
     inserts and is rolled back whole (503 for each request). After a restart with a larger limit
     the journal is folded: exactly the acknowledged counts, nothing of the refused requests."""
-    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE)
+    # The first group must fit: room for the schema's own pages (two more since the LaunchDarkly
+    # event tables) beside SMALL_STORE's.
+    client = await make_client(upstream=UNREACHABLE_UPSTREAM, max_db_size=SMALL_STORE + SCHEMA_GROWTH)
     hour = clock.now() // HOUR * HOUR
     acked: dict[str, int] = {}
     statuses = []

@@ -11,6 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from proxy.app import create_app
+from proxy.launchdarkly.api.events import ERROR_PREFIXES as EVENT_PREFIXES
 from proxy.unleash.schemas.client import ClientMetrics
 from tests.support import PAYLOADS, admin_headers, client_headers, recorded_requests
 
@@ -72,11 +73,15 @@ async def test_operations_say_their_token_and_error_body(document):
     for path, item in document["paths"].items():
         for method, op in item.items():
             kind = op["x-token-kind"]
-            # LaunchDarkly's routes answer its own error body {code, message, id}.
-            error_ref = {"$ref": "#/components/schemas/" + ("LdError" if kind == "launchdarkly" else "ErrorBody")}
+            # LaunchDarkly's routes answer its own error body {code, message, id}; its SDK event routes
+            # Relay's {"message": ...}.
+            body = "LdError" if kind == "launchdarkly" else "ErrorBody"
+            if path.startswith(EVENT_PREFIXES):
+                body = "RelayError"
+            error_ref = {"$ref": "#/components/schemas/" + body}
             if kind is not None:
                 assert op["security"] == [{"apiKey": []}], (method, path)
-                for status in ("401", "403") if kind != "launchdarkly" else ("401",):
+                for status in ("401", "403") if not kind.startswith("launchdarkly") else ("401",):
                     assert op["responses"][status]["content"]["application/json"]["schema"] == error_ref
             for status, answer in op["responses"].items():
                 if status.startswith("4"):

@@ -29,12 +29,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from proxy.app import openapi_document
+from proxy.launchdarkly.api.events import ERROR_PREFIXES as EVENT_PREFIXES
+from tests.ld_events_support import MOBILE_KEY, SDK_KEY
 from tests.ld_support import LD_TOKEN
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, FRONTEND_TOKEN, ProxyProcess
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 REQUEST_TIMEOUT = 10
-TOKENS = {"client": CLIENT_TOKEN, "frontend": FRONTEND_TOKEN, "admin": ADMIN_TOKEN, "launchdarkly": LD_TOKEN}
+TOKENS = {"client": CLIENT_TOKEN, "frontend": FRONTEND_TOKEN, "admin": ADMIN_TOKEN, "launchdarkly": LD_TOKEN,
+          "launchdarkly-sdk": SDK_KEY, "launchdarkly-mobile": MOBILE_KEY}
+LD_ENVIRONMENTS = json.dumps({"production": {"sdk_key": SDK_KEY, "mobile_key": MOBILE_KEY}})
 CHECKS = [
     not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
     negative_data_rejection,
@@ -49,7 +53,8 @@ FUZZ_SETTINGS = settings(
 def _proxy(tmp_path_factory, name: str, **env: str):
     base = tmp_path_factory.mktemp(name)
     proxy = ProxyProcess(base / "data", extra_env={"METRICS_PROXY_FOLD_INTERVAL": "3600",
-                                                   "METRICS_PROXY_LAUNCHDARKLY_ACCESS_TOKENS": LD_TOKEN, **env})
+                                                   "METRICS_PROXY_LAUNCHDARKLY_ACCESS_TOKENS": LD_TOKEN,
+                                                   "METRICS_PROXY_LAUNCHDARKLY_ENVIRONMENTS": LD_ENVIRONMENTS, **env})
     proxy.start()
     return proxy
 
@@ -68,11 +73,14 @@ def token_proxy(tmp_path_factory):
     proxy.stop()
 
 
-def assert_error_body(response, launchdarkly: bool = False) -> None:
+def assert_error_body(response, launchdarkly: bool = False, relay: bool = False) -> None:
     """The documented error body, stricter than the schema: details is never empty."""
     if not 400 <= response.status_code < 500:
         return
     body = response.json()
+    if relay:  # LaunchDarkly's SDK event routes: Relay's {"message": ...}
+        assert set(body) == {"message"} and isinstance(body["message"], str) and body["message"], body
+        return
     if launchdarkly:
         assert set(body) == {"code", "message", "id"}, body
         assert all(isinstance(body[k], str) and body[k] for k in ("code", "message", "id")), body
@@ -99,7 +107,8 @@ def _fuzz(case, proxy: ProxyProcess, with_tokens: bool) -> None:
     headers = _token_header(case, with_tokens)
     response = case.call_and_validate(base_url=proxy.url, headers=headers, checks=CHECKS, timeout=REQUEST_TIMEOUT)
     STATUSES[case.operation.label][response.status_code] += 1
-    assert_error_body(response, case.operation.definition.raw.get("x-token-kind") == "launchdarkly")
+    assert_error_body(response, case.operation.definition.raw.get("x-token-kind") == "launchdarkly",
+                      relay=case.operation.path.startswith(EVENT_PREFIXES))
 
 
 # The documents the proxies serve (test_served_documents_are_the_fuzzed_ones checks they are

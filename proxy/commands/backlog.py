@@ -35,13 +35,14 @@ from typing import IO, Any
 import msgspec
 
 from proxy.config import Settings, settings_from_args
+from proxy.launchdarkly.store import backlog as launchdarkly_backlog
 from proxy.unleash.store import backlog as unleash_backlog
 
 FORMAT_VERSION = 1
 HEADER, END = "metrics-proxy.export", "metrics-proxy.end"
 # Each vendor's backlog module, by the prefix of its kinds: export_records, remove_exported,
 # import_record, counts, KINDS.
-BACKLOGS: dict[str, ModuleType] = {"unleash.": unleash_backlog}
+BACKLOGS: dict[str, ModuleType] = {"unleash.": unleash_backlog, "launchdarkly.": launchdarkly_backlog}
 
 
 class ImportRefused(Exception):

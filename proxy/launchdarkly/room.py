@@ -20,22 +20,27 @@ from proxy.api.errors import ErrorRenderer
 from proxy.api.state import CLOCK, SCRAPE_SOURCES, SETTINGS, STATUS_SOURCES, STORE
 from proxy.forwarding.delivery import RetryPolicy
 from proxy.launchdarkly import errors
-from proxy.launchdarkly.api import admin, groups, metrics, scrape, status
+from proxy.launchdarkly.api import admin, events, groups, metric_events, metrics, scrape, status
 from proxy.launchdarkly.api.openapi_operations import OPERATIONS
 from proxy.launchdarkly.auth import AccessTokens
-from proxy.launchdarkly.state import LD_AUTH, LD_REFRESH, LD_STATS, LD_WRITES
+from proxy.launchdarkly.credentials import EventCredentials
+from proxy.launchdarkly.state import LD_AUTH, LD_CREDENTIALS, LD_EVENT_STATS, LD_EVENTS, LD_REFRESH, LD_STATS, LD_WRITES
 from proxy.launchdarkly.upstream import adopt
+from proxy.launchdarkly.upstream import events as event_forwarding
+from proxy.launchdarkly.upstream.events import EventForwarder
 from proxy.launchdarkly.upstream.refresh import Refresher
-from proxy.launchdarkly.upstream.stats import WriteStats
+from proxy.launchdarkly.upstream.stats import EventStats, WriteStats
 from proxy.launchdarkly.upstream.writes import REJECTED, Writes
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-ROUTE_GROUPS = (metrics, groups, admin)
-# Every error of these paths is LaunchDarkly's {code, message, id} (the 404/405 of unknown ones too).
+ROUTE_GROUPS = (metric_events, metrics, groups, admin, events)
+# Every error of these paths is LaunchDarkly's {code, message, id} (the 404/405 of unknown ones too);
+# of the SDK event paths Relay's {"message": ...}.
 ERROR_RENDERERS: list[tuple[str, ErrorRenderer]] = [("/api/v2/", errors.render),
-                                                     ("/internal-backstage/launchdarkly/", errors.render)]
+                                                     ("/internal-backstage/launchdarkly/", errors.render),
+                                                     *((prefix, events.render) for prefix in events.ERROR_PREFIXES)]
 WRITE_QUEUE_TICK = 5.0  # seconds between looks at the queue (a drain paused by a 401 resumes here)
 __all__ = ["ERROR_RENDERERS", "OPERATIONS", "install"]
 
@@ -62,6 +67,15 @@ def install(app: web.Application) -> list[web.RouteDef]:
         app.cleanup_ctx.append(functools.partial(_upstream_ctx, client=client, refresher=refresher))
     else:
         app[LD_WRITES] = Writes(store, clock, stats, adopter=adopt.replayed)
+    app[LD_CREDENTIALS] = credentials = EventCredentials(settings)
+    app[LD_EVENT_STATS] = event_stats = EventStats()
+    events_client = None
+    if ld.events:
+        assert ld.events_url is not None
+        events_client = UpstreamClient(ld.events_url, ld.request_timeout, clock)
+    forwarder = app[LD_EVENTS] = EventForwarder(ld, credentials, store, clock, event_stats,
+                                                settings.retention_hours, events_client)
+    app.cleanup_ctx.append(event_forwarding.cleanup_context(forwarder))
     app[SCRAPE_SOURCES].append(functools.partial(scrape.families, app))
     app[STATUS_SOURCES].append(functools.partial(status.section, app))
     if settings.auth == "tokens" and not ld.access_tokens:

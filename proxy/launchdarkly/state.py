@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.launchdarkly.auth import AccessTokens
-from proxy.launchdarkly.upstream.stats import WriteStats
+from proxy.launchdarkly.credentials import EventCredentials
+from proxy.launchdarkly.upstream.stats import EventStats, WriteStats
 from proxy.launchdarkly.upstream.writes import Writes
 
 LD_AUTH = web.AppKey("launchdarkly_auth", AccessTokens)
@@ -14,3 +15,7 @@ LD_STATS = web.AppKey("launchdarkly_stats", WriteStats)
 # The refresher of projects from the upstream (proxy.launchdarkly.upstream.refresh.Refresher) or
 # None without an upstream; typed loosely as the Unleash room's feature source is.
 LD_REFRESH = web.AppKey("launchdarkly_refresh", object)
+LD_CREDENTIALS = web.AppKey("launchdarkly_credentials", EventCredentials)
+LD_EVENT_STATS = web.AppKey("launchdarkly_event_stats", EventStats)
+# The forwarder of SDK events (proxy.launchdarkly.upstream.events.EventForwarder).
+LD_EVENTS = web.AppKey("launchdarkly_events", object)

@@ -57,6 +57,9 @@ def secrets_of(settings: Any) -> set[str]:
         value = getattr(settings, name)
         if isinstance(value, msgspec.Struct):
             found |= secrets_of(value)
+        elif isinstance(value, dict) and any(isinstance(item, msgspec.Struct) for item in value.values()):
+            for item in value.values():  # tables by name, e.g. [launchdarkly.environments.NAME]
+                found |= secrets_of(item)
         elif _SECRET_WORDS & set(name.split("_")):
             for text in _strings(value):
                 found.add(text)

@@ -22,6 +22,9 @@ class IdempotencyClaim:
     environment: str
     key: str
     at: float  # when the post was received; the key is remembered from then on
+    # How long a repeat is recognised, when not the store's idempotency_window (LaunchDarkly's
+    # Payload-IDs: an SDK resends within seconds, and a day of them would be a large table).
+    window: float | None = None
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -33,7 +36,7 @@ def remembered(db: sqlite3.Connection, claims: list[IdempotencyClaim], window: f
     the transaction). One primary-key query per environment and LOOKUP_CHUNK keys, since a group
     commit carries up to 512 claims."""
     found: set[tuple[str, str]] = set()
-    since = {claim.scope: claim.at - window for claim in claims}
+    since = {claim.scope: claim.at - (window if claim.window is None else claim.window) for claim in claims}
     for environment in sorted({env for env, _ in since}):
         keys = sorted(key for env, key in since if env == environment)
         for i in range(0, len(keys), LOOKUP_CHUNK):
@@ -60,3 +63,10 @@ def prune(db: sqlite3.Connection, before: float) -> int:
     """Forget keys recorded before `before`; returns how many."""
     with write_transaction(db):
         return db.execute("DELETE FROM idempotency_keys WHERE seen_at < ?", (before,)).rowcount
+
+
+def prune_scope(db: sqlite3.Connection, prefix: str, before: float) -> int:
+    """Forget the keys of environments named `prefix...` recorded before `before` (claims with a
+    window of their own, pruned by their owner), inside the caller's transaction."""
+    return db.execute("DELETE FROM idempotency_keys WHERE environment >= ? AND environment < ? AND seen_at < ?",
+                      (prefix, prefix + "\U0010ffff", before)).rowcount

@@ -69,6 +69,18 @@ class ImpactRow(msgspec.Struct, array_like=True, gc=False):
     buckets: list[tuple[str, int]] | None = None  # histogram: (le as text, cumulative count)
 
 
+class VendorPayload(msgspec.Struct, array_like=True, gc=False):
+    """A request body a vendor keeps whole to send on later (LaunchDarkly's SDK events), committed
+    with the request's counts: into `inbound_payloads` at once by the primary's writer, or in an
+    ingest worker's journal entry and moved there by the fold (storage/payloads.py). The vendor's
+    own cut takes it from there. The storage layer never looks inside."""
+
+    vendor: str
+    stream: str  # the vendor's unit of delivery, e.g. one credential of one environment
+    meta: bytes  # the vendor's JSON about the body (path, headers kept with it)
+    body: bytes  # the validated body, as received (decompressed)
+
+
 class JournalEntry(msgspec.Struct, array_like=True, gc=False):
     environment: str
     received: float  # epoch seconds when the proxy accepted it; drives the per-minute windows
@@ -77,6 +89,7 @@ class JournalEntry(msgspec.Struct, array_like=True, gc=False):
     # Last, with defaults, so journal rows written by earlier versions still decode.
     impact: list[ImpactRow] = []
     bucket: PostedBucket | None = None  # a metrics post's counts (`counts` holds bulk rows)
+    payloads: list[VendorPayload] = []  # bodies a vendor sends on whole (LaunchDarkly's events)
 
     def count_total(self) -> int:
         """yes + no over every count the entry carries."""

@@ -277,6 +277,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_batches ADD COLUMN vendor TEXT NOT NULL DEFAULT 'unleash';
     ALTER TABLE dead_letters ADD COLUMN vendor TEXT NOT NULL DEFAULT 'unleash';
     """,
+    # 11: LaunchDarkly's SDK events: payloads kept whole by the fold until the vendor's cut moves them
+    # into outbox batches (proxy/storage/payloads.py), and custom events counted per metric and hour.
+    """
+    CREATE TABLE inbound_payloads (
+        id INTEGER PRIMARY KEY,
+        vendor TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        meta BLOB NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE ld_metric_events (
+        project TEXT NOT NULL,
+        metric_key TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        value_sum REAL NOT NULL,
+        PRIMARY KEY (project, metric_key, environment, hour)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from proxy.storage import health, idempotency, integrity
+from proxy.storage import health, idempotency, integrity, payloads
 from proxy.storage.capacity.disk_reserve import DiskReserve, WriterConnection
 from proxy.storage.capacity.limits import is_disk_full
 from proxy.storage.capacity.space import BoundedSpace
@@ -55,6 +55,7 @@ def _write_folded(db: sqlite3.Connection, deltas: Deltas) -> None:
     usage_totals.write_usage_totals(db, deltas)
     impact.write_impact(db, deltas.impact)
     write_minute_rollups(db, deltas)
+    payloads.write_payloads(db, deltas.payloads)
 
 
 def _write_staged_chunk(db: sqlite3.Connection, deltas: Deltas, seq: int) -> None:
@@ -154,7 +155,7 @@ class Store:
         self.shards.load(db)
         self.replayed_entries += self.shards.pull(deltas)
         self.writer = GroupCommitWriter(db, deltas, last_id + 1, self.space, self.idempotency_window,
-                                        want_stage=self.want_stage)
+                                        want_stage=self.want_stage, direct_payloads=True)
         self.writer.last_journal_id = last_id
         self.fold()
         self.impact_guard = impact.SeriesGuard.load(db)  # after the fold: replayed series count too

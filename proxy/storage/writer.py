@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.storage import idempotency
+import msgspec
+
+from proxy.storage import idempotency, payloads
 from proxy.storage.capacity.limits import StoreFull, is_disk_full
 from proxy.storage.idempotency import IdempotencyClaim
-from proxy.storage.journal import JournalEntry, encode_entry
+from proxy.storage.journal import JournalEntry, VendorPayload, encode_entry
 from proxy.storage.transaction import write_transaction
 from proxy.storage.usage.aggregate import Deltas
 
@@ -110,9 +112,14 @@ class GroupCommitWriter:
     def __init__(
         self, db: sqlite3.Connection, deltas: Deltas, next_journal_id: int,
         space: SpaceKeeper | None = None, idempotency_window: float = 24 * 3600.0,
-        want_stage: Callable[[], None] | None = None,
+        want_stage: Callable[[], None] | None = None, direct_payloads: bool = False,
     ) -> None:
         self._db = db
+        # The primary's writer puts a vendor payload straight into inbound_payloads in the commit
+        # that journals its request (storage/payloads.py): written once, not journaled, held in
+        # the deltas and written again by the fold. An ingest worker's journal is all the primary
+        # reads of it, so there a payload stays in the journal entry and the fold moves it.
+        self._direct_payloads = direct_payloads
         # Ask the folder to stage the deltas soon (Store.want_stage): it does so between its own
         # transactions, so a commit never waits for a staging.
         self._want_stage = want_stage
@@ -219,6 +226,8 @@ class GroupCommitWriter:
             counted = index in stored
             if counted:
                 for entry in entries:
+                    if entry.payloads and self._direct_payloads:  # already in inbound_payloads
+                        entry = msgspec.structs.replace(entry, payloads=[])
                     self.deltas.add(entry)
             else:
                 self.stats.replays += 1
@@ -238,6 +247,7 @@ class GroupCommitWriter:
                 taken = idempotency.remembered(db, claims, self.idempotency_window)
                 stored: set[int] = set()
                 rows = []
+                direct: list[VendorPayload] = []
                 new_claims = []
                 for index, (entries, claim, _) in enumerate(batch):
                     if claim is not None:
@@ -247,9 +257,14 @@ class GroupCommitWriter:
                         new_claims.append(claim)
                     stored.add(index)
                     for entry in entries:
+                        if entry.payloads and self._direct_payloads:
+                            direct.extend(entry.payloads)
+                            entry = msgspec.structs.replace(entry, payloads=[])
                         rows.append((self._next_id, encode_entry(entry)))
                         self._next_id += 1
                 db.executemany("INSERT INTO journal (id, entry) VALUES (?, ?)", rows)
+                if direct:
+                    payloads.write_payloads(db, direct)
                 written = sum(len(blob) for _, blob in rows)
                 if new_claims:
                     idempotency.remember(db, new_claims)

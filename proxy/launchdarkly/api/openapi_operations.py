@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.api.openapi import Operation, query_param
+from proxy.launchdarkly.api import events
 from proxy.launchdarkly.api.admin import PATH as DEAD_LETTERS_PATH
 from proxy.launchdarkly.api.listing import DEFAULT_LIMIT, MAX_FILTER_LENGTH, MAX_LIMIT, MAX_PARAMETER_LENGTH
+from proxy.launchdarkly.api.metric_events import MAX_HOURS_BACK
+from proxy.launchdarkly.api.metric_events import PATH as METRIC_EVENTS_PATH
 from proxy.launchdarkly.schemas.common import KEY_PATTERN, MAX_KEY_LENGTH, DeadLetterList, JsonPatch, LdError
+from proxy.launchdarkly.schemas.events import DiagnosticEvent, EventList, ImportList, MetricEventCounts, RelayError
 from proxy.launchdarkly.schemas.groups import MetricGroupCollectionRep, MetricGroupPost, MetricGroupRep
 from proxy.launchdarkly.schemas.metrics import MetricCollectionRep, MetricPost, MetricRep
 
@@ -90,3 +94,66 @@ OPERATIONS = [
         parameters=[query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                                 "the newest this many")], errors=(503,)),
 ]
+
+
+# --- SDK events and metric imports (Relay's paths; errors in Relay's {"message": ...}) ------------
+
+SDK_TOKEN_ERRORS = {401: "no SDK or mobile key in the Authorization header",
+                    403: "with auth = \"tokens\": a key not in [launchdarkly.environments.*]"}
+EVENT_REASONS = {
+    400: "the body is empty, not JSON, not an array, or an event has no string `kind`; the message names the "
+         "event's index",
+    403: "the client-side ID is not configured (auth = \"tokens\")",
+    404: "a project or environment key no resource could have",
+    413: "the body is larger than max_body_size (after decompression)",
+    503: "the store cannot write now; nothing was stored; see Retry-After",
+}
+EVENT_HEADERS = [
+    {"name": "X-LaunchDarkly-Event-Schema", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "kept with the payload and sent upstream with it"},
+    {"name": "X-LaunchDarkly-Payload-ID", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "a repeat from the same credential within idempotency_window is answered 202 and stored once"},
+    {"name": "X-LaunchDarkly-Tags", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "kept with the payload and sent upstream with it"},
+]
+CLIENT_SIDE_ID = {"name": "clientSideId", "in": "path", "required": True, "schema": {"type": "string"},
+                  "description": "the environment's client-side ID"}
+
+
+def _event_op(path: str, summary: str, request: object, token: str | None, parameters: list | None = None,
+              errors: tuple[int, ...] = (413, 415, 503), **kwargs: Any) -> Operation:
+    return Operation("post", path, summary, token, request=request, parameters=[*(parameters or []), *EVENT_HEADERS],
+                     error_body=RelayError, token_errors=SDK_TOKEN_ERRORS, reasons=EVENT_REASONS,
+                     errors=tuple(sorted({400, *errors})), **kwargs)
+
+
+def _sdk_ops() -> list[Operation]:
+    ops = []
+    for path, upstream in {**events.SERVER_ROUTES, **events.MOBILE_ROUTES}.items():
+        diagnostic = upstream.endswith("diagnostic")
+        server = path in events.SERVER_ROUTES
+        who = "server-side SDK (SDK key)" if server else "mobile SDK (mobile key)"
+        ops.append(_event_op(path, f"{'Diagnostic event' if diagnostic else 'Analytics events'} of a {who}; "
+                                   f"sent on to {{events_url}}{upstream}",
+                             DiagnosticEvent if diagnostic else EventList,
+                             "launchdarkly-sdk" if server else "launchdarkly-mobile",
+                             errors=(401, 403, 413, 415, 503)))
+    for path, diagnostic in ((events.BROWSER_BULK, False), (events.BROWSER_DIAGNOSTIC, True)):
+        ops.append(_event_op(path, f"{'Diagnostic event' if diagnostic else 'Analytics events'} of a browser SDK",
+                             DiagnosticEvent if diagnostic else EventList, None, [CLIENT_SIDE_ID],
+                             errors=(403, 413, 415, 503)))
+        ops.append(Operation("options", path, "CORS preflight of the browser event route (answered as Relay does)",
+                             None, parameters=[CLIENT_SIDE_ID], error_body=RelayError,
+                             answer={"type": "string", "description": "empty"}, answer_media="text/plain"))
+    ops.append(_event_op(events.IMPORT_PATH, "Import metric events (custom events of one environment)", ImportList,
+                         TOKEN, [_path("projectKey", "the project key"), _path("environmentKey", "the environment key")],
+                         errors=(401, 404, 413, 415, 503)))
+    ops.append(_op("get", METRIC_EVENTS_PATH, "The custom events counted against a metric, per hour and environment "
+                                              "(the proxy's own extension)", answer=MetricEventCounts,
+                   parameters=[PROJECT, METRIC, query_param(
+                       "hoursBack", {"type": "integer", "minimum": 1, "maximum": MAX_HOURS_BACK, "default": 24},
+                       "hours back from now, the current one included")], errors=(400, 404, 503)))
+    return ops
+
+
+OPERATIONS += _sdk_ops()

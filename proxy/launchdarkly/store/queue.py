@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import aiosqlite
 
+from proxy.launchdarkly.store import events
 from proxy.storage.outbox import OutboxItem, insert_batch
 
 VENDOR = "launchdarkly"
@@ -80,4 +81,5 @@ def status_report(db: sqlite3.Connection) -> dict:
         {"id": row[0], "project": row[1], "write": row[2], "status": row[3], "reason": row[4], "at": row[5]}
         for row in dead_letter_rows(db, 20)
     ]
-    return {"projects": dict(sorted(projects.items())), "dead_letters": recent}
+    return {"projects": dict(sorted(projects.items())), "dead_letters": recent, "events": events.outbox_report(db),
+            "event_payloads_waiting": events.waiting(db)}

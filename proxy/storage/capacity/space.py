@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 from proxy.storage.capacity.disk_reserve import DiskReserve
 from proxy.storage.capacity.limits import PAGE_FILL_SLACK, SizeLimit, is_disk_full
-from proxy.storage.capacity.overflow import drop_oldest_hour
+from proxy.storage.capacity.overflow import drop_oldest_hour, drop_oldest_payloads
 
 log = logging.getLogger(__name__)
 
 DROP_REASON = "overflow_drop_oldest"
 FULL_STORE = "database or disk is full (above the high-water mark)"
+MAX_PAYLOAD_DROPS = 16  # per refused commit: the eighth dropped each time shrinks
 
 
 class BoundedSpace:
@@ -37,6 +38,7 @@ class BoundedSpace:
         self._room_wanted = room_wanted  # a refused commit: history may give way (Store.give_way_to_ingest)
         self.fold_after_bytes = self.limit.budget.fold_after_bytes
         self.dropped_counts: Counter[str] = Counter()  # acknowledged counts deleted, by reason
+        self.dropped_payloads: Counter[str] = Counter()  # acknowledged events kept whole deleted, by reason
         self.reserve_folds = 0  # folds that only fitted above the high-water mark
 
     def has_room(self) -> bool:
@@ -62,7 +64,21 @@ class BoundedSpace:
         # read history gives way, outside the commit path (it deletes in chunks).
         if attempt == 0 and self.policy == "refuse":
             self._room_wanted()
-        return attempt == 0 and self._has_unfolded() and self.fold()
+        if attempt == 0 and self._has_unfolded() and self.fold():
+            return True
+        # Kept whole, events have no hours for the fold to drop: under "drop_oldest" the oldest of
+        # them give way to the commit here.
+        return self.policy == "drop_oldest" and attempt < MAX_PAYLOAD_DROPS and self._drop_oldest_payloads()
+
+    def _drop_oldest_payloads(self) -> bool:
+        with self.limit.hard_limit():
+            dropped = drop_oldest_payloads(self._db)
+        if not dropped:
+            return False
+        self.dropped_payloads[DROP_REASON] += dropped
+        log.warning("store full: dropped the oldest %d stored events (LaunchDarkly SDK events) for new ingest",
+                    dropped)
+        return True
 
     def fold_within_limit(self, fold_once: Callable[[], None]) -> None:
         """Run `fold_once` (one transaction) below the high-water mark, dropping the oldest stored

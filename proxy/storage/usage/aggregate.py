@@ -17,7 +17,7 @@ from typing import Protocol
 
 import msgspec
 
-from proxy.storage.journal import CountRow, ImpactRow, InstanceSeen, JournalEntry
+from proxy.storage.journal import CountRow, ImpactRow, InstanceSeen, JournalEntry, VendorPayload
 from proxy.storage.usage.impact import ImpactDeltas
 
 CountKey = tuple[str, str, str, int]  # environment, app, feature, hour (or minute)
@@ -84,6 +84,7 @@ class Deltas:
     counts: dict[GroupKey, dict[str, list]] = field(default_factory=dict)
     instances: dict[InstanceKey, tuple[float, float, InstanceSeen]] = field(default_factory=dict)
     impact: ImpactDeltas = field(default_factory=ImpactDeltas)
+    payloads: list[VendorPayload] = field(default_factory=list)  # written as they are (storage/payloads.py)
     entries: int = 0
     keys: int = 0  # (group, flag) count keys held
     # An upper bound of the bytes the next fold can add to the tables (new keys, new variant
@@ -116,6 +117,10 @@ class Deltas:
                 if inst.strategies is not None or inst.projects is not None:  # a register: may grow the row
                     self.fold_bytes += _instance_bytes(env, inst)
                 self.instances[ikey] = (min(known[0], received), max(known[1], received), _merge_instance(known[2], inst))
+        if entry.payloads:
+            self.payloads.extend(entry.payloads)
+            self.fold_bytes += sum(PAYLOAD_OVERHEAD + len(p.stream) + len(p.meta) + len(p.body)
+                                   for p in entry.payloads)
         if entry.impact:
             self.impact.add(env, entry.impact)
             self.fold_bytes += sum(_impact_bytes(env, row) for row in entry.impact)
@@ -165,7 +170,7 @@ class Deltas:
 
     def without_counts(self) -> Deltas:
         """The instances and impact samples alone (what a staged fold writes at once)."""
-        return Deltas(instances=self.instances, impact=self.impact, entries=self.entries)
+        return Deltas(instances=self.instances, impact=self.impact, payloads=self.payloads, entries=self.entries)
 
     def _merge(self, key: GroupKey, flags: Iterable[tuple[str, Counted]], received: float) -> None:
         """Add each flag's counts (a CountRow or a wire ToggleCount: yes, no, variants) to the
@@ -300,6 +305,11 @@ INSTANCE_OVERHEAD = 128
 IMPACT_TABLES = 2  # impact_metrics and pending_impact_metrics
 IMPACT_OVERHEAD = 128
 IMPACT_BUCKET_BYTES = 32
+PAYLOAD_OVERHEAD = 128  # a vendor payload's row in inbound_payloads, beside its bytes
+# Apps under which another vendor's usage is counted for the local reads (LaunchDarkly's summary
+# events: proxy/launchdarkly/model/summaries.py). Those counts are that vendor's: they never become
+# Unleash's pending counts.
+NOT_FORWARDED_APP_PREFIXES = ("launchdarkly:",)
 
 
 def _variant_bytes(variants: dict[str, int] | None) -> int:
@@ -386,7 +396,8 @@ def write_deltas(db: sqlite3.Connection, deltas: Deltas) -> None:
         for (env, app, flag, hour), agg in deltas.hourly.items()
     ]
     db.executemany(_COUNT_UPSERT.format(table="hourly_counts"), count_rows)
-    db.executemany(_COUNT_UPSERT.format(table="pending_counts"), count_rows)
+    db.executemany(_COUNT_UPSERT.format(table="pending_counts"),
+                   [row for row in count_rows if not row[1].startswith(NOT_FORWARDED_APP_PREFIXES)])
     db.executemany(_MINUTE_UPSERT, [(*key, agg[0], agg[1]) for key, agg in deltas.minute.items()])
     db.executemany(_SEEN_UPSERT, [(*key, span[0], span[1]) for key, span in deltas.seen.items()])
     db.executemany(

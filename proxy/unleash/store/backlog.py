@@ -43,8 +43,10 @@ def export_records(db: sqlite3.Connection, environment: str | None = None) -> It
     ):
         yield {"kind": "unleash.pending_count", "environment": env, "app_name": app, "feature_name": flag,
                "hour": hour, "yes": yes, "no": no, "variants": variants}
+    # Only Unleash's batches: the outbox is shared with LaunchDarkly's (their own backlog module).
     batches = db.execute(
-        "SELECT seq, id, environment, created FROM outbox_batches" + where + " ORDER BY created, seq", args,
+        "SELECT seq, id, environment, created FROM outbox_batches" + (where or " WHERE 1")
+        + " AND vendor = 'unleash' ORDER BY created, seq", args,
     ).fetchall()
     for seq, batch_id, env, created in batches:
         items = [{"kind": kind, "item": item, "yes": yes, "no": no} for kind, item, yes, no in db.execute(
@@ -64,8 +66,9 @@ def remove_exported(db: sqlite3.Connection, environment: str | None = None) -> N
     store is not served meanwhile, so that is exactly what was written out."""
     where, args = _where(environment)
     db.execute("DELETE FROM pending_counts" + where, args)
-    db.execute("DELETE FROM outbox_items WHERE batch_seq IN (SELECT seq FROM outbox_batches" + where + ")", args)
-    db.execute("DELETE FROM outbox_batches" + where, args)
+    mine = (where or " WHERE 1") + " AND vendor = 'unleash'"
+    db.execute("DELETE FROM outbox_items WHERE batch_seq IN (SELECT seq FROM outbox_batches" + mine + ")", args)
+    db.execute("DELETE FROM outbox_batches" + mine, args)
     db.execute("DELETE FROM pending_impact_metrics" + where, args)
 
 
