@@ -10,7 +10,6 @@ import pytest
 
 from proxy.api.state import STORE
 from proxy.launchdarkly.state import LD_EVENT_STATS, LD_EVENTS
-from proxy.launchdarkly.store.queue import read_status
 from tests.ld_events_support import (
     CLIENT_SIDE_ID,
     MOBILE_KEY,
@@ -22,6 +21,7 @@ from tests.ld_events_support import (
 )
 from tests.ld_events_upstream import start_events_upstream, stop_events_upstream
 from tests.ld_support import LD_TOKEN
+from tests.test_status_api import queue, status_of
 
 IMPORT_TOKEN = "api-import-only-token"
 
@@ -160,9 +160,12 @@ async def test_a_refused_credential_pauses_alone_while_another_keeps_flowing(mak
     assert upstream.accepted_events()[-1:] == events_of(1, user="s2")
     assert len(upstream.posts) == refused + 1
     assert dead_letters(proxy) == []
-    report = read_status(proxy.server.app[STORE].path)["events"]  # what `metrics-proxy status` shows
-    assert report["production:server"]["batches"] == 2 and str(status) in report["production:server"]["paused"]
-    assert report.get("staging:server", {}).get("paused") is None  # delivered: nothing to report
+    doc = await status_of(proxy)  # what the status page and `metrics-proxy status` show
+    production = queue(doc, "launchdarkly", "production:server")
+    assert (production["kind"], production["state"], production["pendingPayloads"]) == ("credential", "paused", 2)
+    assert str(status) in production["pausedReason"] and doc["status"] == "degraded"
+    staging = queue(doc, "launchdarkly", "staging:server")  # delivered, and it says when
+    assert (staging["state"], staging["pendingPayloads"]) == ("healthy", 0) and staging["lastSuccess"] is not None
     upstream.answer = None
     clock.advance(61)
     assert await flush(proxy) == 0
