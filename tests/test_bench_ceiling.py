@@ -70,8 +70,22 @@ def test_a_202_survives_a_power_cut(tmp_path):
     if not c_compiler():
         pytest.skip("no C compiler (gcc or cc) to build the power-cut shim; .ci/run installs gcc")
     shim = build_shim(tmp_path)
-    logs, undo = tmp_path / "logs", tmp_path / "undo"
-    logs.mkdir()
+    # On a loaded box the flush seen in progress may finish before the kill lands: then nothing is
+    # at stake in that attempt, and the test tries again with a new server and log.
+    for attempt in range(5):
+        cut, in_log, acked, sent = _kill_during_load(tmp_path / f"attempt-{attempt}", shim)
+        assert acked and acked <= set(in_log), f"{len(acked - set(in_log))} acknowledged posts lost"
+        assert len(in_log) == len(set(in_log)) and set(in_log) <= sent
+        if cut.lost_writes.get("ceiling-0.log", 0) >= 1:
+            break
+    assert cut.lost_writes.get("ceiling-0.log", 0) >= 1, "the kill did not land inside a flush in 5 attempts"
+
+
+def _kill_during_load(folder, shim):
+    """Start the server under the power-cut shim, post from 16 clients, SIGKILL it while its log
+    has a write not yet synced, cut the power: (the cut, the log's records, acked, sent)."""
+    logs, undo = folder / "logs", folder / "undo"
+    logs.mkdir(parents=True)
     proc, url = start(logs, env={**os.environ, **shim_env(shim, logs, undo)})
     acked, sent = set(), set()
 
@@ -109,6 +123,4 @@ def test_a_202_survives_a_power_cut(tmp_path):
     asyncio.run(load())
     cut = cut_power(logs, undo)
     in_log = records(logs / "ceiling-0.log")
-    assert cut.lost_writes.get("ceiling-0.log", 0) >= 1, "the kill did not land inside a flush"
-    assert acked and acked <= set(in_log), f"{len(acked - set(in_log))} acknowledged posts lost"
-    assert len(in_log) == len(set(in_log)) and set(in_log) <= sent
+    return cut, in_log, acked, sent

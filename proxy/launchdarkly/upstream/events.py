@@ -14,7 +14,6 @@ gzip-compressed. Without events_url the cut only counts, and nothing is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import logging
 import uuid
@@ -25,13 +24,14 @@ from aiohttp import web
 from proxy import __version__
 from proxy.clock import Clock
 from proxy.config import LaunchDarklySettings
+from proxy.forwarding import cycle
 from proxy.forwarding.delivery import Delivery, RetryPolicy, new_batch_id
 from proxy.forwarding.stats import ForwarderStats
 from proxy.launchdarkly.credentials import IMPORT, SCOPE_PREFIX, EventCredentials
 from proxy.launchdarkly.model.payload import VENDOR, decode_spec
 from proxy.launchdarkly.store import events as event_store
 from proxy.launchdarkly.upstream.stats import EventStats
-from proxy.storage import StorageUnavailable, Store, idempotency
+from proxy.storage import Store, idempotency
 from proxy.storage.outbox import Batch, Outbox
 from proxy.upstream.client import SendResult, UpstreamClient
 
@@ -87,31 +87,13 @@ class EventForwarder:
             self._loop = asyncio.create_task(self._run(), name="launchdarkly-events")
 
     async def _run(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.tick()
-            except StorageUnavailable as exc:
-                if not failing:
-                    log.error("cutting LaunchDarkly events into batches failed, retried every flush interval: %s", exc)
-                failing = True
-            else:
-                failing = False
-            await asyncio.sleep(self.ld.flush_interval)
+        await cycle.tick_every(self.tick, self.ld.flush_interval, "LaunchDarkly events")
 
     async def stop(self) -> None:
         """One last cut and send within shutdown_flush_timeout; what is not delivered stays on disk."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
         try:
-            await asyncio.wait_for(self.flush(), self.ld.shutdown_flush_timeout)
-        except TimeoutError:
-            log.warning("LaunchDarkly events: the shutdown flush did not finish in %.0f s; %d batches stay on disk",
-                        self.ld.shutdown_flush_timeout, self.outbox.pending_batch_count())
-        except StorageUnavailable as exc:
-            log.error("LaunchDarkly events: the shutdown flush failed; what was not sent stays on disk: %s", exc)
+            await cycle.final_flush(self._loop, self.flush, self.ld.shutdown_flush_timeout, self.outbox,
+                                    "LaunchDarkly events")
         finally:
             if self.delivery is not None:
                 await self.delivery.cancel()

@@ -9,7 +9,6 @@ whose values replace rather than add, go to {upstream}/client/metrics/custom on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.config import Settings
+from proxy.forwarding import cycle
 from proxy.forwarding.delivery import Delivery, RetryPolicy, new_batch_id
 from proxy.forwarding.stats import ForwarderStats
 from proxy.storage import StorageUnavailable, Store
@@ -77,35 +77,13 @@ class Forwarder:
 
     async def _run(self) -> None:
         # Batches persisted by a previous run (a crash mid-send) go out first, under their ids.
-        failing = False  # logged once per run of failing ticks, not on every tick
-        while True:
-            try:
-                await self.tick()
-            except StorageUnavailable as exc:  # e.g. disk full while cutting: nothing moved, try again later
-                if not failing:
-                    log.error("cutting upstream batches failed, retried every flush interval: %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.info("cutting upstream batches works again")
-                failing = False
-            await asyncio.sleep(self.settings.flush_interval)
+        await cycle.tick_every(self.tick, self.settings.flush_interval, "upstream")
 
     async def stop(self) -> None:
         """One last flush within shutdown_flush_timeout; what is not delivered stays on disk."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
         try:
-            await asyncio.wait_for(self.flush(), self.settings.shutdown_flush_timeout)
-        except TimeoutError:
-            log.warning(
-                "shutdown flush did not finish in %.0f s; %d batches stay on disk for the next start",
-                self.settings.shutdown_flush_timeout, self.outbox.pending_batch_count(),
-            )
-        except StorageUnavailable as exc:
-            log.error("shutdown flush failed; what was not sent stays on disk: %s", exc)
+            await cycle.final_flush(self._loop, self.flush, self.settings.shutdown_flush_timeout, self.outbox,
+                                    "upstream")
         finally:
             await self.delivery.cancel()
             if self._own_client:
