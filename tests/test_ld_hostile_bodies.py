@@ -1,6 +1,7 @@
-"""The bodies that broke the reader (issue 17), sent to LaunchDarkly's write endpoints: they share
-Unleash's body reader, so deep nesting, a corrupt or mislabelled compressed body and a
-decompression bomb get a 4xx in LaunchDarkly's error body, never a 500, and nothing is written."""
+"""The bodies that broke the reader (issue 17), sent to LaunchDarkly's write endpoints and its SDK
+event endpoints: they share Unleash's body reader, so deep nesting, a corrupt or mislabelled
+compressed body and a decompression bomb get a 4xx in the vendor's error body (the REST API's
+{code, message, id}, Relay's {message}), never a 500, and nothing is written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import zlib
 
 import pytest
 
-from tests.ld_support import BETA, LD_SETTINGS, custom_metric, error_of, group_body
+from proxy.api.state import STORE
+from tests.ld_events_support import CLIENT_SIDE_ID, MOBILE_KEY, SDK_KEY, custom, ld_settings, sdk_headers
+from tests.ld_support import BETA, LD_SETTINGS, LD_TOKEN, custom_metric, error_of, group_body
 
 DEPTH = 10_000
 DEEP_OBJECT = b'{"a":' * DEPTH + b"1" + b"}" * DEPTH
@@ -85,4 +88,52 @@ async def test_a_decompression_bomb_is_a_413_and_the_next_write_is_taken(make_cl
     assert set(body) == {"code", "message", "id"} and str(64 * 1024) in body["message"], body
     assert (await _post(client, path, compress(json.dumps(accepted).encode()),
                         **{"Content-Encoding": encoding})).status == 201
+    assert errors_logged() == []
+
+
+# --- the SDK event endpoints: Relay's paths and its {"message"} body -------------------------
+
+EVENT_POSTS = [
+    ("/bulk", SDK_KEY),
+    ("/mobile/events/bulk", MOBILE_KEY),
+    (f"/events/bulk/{CLIENT_SIDE_ID}", None),
+    ("/v2/event-data-import/proj/production", LD_TOKEN),
+]
+EVENT_IDS = ["server", "mobile", "browser", "import"]
+
+
+def _event_headers(key: str | None, **extra: str) -> dict[str, str]:
+    headers = sdk_headers(key or SDK_KEY, **extra)
+    if key is None:
+        del headers["Authorization"]  # the browser path names its environment in the path
+    return headers
+
+
+async def _stored_payloads(client) -> int:
+    return client.server.app[STORE].db.execute("SELECT count(*) FROM inbound_payloads").fetchone()[0]
+
+
+@pytest.fixture
+async def events_client(make_client):
+    return await make_client(launchdarkly=ld_settings(), max_body_size=64 * 1024)
+
+
+@pytest.mark.parametrize("path, key", EVENT_POSTS, ids=EVENT_IDS)
+async def test_sdk_event_posts_refuse_hostile_bodies_in_relays_body(events_client, errors_logged, path, key):
+    accepted = json.dumps([custom("checkout", 1_000)]).encode()
+    corrupt = bytearray(gzip.compress(accepted))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    bomb = gzip.compress(b'[{"kind":"custom","key":"k","creationDate":1,"pad":"' + b" " * (16 * 1024 * 1024) + b'"}]')
+    cases = [(DEEP_ARRAY, {}, 400), (b"[" + DEEP_OBJECT + b"]", {}, 400),
+             (accepted, {"Content-Encoding": "gzip"}, 400), (bytes(corrupt), {"Content-Encoding": "gzip"}, 400),
+             (bomb, {"Content-Encoding": "gzip"}, 413)]
+    for data, extra, status in cases:
+        resp = await events_client.post(path, data=data, headers=_event_headers(key, **extra))
+        body = await resp.json()
+        assert resp.status == status and set(body) == {"message"} and body["message"], (path, status, body)
+    assert await _stored_payloads(events_client) == 0  # nothing of them was kept
+    resp = await events_client.post(path, data=gzip.compress(accepted),
+                                    headers=_event_headers(key, **{"Content-Encoding": "gzip"}))
+    assert resp.status == 202, await resp.text()
+    assert await _stored_payloads(events_client) == 1
     assert errors_logged() == []

@@ -11,8 +11,9 @@ Summary counters map onto the usage ledger's yes / no / variants (docs/launchdar
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -48,6 +49,24 @@ def _explain(exc: msgspec.ValidationError, array: bool = True) -> str:
     return text
 
 
+def _diagnostic_problem(exc: msgspec.ValidationError) -> str:
+    return f"the diagnostic event {exc}" if "`kind`" in str(exc) else "a diagnostic body must be a JSON object with a `kind`"
+
+
+@contextlib.contextmanager
+def _decoding(explain: Callable[[msgspec.ValidationError], str] = _explain) -> Iterator[None]:
+    """Decoding errors as BadEvents. RecursionError: JSON nested about as deep as the decoder allows
+    (the shared body reader only reads the bytes; these decoders are the first to parse them)."""
+    try:
+        yield
+    except msgspec.ValidationError as exc:
+        raise BadEvents(explain(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadEvents(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadEvents("the body is nested too deeply") from None
+
+
 def _check_empty(body: bytes) -> None:
     if not body.strip():
         raise BadEvents("body may not be empty")
@@ -56,12 +75,8 @@ def _check_empty(body: bytes) -> None:
 def parse_events(body: bytes) -> list[Event]:
     """The events of an analytics post; BadEvents names the bad event's index."""
     _check_empty(body)
-    try:
+    with _decoding():
         events = _decode_events(body)
-    except msgspec.ValidationError as exc:
-        raise BadEvents(_explain(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadEvents(f"the body is not JSON: {exc}") from None
     for index, event in enumerate(events):
         if event.kind == "custom":
             problem = _custom_problem(event)
@@ -87,23 +102,14 @@ def _custom_problem(event: Event) -> str | None:
 def parse_imports(body: bytes) -> int:
     """Validate a metric import (only `custom` events); returns how many events it holds."""
     _check_empty(body)
-    try:
+    with _decoding():
         return len(_decode_imports(body))
-    except msgspec.ValidationError as exc:
-        raise BadEvents(_explain(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadEvents(f"the body is not JSON: {exc}") from None
 
 
 def parse_diagnostic(body: bytes) -> None:
     _check_empty(body)
-    try:
+    with _decoding(_diagnostic_problem):
         _decode_diagnostic(body)
-    except msgspec.ValidationError as exc:
-        raise BadEvents(f"the diagnostic event {exc}" if "`kind`" in str(exc) else
-                        "a diagnostic body must be a JSON object with a `kind`") from None
-    except msgspec.DecodeError as exc:
-        raise BadEvents(f"the body is not JSON: {exc}") from None
 
 
 def _variant(value: object, variation: int | None) -> str:
