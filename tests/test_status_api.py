@@ -13,6 +13,7 @@ from proxy.api.state import SETTINGS
 from proxy.api.status.schemas import StatusDocument
 from proxy.config import StatusSettings
 from tests.forwarding import post_metrics
+from tests.ld_events_support import ld_settings, sdk_headers, summary
 from tests.ld_support import HEADERS, custom_metric
 from tests.support import ADMIN_TOKEN, CLIENT_TOKEN, PROD_TOKEN, admin_headers
 
@@ -216,3 +217,24 @@ async def test_a_launchdarkly_queue_failing_then_replayed(make_client, ld_upstre
         await asyncio.sleep(0.02)
     replayed = await proj()
     assert replayed["state"] == "healthy" and replayed["lastSuccess"] == clock.now()
+
+
+async def test_each_vendor_section_counts_its_own_evaluations_and_the_document_both(make_client, clock):
+    """LaunchDarkly's summary events share the usage ledger (under `launchdarkly:<env>`): its section
+    lists them, Unleash's does not, and the document's ingest per minute adds both."""
+    client = await make_client(launchdarkly=ld_settings())
+    await post_metrics(client, {"flag-a": (5, 1), "shared-flag": (1, 0)}, clock.now(), app="app-1")
+    end = int(clock.now() * 1000)
+    events = [summary({"ld-flag": [{"value": True, "variation": 0, "version": 1, "count": 7}],
+                       "shared-flag": [{"value": False, "variation": 1, "version": 1, "count": 2}]}, end)]
+    assert (await client.post("/bulk", json=events, headers=sdk_headers())).status == 202
+    doc = await status_of(client)
+    unleash, ld = section(doc, "unleash"), section(doc, "launchdarkly")
+    tops = lambda part, key: [(e["name"], e["evaluations"]) for e in part[key]]  # noqa: E731
+    assert tops(unleash, "topFlags") == [("flag-a", 6), ("shared-flag", 1)]
+    assert tops(unleash, "topApps") == [("app-1", 7)]
+    assert tops(ld, "topFlags") == [("ld-flag", 7), ("shared-flag", 2)]
+    assert tops(ld, "topApps") == [("launchdarkly:production", 9)]
+    assert sum(m["evaluations"] for m in unleash["ingestPerMinute"]) == 7
+    assert sum(m["evaluations"] for m in ld["ingestPerMinute"]) == 9
+    assert sum(m["evaluations"] for m in doc["ingestPerMinute"]) == 16

@@ -1,7 +1,8 @@
 """The LaunchDarkly room's section of the operator status (proxy/api/status/): the REST write
 queue, one entry per project with writes queued, dead-lettered or paused; and the SDK event
 streams, one entry per (environment or masked key, endpoint kind) with batches waiting,
-dead-lettered or paused. Stream names never hold a key (proxy/launchdarkly/credentials.py)."""
+dead-lettered or paused. Stream names never hold a key (proxy/launchdarkly/credentials.py).
+The last hour's evaluations are the SDKs' summary events, counted under `launchdarkly:<env>`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from aiohttp import web
 from proxy.api.state import SETTINGS
 from proxy.api.status import queues
 from proxy.api.status.schemas import VendorStatus
+from proxy.launchdarkly.model.events import APP_PREFIX
 from proxy.launchdarkly.model.payload import VENDOR as EVENTS_VENDOR
 from proxy.launchdarkly.state import LD_EVENTS, LD_WRITES
 from proxy.launchdarkly.store.queue import VENDOR
 from proxy.storage.database import StatusReader
 from proxy.storage.outbox_status import outbox_queues
+from proxy.storage.usage import evaluations
+
+LAUNCHDARKLY_APPS = evaluations.AppFilter((APP_PREFIX,), inside=True)
 
 
 async def section(app: web.Application, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
@@ -35,5 +40,9 @@ async def section(app: web.Application, reader: StatusReader, now: float, live: 
                      live=live)
         for stream in sorted(streams)
     ]
+    minutes = queues.last_hour(now)
+    per_minute = await reader.read(evaluations.per_minute, minutes[0], LAUNCHDARKLY_APPS)
+    top_flags, top_apps = await reader.read(evaluations.busiest, minutes[0], LAUNCHDARKLY_APPS)
     return VendorStatus(vendor="launchdarkly", upstream=queues.redact_url(ld.api_url) if ld.upstream else None,
-                        queues=entries)
+                        queues=entries, ingestPerMinute=queues.per_minute(minutes, per_minute),
+                        topFlags=queues.usage(top_flags), topApps=queues.usage(top_apps))

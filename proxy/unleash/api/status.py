@@ -10,10 +10,14 @@ from proxy.api.status import queues
 from proxy.api.status.schemas import VendorStatus
 from proxy.storage.database import StatusReader
 from proxy.storage.outbox_status import UNLEASH, outbox_queues
+from proxy.storage.usage import evaluations
+from proxy.storage.usage.aggregate import NOT_FORWARDED_APP_PREFIXES
 from proxy.unleash.state import FORWARDER
 from proxy.unleash.store import status as store_status
 
 BUSIEST_REFRESH = 15.0  # seconds
+# Unleash's usage: every app but those another vendor's evaluations are counted under.
+UNLEASH_APPS = evaluations.AppFilter(NOT_FORWARDED_APP_PREFIXES, inside=False)
 NO_TOKEN = "no upstream token for this environment in [upstream] tokens: its counts stay here"
 
 
@@ -32,9 +36,9 @@ class Section:
         stored = await reader.read(outbox_queues, UNLEASH)
         pending = await reader.read(store_status.pending_rows)
         minutes = queues.last_hour(now)
-        per_minute = await reader.read(store_status.evaluations_per_minute, minutes[0])
+        per_minute = await reader.read(evaluations.per_minute, minutes[0], UNLEASH_APPS)
         if self._busiest is None or not 0 <= now - self._busiest[0] < BUSIEST_REFRESH:
-            self._busiest = now, await reader.read(store_status.busiest, minutes[0])
+            self._busiest = now, await reader.read(evaluations.busiest, minutes[0], UNLEASH_APPS)
         top_flags, top_apps = self._busiest[1]
         environments = sorted(set(stored) | set(pending) | set(settings.upstream.tokens if settings.upstream else ()))
         entries = []

@@ -55,29 +55,8 @@ def status_report(db: sqlite3.Connection) -> dict:
 
 # --- the operator status document (proxy/api/status/), on the read-only connection ----------------
 
-TOP = 10  # flags and apps listed by evaluations in the last hour
-
-
 async def pending_rows(db: aiosqlite.Connection) -> dict[str, tuple[int, int, int]]:
     """Per environment: (rows, yes + no, oldest hour) not yet cut into batches."""
     async with db.execute("SELECT environment, count(*), sum(yes + no), min(hour) FROM pending_counts "
                           "GROUP BY environment") as cursor:
         return {row[0]: (row[1], row[2] or 0, row[3]) for row in await cursor.fetchall()}
-
-
-async def evaluations_per_minute(db: aiosqlite.Connection, first_minute: int) -> dict[int, int]:
-    """Evaluations per minute from `first_minute` on (apps x minutes rows)."""
-    async with db.execute("SELECT minute, sum(yes + no) FROM minute_app_totals WHERE minute >= ? GROUP BY minute",
-                          (first_minute,)) as cursor:
-        return {row[0]: row[1] for row in await cursor.fetchall()}
-
-
-async def busiest(db: aiosqlite.Connection, first_minute: int) -> tuple[list[tuple], list[tuple]]:
-    """The TOP flags and apps by evaluations from `first_minute` on, as (name, evaluations). Sums
-    every flag's minutes of the hour (flags x 60 rows): 60 ms for 10,000 flags."""
-    tops = []
-    for table, column in (("minute_flag_totals", "feature_name"), ("minute_app_totals", "app_name")):
-        async with db.execute(f"SELECT {column}, sum(yes + no) AS n FROM {table} WHERE minute >= ? "
-                              f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?", (first_minute, TOP)) as cursor:
-            tops.append([tuple(row) for row in await cursor.fetchall()])
-    return tops[0], tops[1]
