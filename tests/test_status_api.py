@@ -183,7 +183,7 @@ async def test_the_page_is_served_without_a_token_and_loads_nothing_from_elsewhe
 
 
 async def test_the_busiest_flags_are_summed_again_after_a_while_not_on_every_read(client, clock):
-    from proxy.unleash.api.status import BUSIEST_REFRESH
+    from proxy.storage.usage.evaluations import BUSIEST_REFRESH
 
     await post_metrics(client, {"flag-a": (1, 0)}, clock.now())
     assert section(await status_of(client), "unleash")["topFlags"] == [{"name": "flag-a", "evaluations": 1}]

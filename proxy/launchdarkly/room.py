@@ -77,7 +77,7 @@ def install(app: web.Application) -> list[web.RouteDef]:
                                                 settings.retention_hours, events_client)
     app.cleanup_ctx.append(event_forwarding.cleanup_context(forwarder))
     app[SCRAPE_SOURCES].append(functools.partial(scrape.families, app))
-    app[STATUS_SOURCES].append(functools.partial(status.section, app))
+    app[STATUS_SOURCES].append(status.status_source(app))
     if settings.auth == "tokens" and not ld.access_tokens:
         log.info("no [launchdarkly] access_tokens: the LaunchDarkly API answers every call 401")
     return [route for group in ROUTE_GROUPS for route in group.routes()]

@@ -22,7 +22,18 @@ from proxy.storage.usage import evaluations
 LAUNCHDARKLY_APPS = evaluations.AppFilter((APP_PREFIX,), inside=True)
 
 
-async def section(app: web.Application, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
+def status_source(app: web.Application):
+    """The room's entry in STATUS_SOURCES; it keeps the hour's busiest flags and apps a while."""
+    busiest = evaluations.Busiest(LAUNCHDARKLY_APPS)
+
+    async def source(reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
+        return await section(app, reader, now, live, busiest)
+
+    return source
+
+
+async def section(app: web.Application, reader: StatusReader, now: float, live: bool = True,
+                  busiest: evaluations.Busiest | None = None) -> VendorStatus:
     ld = app[SETTINGS].launchdarkly
     delivery = app[LD_WRITES].delivery
     stored = await reader.read(outbox_queues, VENDOR)
@@ -42,7 +53,8 @@ async def section(app: web.Application, reader: StatusReader, now: float, live: 
     ]
     minutes = queues.last_hour(now)
     per_minute = await reader.read(evaluations.per_minute, minutes[0], LAUNCHDARKLY_APPS)
-    top_flags, top_apps = await reader.read(evaluations.busiest, minutes[0], LAUNCHDARKLY_APPS)
+    busiest = busiest or evaluations.Busiest(LAUNCHDARKLY_APPS)
+    top_flags, top_apps = await busiest.get(reader.read, minutes[0], now)
     return VendorStatus(vendor="launchdarkly", upstream=queues.redact_url(ld.api_url) if ld.upstream else None,
                         queues=entries, ingestPerMinute=queues.per_minute(minutes, per_minute),
                         topFlags=queues.usage(top_flags), topApps=queues.usage(top_apps))

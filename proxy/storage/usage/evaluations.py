@@ -7,11 +7,14 @@ with none of them (Unleash's)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiosqlite
 
 TOP = 10  # flags and apps listed by evaluations in the last hour
+BUSIEST_REFRESH = 15.0  # seconds the busiest flags and apps are kept before they are summed again
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,20 @@ async def _counted(db: aiosqlite.Connection, first_minute: int, apps: AppFilter)
     async with db.execute(f"SELECT 1 FROM minute_app_totals WHERE minute >= ? AND {where} LIMIT 1",
                           (first_minute, *params)) as cursor:
         return await cursor.fetchone() is not None
+
+
+class Busiest:
+    """busiest() for one AppFilter, summed again at most every `refresh` seconds: the status page
+    asks every few seconds, and with many flags this sum is the costly part of its document."""
+
+    def __init__(self, apps: AppFilter, refresh: float = BUSIEST_REFRESH) -> None:
+        self.apps = apps
+        self.refresh = refresh
+        self._last: tuple[float, tuple[list[tuple], list[tuple]]] | None = None  # (when, result)
+
+    async def get(self, read: Callable[..., Awaitable[Any]], first_minute: int,
+                  now: float) -> tuple[list[tuple], list[tuple]]:
+        """`read`: how the caller runs a query (a StatusReader's `read`)."""
+        if self._last is None or not 0 <= now - self._last[0] < self.refresh:
+            self._last = now, await read(busiest, first_minute, self.apps)
+        return self._last[1]

@@ -15,20 +15,17 @@ from proxy.storage.usage.aggregate import NOT_FORWARDED_APP_PREFIXES
 from proxy.unleash.state import FORWARDER
 from proxy.unleash.store import status as store_status
 
-BUSIEST_REFRESH = 15.0  # seconds
 # Unleash's usage: every app but those another vendor's evaluations are counted under.
 UNLEASH_APPS = evaluations.AppFilter(NOT_FORWARDED_APP_PREFIXES, inside=False)
 NO_TOKEN = "no upstream token for this environment in [upstream] tokens: its counts stay here"
 
 
 class Section:
-    """The room's entry in STATUS_SOURCES. The busiest flags and apps of the hour are summed at most
-    every BUSIEST_REFRESH seconds: the page asks every few seconds, and with many flags the sum is
-    the costly part of the document."""
+    """The room's entry in STATUS_SOURCES; it keeps the hour's busiest flags and apps a while."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self._busiest: tuple[float, tuple[list[tuple], list[tuple]]] | None = None  # (when, result)
+        self._busiest = evaluations.Busiest(UNLEASH_APPS)
 
     async def __call__(self, reader: StatusReader, now: float, live: bool = True) -> VendorStatus:
         settings = self.app[SETTINGS]
@@ -37,9 +34,7 @@ class Section:
         pending = await reader.read(store_status.pending_rows)
         minutes = queues.last_hour(now)
         per_minute = await reader.read(evaluations.per_minute, minutes[0], UNLEASH_APPS)
-        if self._busiest is None or not 0 <= now - self._busiest[0] < BUSIEST_REFRESH:
-            self._busiest = now, await reader.read(evaluations.busiest, minutes[0], UNLEASH_APPS)
-        top_flags, top_apps = self._busiest[1]
+        top_flags, top_apps = await self._busiest.get(reader.read, minutes[0], now)
         environments = sorted(set(stored) | set(pending) | set(settings.upstream.tokens if settings.upstream else ()))
         entries = []
         for name in environments:
