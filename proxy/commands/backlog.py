@@ -36,7 +36,9 @@ import msgspec
 
 from proxy.config import Settings, settings_from_args
 from proxy.launchdarkly.store import backlog as launchdarkly_backlog
+from proxy.storage import outbox
 from proxy.unleash.store import backlog as unleash_backlog
+from proxy.unleash.upstream.session import INSTANCE_ID_KEY
 
 FORMAT_VERSION = 1
 HEADER, END = "metrics-proxy.export", "metrics-proxy.end"
@@ -98,9 +100,8 @@ def export(store: Any, out: IO[bytes], environment: str | None, move: bool) -> d
     encode = msgspec.json.Encoder().encode
 
     def write_all(db: Any) -> dict[str, int]:
-        instance = db.execute("SELECT value FROM forwarder_state WHERE key = 'instance_id'").fetchone()
         out.write(encode({"kind": HEADER, "version": FORMAT_VERSION, "id": uuid.uuid4().hex, "created": time.time(),
-                          "source_instance": instance[0] if instance else None, "environment": environment}) + b"\n")
+                          "source_instance": outbox.state(db, INSTANCE_ID_KEY), "environment": environment}) + b"\n")
         totals = {"records": 0, "yes": 0, "no": 0}
         for module in BACKLOGS.values():
             for record in module.export_records(db, environment):
@@ -158,7 +159,7 @@ def import_records(store: Any, header: dict[str, Any], records: list[dict[str, A
     marker = f"imported:{header['id']}"
 
     def apply(db: Any) -> tuple[int, int]:
-        if db.execute("SELECT 1 FROM forwarder_state WHERE key = ?", (marker,)).fetchone():
+        if outbox.state(db, marker) is not None:
             raise ImportRefused(f"export {header['id']} was imported into this store before")
         applied = skipped = 0
         for record in records:
@@ -166,7 +167,7 @@ def import_records(store: Any, header: dict[str, Any], records: list[dict[str, A
                 applied += 1
             else:
                 skipped += 1
-        db.execute("INSERT INTO forwarder_state (key, value) VALUES (?, ?)", (marker, repr(time.time())))
+        outbox.set_state(db, marker, repr(time.time()))
         return applied, skipped
 
     return store.write(apply)
