@@ -441,11 +441,12 @@ def options_from_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, table by table (an option set in both takes override's value)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_options(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -476,8 +477,8 @@ def load_settings(
     options: dict[str, Any] = {}
     if config_file:
         options = options_from_file(config_file)
-    options = _merge(options, options_from_env(environ))
-    options = _merge(options, {k: v for k, v in (flags or {}).items() if v is not None})
+    options = merge_options(options, options_from_env(environ))
+    options = merge_options(options, {k: v for k, v in (flags or {}).items() if v is not None})
     try:
         settings = msgspec.convert(options, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -9,17 +9,15 @@ from typing import Any
 
 import msgspec
 
-from proxy.config import ENV_PREFIX, ConfigError, Settings, load_settings, options_from_env, options_from_file
-
-
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+from proxy.config import (
+    ENV_PREFIX,
+    ConfigError,
+    Settings,
+    load_settings,
+    merge_options,
+    options_from_env,
+    options_from_file,
+)
 
 
 def _struct_of(tp: Any) -> type[msgspec.Struct] | None:
@@ -62,7 +60,7 @@ def problems(config_file: str | None, environ: dict[str, str]) -> list[str]:
     try:
         if config_file:
             options = options_from_file(config_file)
-        options = _merged(options, options_from_env(environ))
+        options = merge_options(options, options_from_env(environ))
     except ConfigError as exc:
         return [str(exc)]
     found = option_problems(options)
