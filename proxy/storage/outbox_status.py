@@ -1,8 +1,10 @@
 """What the status report reads of one vendor's part of the outbox tables, per environment (an
-Unleash environment, a LaunchDarkly project's write queue): on the read-only connection."""
+Unleash environment, a LaunchDarkly project's write queue): on the read-only connection; and the
+few gauges a vendor's Prometheus families show of it."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
@@ -68,3 +70,25 @@ async def outbox_queues(db: aiosqlite.Connection, vendor: str) -> dict[str, Outb
         else:
             queue(name).paused = value
     return queues
+
+
+@dataclass(slots=True)
+class QueueGauges:
+    batches: int = 0
+    dead_letters: int = 0
+    paused: bool = False
+
+
+def queue_gauges(db: sqlite3.Connection, vendor: str) -> dict[str, QueueGauges]:
+    """Per environment of `vendor` (not Unleash: its state keys carry no prefix): batches waiting,
+    dead letters, whether it is paused. For a scrape, on the writer's connection."""
+    gauges: dict[str, QueueGauges] = {}
+    for name, batches in db.execute(
+            "SELECT environment, count(*) FROM outbox_batches WHERE vendor = ? GROUP BY environment", (vendor,)):
+        gauges.setdefault(name, QueueGauges()).batches = batches
+    for name, letters in db.execute(
+            "SELECT environment, count(*) FROM dead_letters WHERE vendor = ? GROUP BY environment", (vendor,)):
+        gauges.setdefault(name, QueueGauges()).dead_letters = letters
+    for (key,) in db.execute("SELECT key FROM forwarder_state WHERE key LIKE ?", (f"{vendor}.paused:%",)):
+        gauges.setdefault(key.partition(":")[2], QueueGauges()).paused = True
+    return dict(sorted(gauges.items()))

@@ -8,10 +8,12 @@ from collections import Counter
 from aiohttp import web
 
 from proxy.api.state import STORE
+from proxy.launchdarkly.model.payload import VENDOR as EVENTS_VENDOR
 from proxy.launchdarkly.state import LD_EVENT_STATS, LD_EVENTS, LD_STATS
 from proxy.launchdarkly.store import events as event_store
 from proxy.launchdarkly.store import queue
 from proxy.observability.exposition import family
+from proxy.storage.outbox_status import queue_gauges
 
 
 async def families(app: web.Application) -> list[str]:
@@ -30,23 +32,23 @@ async def families(app: web.Application) -> list[str]:
     store = app[STORE]
     if store.writer is None:
         return lines
-    report = store.on_writer(queue.status_report)
+    writes = store.on_writer(queue_gauges, queue.VENDOR)
     lines += family("metrics_proxy_launchdarkly_queued_writes", "gauge",
                     "LaunchDarkly writes waiting to be replayed, by project",
-                    [((("project", p),), e["queued"]) for p, e in report["projects"].items()])
+                    [((("project", p),), g.batches) for p, g in writes.items()])
     lines += family("metrics_proxy_launchdarkly_dead_letters", "gauge",
                     "Queued LaunchDarkly writes the upstream refused, by project",
-                    [((("project", p),), e["dead_letters"]) for p, e in report["projects"].items()])
-    streams = store.on_writer(event_store.outbox_report)
+                    [((("project", p),), g.dead_letters) for p, g in writes.items()])
+    streams = store.on_writer(queue_gauges, EVENTS_VENDOR)
     lines += family("metrics_proxy_launchdarkly_event_batches", "gauge",
                     "Batches of SDK events waiting to be sent, by stream (environment:credential kind)",
-                    [((("stream", s),), e["batches"]) for s, e in streams.items()])
+                    [((("stream", s),), g.batches) for s, g in streams.items()])
     lines += family("metrics_proxy_launchdarkly_event_dead_letters", "gauge",
                     "SDK events LaunchDarkly refused for good, kept in dead_letters, by stream",
-                    [((("stream", s),), e["dead_letters"]) for s, e in streams.items()])
+                    [((("stream", s),), g.dead_letters) for s, g in streams.items()])
     lines += family("metrics_proxy_launchdarkly_event_stream_paused", "gauge",
                     "1 while LaunchDarkly refuses a stream's credential (401/403/404); its events are kept",
-                    [((("stream", s),), 1 if e["paused"] else 0) for s, e in streams.items()])
+                    [((("stream", s),), 1 if g.paused else 0) for s, g in streams.items()])
     totals = store.on_writer(event_store.metric_event_totals)
     lines += family("metrics_proxy_launchdarkly_metric_events_total", "counter",
                     "Custom events counted against a metric (its eventKey), by project, metric and environment",

@@ -173,11 +173,6 @@ def _count(index: dict[tuple[str, str], list[MetricRef]], project: str, environm
             agg[1] += value
 
 
-def waiting(db: sqlite3.Connection) -> int:
-    """Payloads not cut yet."""
-    return payloads.count(db, VENDOR)
-
-
 def prune_counts(db: sqlite3.Connection, before_hour: int) -> int:
     return db.execute("DELETE FROM ld_metric_events WHERE hour < ?", (before_hour,)).rowcount
 
@@ -198,22 +193,3 @@ def metric_event_totals(db: sqlite3.Connection) -> list[tuple[str, str, str, int
     return db.execute(
         "SELECT project, metric_key, environment, sum(count), sum(value_sum) FROM ld_metric_events "
         "GROUP BY project, metric_key, environment ORDER BY 1, 2, 3").fetchall()
-
-
-def outbox_report(db: sqlite3.Connection) -> dict[str, dict]:
-    """Batches waiting, their oldest age, dead letters and pauses per stream, for status and the scrape."""
-    streams: dict[str, dict] = {}
-
-    def entry(name: str) -> dict:
-        return streams.setdefault(name, {"batches": 0, "oldest": None, "dead_letters": 0, "paused": None})
-
-    for name, count, oldest in db.execute(
-            "SELECT environment, count(*), min(created) FROM outbox_batches WHERE vendor = ? GROUP BY environment",
-            (VENDOR,)):
-        entry(name).update(batches=count, oldest=oldest)
-    for name, count in db.execute(
-            "SELECT environment, count(*) FROM dead_letters WHERE vendor = ? GROUP BY environment", (VENDOR,)):
-        entry(name)["dead_letters"] = count
-    for key, value in db.execute("SELECT key, value FROM forwarder_state WHERE key LIKE ?", (f"{VENDOR}.paused:%",)):
-        entry(key.partition(":")[2])["paused"] = value
-    return dict(sorted(streams.items()))

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 import aiosqlite
 
-from proxy.launchdarkly.store import events
 from proxy.storage.outbox import OutboxItem, insert_batch
 
 VENDOR = "launchdarkly"
@@ -43,43 +42,11 @@ def projects(db: sqlite3.Connection) -> list[tuple[str, float | None]]:
     return db.execute("SELECT project, refreshed FROM ld_projects ORDER BY project").fetchall()
 
 
-def dead_letter_rows(db: sqlite3.Connection, limit: int) -> list[tuple]:
-    """The newest dead letters first: (id, project, item, status, reason, created)."""
-    return db.execute(
-        "SELECT id, environment, item, status, reason, created FROM dead_letters WHERE vendor = ? "
-        "ORDER BY id DESC LIMIT ?", (VENDOR, limit)).fetchall()
-
-
 async def dead_letters(db: aiosqlite.Connection, limit: int) -> tuple[int, list[tuple]]:
-    """How many dead letters there are, and the newest `limit` (as dead_letter_rows)."""
+    """How many dead letters there are, and the newest `limit`: (id, project, item, status, reason, created)."""
     async with db.execute("SELECT count(*) FROM dead_letters WHERE vendor = ?", (VENDOR,)) as cursor:
         total = (await cursor.fetchone())[0]
     async with db.execute(
         "SELECT id, environment, item, status, reason, created FROM dead_letters WHERE vendor = ? "
         "ORDER BY id DESC LIMIT ?", (VENDOR, limit)) as cursor:
         return total, list(await cursor.fetchall())
-
-
-def status_report(db: sqlite3.Connection) -> dict:
-    """Queued writes and dead letters per project, and the newest dead letters (the scrape's view)."""
-    projects: dict[str, dict] = {}
-
-    def entry(name: str) -> dict:
-        return projects.setdefault(name, {"queued": 0, "oldest": None, "dead_letters": 0, "paused": None,
-                                          "last_error": None})
-
-    for name, count, oldest, last_error in db.execute(
-        "SELECT environment, count(*), min(created), max(last_error) FROM outbox_batches WHERE vendor = ? "
-        "GROUP BY environment", (VENDOR,)):
-        entry(name).update(queued=count, oldest=oldest, last_error=last_error)
-    for name, count in db.execute(
-        "SELECT environment, count(*) FROM dead_letters WHERE vendor = ? GROUP BY environment", (VENDOR,)):
-        entry(name)["dead_letters"] = count
-    for key, value in db.execute("SELECT key, value FROM forwarder_state WHERE key LIKE ?", (f"{VENDOR}.paused:%",)):
-        entry(key.partition(":")[2])["paused"] = value
-    recent = [
-        {"id": row[0], "project": row[1], "write": row[2], "status": row[3], "reason": row[4], "at": row[5]}
-        for row in dead_letter_rows(db, 20)
-    ]
-    return {"projects": dict(sorted(projects.items())), "dead_letters": recent, "events": events.outbox_report(db),
-            "event_payloads_waiting": events.waiting(db)}
