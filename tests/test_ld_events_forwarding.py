@@ -225,3 +225,15 @@ async def test_with_open_auth_an_unlisted_key_goes_upstream_with_its_own_events(
     await flush(proxy)
     sent = {p.headers["authorization"]: p.events for p in upstream.accepted()}
     assert sent == {other: events_of(2, user="o"), SDK_KEY: events_of(1, user="p")}
+
+
+async def test_the_scrape_shows_each_streams_batches_and_pause(make_proxy, upstream):
+    proxy = await make_proxy(auth_retry_interval=60.0)
+    upstream.answer = lambda post: 401 if post.headers.get("authorization") == SDK_KEY else 202
+    await post(proxy, events_of(2, user="p"))
+    await post(proxy, events_of(1, user="s"), STAGING_SDK_KEY)
+    await flush(proxy)
+    text = await (await proxy.get("/internal-backstage/prometheus")).text()
+    assert 'metrics_proxy_launchdarkly_event_batches{stream="production:server"} 1' in text
+    assert 'metrics_proxy_launchdarkly_event_stream_paused{stream="production:server"} 1' in text
+    assert 'metrics_proxy_launchdarkly_event_stream_paused{stream="staging:server"}' not in text  # nothing kept
