@@ -6,6 +6,7 @@ from aiohttp import web
 
 from proxy.launchdarkly.auth import AccessTokens
 from proxy.launchdarkly.credentials import EventCredentials
+from proxy.launchdarkly.upstream.events import EventForwarder
 from proxy.launchdarkly.upstream.stats import EventStats, WriteStats
 from proxy.launchdarkly.upstream.writes import Writes
 
@@ -17,5 +18,4 @@ LD_STATS = web.AppKey("launchdarkly_stats", WriteStats)
 LD_REFRESH = web.AppKey("launchdarkly_refresh", object)
 LD_CREDENTIALS = web.AppKey("launchdarkly_credentials", EventCredentials)
 LD_EVENT_STATS = web.AppKey("launchdarkly_event_stats", EventStats)
-# The forwarder of SDK events (proxy.launchdarkly.upstream.events.EventForwarder).
-LD_EVENTS = web.AppKey("launchdarkly_events", object)
+LD_EVENTS = web.AppKey("launchdarkly_events", EventForwarder)

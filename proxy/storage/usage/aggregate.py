@@ -307,7 +307,7 @@ IMPACT_OVERHEAD = 128
 IMPACT_BUCKET_BYTES = 32
 PAYLOAD_OVERHEAD = 128  # a vendor payload's row in inbound_payloads, beside its bytes
 # Apps under which another vendor's usage is counted for the local reads (LaunchDarkly's summary
-# events: proxy/launchdarkly/model/summaries.py). Those counts are that vendor's: they never become
+# events: proxy/launchdarkly/model/events.py). Those counts are that vendor's: they never become
 # Unleash's pending counts.
 NOT_FORWARDED_APP_PREFIXES = ("launchdarkly:",)
 
